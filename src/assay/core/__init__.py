@@ -1,0 +1,1 @@
+"""Records, steps, pipelines and recipes."""

@@ -1,0 +1,1 @@
+"""Stage I: crawl and clean (WARC/HTML extraction, language ID, quality filters, dedup, PII, decontamination)."""
