@@ -22,6 +22,7 @@ so recipes are validated with errors that name the bad key. Heavy dependencies (
 from __future__ import annotations
 
 import difflib
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -271,6 +272,12 @@ class StepRegistry:
                 self.unavailable[mod] = str(e)
             except ImportError as e:
                 self.unavailable[mod] = str(e)
+        # a user's own step modules, without packaging: ASSAY_STEP_MODULES=my_steps,other.module
+        for mod in filter(None, os.environ.get("ASSAY_STEP_MODULES", "").split(",")):
+            try:
+                importlib.import_module(mod.strip())
+            except Exception as e:
+                self.unavailable[mod] = f"{type(e).__name__}: {e}"
         for ep in entry_points(group="assay.steps"):
             try:
                 ep.load()

@@ -1,0 +1,199 @@
+"""The ``assay`` command line."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from assay.core.errors import AssayError
+
+app = typer.Typer(help="Assay: a data engine for foundation models.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+console = Console(stderr=True)
+
+
+def _fail(msg: str) -> None:
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    input: list[str] = typer.Option([], "--input", "-i", help="Input files, folders or globs (repeatable)."),
+    output: str = typer.Option(..., "--output", "-o", help="Output folder (local path or fsspec URI)."),
+    workers: int = typer.Option(max(1, (os.cpu_count() or 1)), "--workers", "-w", help="Worker processes."),
+    executor: str = typer.Option("local", "--executor", "-e", help="local or ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: local)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --output."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write report.html when done."),
+) -> None:
+    """Run RECIPE over the input; resumes an interrupted run in the same --output folder."""
+    from assay.core.recipe import Recipe
+    from assay.run.executor import make_executor
+
+    try:
+        r = Recipe.from_yaml(recipe)
+        ex = make_executor(executor, workers, ray_address)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("shards · {task.fields[records]:,} records read"), TimeElapsedColumn(),
+                      console=console, transient=False) as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(label: str, done: int, total: int, records: int) -> None:
+                if label not in tasks:
+                    tasks[label] = bar.add_task(label, total=total, records=records)
+                bar.update(tasks[label], completed=done, records=records)
+
+            stats = ex.run(r, input, output, overwrite=overwrite, progress=progress)
+    except AssayError as e:
+        _fail(str(e))
+        return
+    _print_summary(stats)
+    console.print(f"output: [bold]{output}[/] ({stats['output']['records']:,} records in "
+                  f"{len(stats['output']['files'])} files; rejected/: {stats['output']['rejected']:,}; "
+                  f"stats.json)")
+    if report:
+        from assay.run.report import write_report
+
+        path = write_report(output)
+        console.print(f"report: [bold]{path}[/]")
+
+
+def _print_summary(stats: dict) -> None:
+    t = Table(title=f"{stats['recipe']} — {stats['input']['records_read']:,} records read in {stats['seconds']} s")
+    for col in ("step", "in", "out", "dropped", "top drop reasons", "s"):
+        t.add_column(col, justify="right" if col in ("in", "out", "dropped", "s") else "left")
+    for s in stats["steps"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in list(s["drops"].items())[:3])
+        t.add_row(s["name"], f"{s['records_in']:,}", f"{s['records_out']:,}", f"{s['dropped']:,}", reasons,
+                  f"{s['seconds']:.2f}")
+    console.print(t)
+    if stats["errors"]:
+        console.print("skipped input (see errors.jsonl): " + ", ".join(f"{k} {v}" for k, v in stats["errors"].items()))
+
+
+@app.command()
+def steps(name: Optional[str] = typer.Argument(None, help="Show one step's parameters.")) -> None:
+    """List the registered steps and their parameters."""
+    from assay.core.step import REGISTRY
+
+    names = REGISTRY.names()
+    if name:
+        try:
+            cls = REGISTRY.get(name)
+        except KeyError as e:
+            _fail(e.args[0])
+            return
+        console.print(f"[bold]{cls.name}[/] v{cls.version} — {cls.describe()}")
+        t = Table()
+        for col in ("parameter", "type", "default", "description"):
+            t.add_column(col)
+        for pname, field in cls.Params.model_fields.items():
+            ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+            default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+            t.add_row(pname, ann, default, field.description or "")
+        console.print(t)
+        return
+    t = Table(title=f"{len(names)} steps")
+    for col in ("step", "kind", "module", "description"):
+        t.add_column(col)
+    from assay.core.step import Filter, GlobalStep
+
+    for n in names:
+        cls = REGISTRY.get(n)
+        kind = "global" if issubclass(cls, GlobalStep) else "filter" if issubclass(cls, Filter) else "step"
+        t.add_row(n, kind, cls.__module__.removeprefix("assay."), cls.describe())
+    console.print(t)
+    for mod, why in REGISTRY.unavailable.items():
+        console.print(f"[yellow]not loaded:[/] {mod}: {why}")
+
+
+@app.command()
+def inspect(
+    path: str = typer.Argument(..., help="A data file (JSONL, Parquet, WARC) or a run folder."),
+    n: int = typer.Option(5, "-n", help="How many records to show."),
+    full: bool = typer.Option(False, "--full", help="Show whole records as JSON."),
+) -> None:
+    """Peek at the first records of a file or run folder."""
+    from assay.core.errors import ErrorLog
+    from assay.io.sources import plan_shards, read_shard
+
+    p = path
+    if os.path.isdir(p):
+        from assay.run.executor import output_files
+
+        files = output_files(p)
+        if not files:
+            _fail(f"no output files in {p}")
+        p = files[0]
+    errors = ErrorLog()
+    try:
+        shards = plan_shards([p], "auto", 0)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+        return
+    shown = 0
+    for shard in shards:
+        for r in read_shard(shard, errors, text_key="text"):
+            if full:
+                sys.stdout.write(r.to_json().decode() + "\n")
+            else:
+                console.rule(f"{r.id} · {r.modality}")
+                console.print(f"meta: {dict(list(r.meta.items())[:8])}")
+                if r.signals:
+                    console.print(f"signals: {r.signals}")
+                if r.lineage:
+                    console.print("lineage: " + " → ".join(f"{e.step}@{e.version}" for e in r.lineage))
+                console.print(r.text[:600] + ("…" if len(r.text) > 600 else ""), markup=False, highlight=False)
+            shown += 1
+            if shown >= n:
+                break
+        if shown >= n:
+            break
+    if errors:
+        console.print(f"[yellow]skipped while reading:[/] {dict(errors.counts)}")
+
+
+@app.command()
+def report(run_dir: str = typer.Argument(..., help="A run's output folder.")) -> None:
+    """Write a self-contained HTML data card (report.html) for a finished run."""
+    from assay.run.report import write_report
+
+    try:
+        path = write_report(run_dir)
+    except AssayError as e:
+        _fail(str(e))
+        return
+    console.print(f"report: [bold]{path}[/]")
+
+
+# sub-commands owned by the stage packages; each module exposes a Typer app
+_SUBAPPS = {
+    "quality": ("assay.harvest.quality_cli", "Train and apply model-based quality classifiers."),
+    "lab": ("assay.lab.cli", "Scaling-law fits and tiny-LM ablations that put a number on data quality."),
+}
+for _name, (_module, _help) in _SUBAPPS.items():
+    try:
+        _sub = importlib.import_module(_module).app
+    except ModuleNotFoundError as _e:
+        if _e.name and _module.startswith(_e.name):
+            continue
+        raise
+    app.add_typer(_sub, name=_name, help=_help)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

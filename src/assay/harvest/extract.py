@@ -1,0 +1,355 @@
+"""``extract``: turn HTML pages into their main text (trafilatura or resiliparse), safely.
+
+A web crawl is hostile input. Before any extractor sees a page this step rejects, each with a counted reason:
+
+* ``too_large``: over ``max_bytes`` (checked on the length alone, so a 50 MB single-line page costs nothing);
+* ``binary_content``: NUL bytes or many control characters (images, archives served as ``text/html``);
+* ``broken_encoding``: too many undecodable characters (U+FFFD, lone surrogates) after decoding;
+* ``extraction_timeout``: the extractor ran past ``timeout_s`` (trafilatura can take minutes on some pages);
+* ``extraction_error``: the extractor raised (also written to the shard's error log);
+* ``empty_extraction``: nothing but white space came out.
+
+Records whose ``content`` is ``bytes`` are decoded first (the HTTP ``charset`` in ``meta`` if it works, else
+resiliparse's detector). The output record keeps its id and meta, becomes ``modality="text"`` and gains
+``meta["title"]`` and ``meta["crawl_date"]`` (copied from ``warc_date``). Non-HTML records pass through untouched.
+
+How the time limit works (``timeout_mode``):
+
+* ``signal`` (the default whenever the step runs in a process's main thread, which is how executors run it):
+  ``setitimer``/``SIGALRM`` raises :class:`ExtractionTimeout` inside the extractor. The exception derives from
+  ``BaseException`` so a library's ``except Exception`` cannot swallow it, and the alarm re-fires every 50 ms until
+  the call unwinds. Limit: a signal is only handled between Python bytecodes, so one long call into C (lxml
+  parsing a huge page, resiliparse) is interrupted only when it returns; ``max_bytes`` bounds those calls. A
+  timer already armed by the caller (e.g. pytest-timeout) is restored afterwards with its remaining time.
+* ``process`` (the default outside the main thread, where signals cannot be used): extraction runs in a child
+  process that is killed and replaced when it overruns. Costs a pickle of each page and a child start-up.
+* ``none``: no limit (benchmarks).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from typing import Any, ClassVar, Literal
+
+from assay.core.record import Record
+from assay.core.step import Batch, Step, StepContext, StepParams
+
+#: control characters that never appear in real text (tab, LF, VT, FF, CR are allowed); NUL included
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
+#: characters that say the decoding failed: the replacement character and lone surrogates (surrogateescape)
+_UNDECODABLE_CHARS = re.compile("[\ufffd\ud800-\udfff]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+#: how much of a page the binary/encoding checks look at (head and tail): enough to judge, bounded cost
+_SAMPLE_CHARS = 65_536
+
+
+class ExtractionTimeout(BaseException):
+    """Raised inside a runaway extraction. A ``BaseException`` so that ``except Exception`` in libraries can't eat it."""
+
+
+class ExtractParams(StepParams):
+    #: ``trafilatura`` (best quality, ~30 ms/page) or ``resiliparse`` (~8x faster, a little less precise)
+    engine: Literal["trafilatura", "resiliparse"] = "trafilatura"
+    #: per-page limit in seconds; a page that takes longer is rejected as ``extraction_timeout``
+    timeout_s: float = 5.0
+    timeout_mode: Literal["auto", "signal", "process", "none"] = "auto"
+    #: pages larger than this (bytes, or characters for decoded pages) are rejected as ``too_large``
+    max_bytes: int = 10_000_000
+    #: share of control characters (NUL included) in the sampled page above which it is ``binary_content``
+    max_control_ratio: float = 0.01
+    #: share of undecodable characters (U+FFFD, lone surrogates) above which the page is ``broken_encoding``
+    max_undecodable_ratio: float = 0.02
+    # -- trafilatura (defaults as FineWeb: precision first, no comments, repeated-boilerplate removal) --
+    favor_precision: bool = True
+    include_comments: bool = False
+    include_tables: bool = True
+    #: drop text segments already seen many times in this shard (trafilatura's LRU, reset per shard)
+    deduplicate: bool = True
+    # -- resiliparse --
+    #: keep line breaks / paragraphs (otherwise the text is one line)
+    preserve_formatting: bool = True
+    list_bullets: bool = True
+
+
+# -- checks before extraction ------------------------------------------------------------------------------------
+def _sample(text: str) -> str:
+    if len(text) <= 2 * _SAMPLE_CHARS:
+        return text
+    return text[:_SAMPLE_CHARS] + text[-_SAMPLE_CHARS:]
+
+
+def control_char_ratio(text: str) -> float:
+    """Share of control characters (NUL and friends, not white space) in a head+tail sample of ``text``."""
+    sample = _sample(text)
+    return len(_CONTROL_CHARS.findall(sample)) / len(sample) if sample else 0.0
+
+
+def undecodable_ratio(text: str) -> float:
+    """Share of U+FFFD and lone surrogates in a head+tail sample of ``text``."""
+    sample = _sample(text)
+    return len(_UNDECODABLE_CHARS.findall(sample)) / len(sample) if sample else 0.0
+
+
+def decode_html_bytes(data: bytes, charset: str | None = None) -> str:
+    """Decode a page: the declared ``charset`` if it decodes cleanly, else resiliparse's detection (meta tag,
+    uchardet), falling back to UTF-8 / cp1252 and finally to replacement characters (which the encoding check
+    then counts)."""
+    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+
+    if charset:
+        try:
+            return data.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            pass
+    encoding = detect_encoding(data, from_html_meta=True)
+    try:
+        return bytes_to_str(data, encoding, errors="replace")
+    except (LookupError, UnicodeError):
+        return data.decode("utf-8", errors="replace")
+
+
+# -- the extractors ----------------------------------------------------------------------------------------------
+class _Engine:
+    """Extraction proper, with the step's settings: ``__call__(html, url) -> (text, title)``.
+
+    Picklable (plain settings only), so the ``process`` mode can ship it to its child."""
+
+    def __init__(self, params: ExtractParams) -> None:
+        self.params = params
+        self._dedup_cache: Any = None
+
+    def reset(self) -> None:
+        """Forget repeated segments seen so far (called per shard so that a shard's output does not depend on
+        which shards the worker handled before)."""
+        self._dedup_cache = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"params": self.params, "_dedup_cache": None}
+
+    def warm_up(self) -> None:
+        """Import the extraction libraries (so that import time never counts against a page's limit)."""
+        import resiliparse.extract.html2text  # noqa: F401
+        import resiliparse.parse.html  # noqa: F401
+
+        if self.params.engine == "trafilatura":
+            import trafilatura  # noqa: F401
+
+    def __call__(self, html: str, url: str | None) -> tuple[str, str]:
+        from resiliparse.parse.html import HTMLTree
+
+        p = self.params
+        tree = HTMLTree.parse(html)
+        title = (tree.title or "").strip()
+        if p.engine == "resiliparse":
+            from resiliparse.extract.html2text import extract_plain_text
+
+            text = extract_plain_text(tree, preserve_formatting=p.preserve_formatting, main_content=True,
+                                      list_bullets=p.list_bullets, comments=p.include_comments)
+            return text, title
+        import trafilatura
+
+        dedup: Any = False
+        if p.deduplicate:
+            if self._dedup_cache is None:
+                from trafilatura.deduplication import LRU_SIZE, LRUCache
+
+                self._dedup_cache = LRUCache(maxsize=LRU_SIZE)
+            dedup = self._dedup_cache
+        text = trafilatura.extract(html, url=url, favor_precision=p.favor_precision,
+                                   include_comments=p.include_comments, include_tables=p.include_tables,
+                                   deduplicate=dedup)
+        return text or "", title
+
+
+# -- time limits -------------------------------------------------------------------------------------------------
+def _raise_timeout(signum: int, frame: Any) -> None:
+    raise ExtractionTimeout()
+
+
+def run_with_alarm(fn: Any, seconds: float, *args: Any) -> Any:
+    """Call ``fn(*args)``; raise :class:`ExtractionTimeout` if it runs longer than ``seconds``.
+
+    Main thread only (``SIGALRM``). The alarm repeats every 50 ms until ``fn`` unwinds, in case the first one was
+    caught. The caller's own SIGALRM handler and timer are restored afterwards (the timer with its remaining time).
+    """
+    old_handler = signal.signal(signal.SIGALRM, _raise_timeout)
+    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds, 0.05)
+    started = time.monotonic()
+    try:
+        return fn(*args)
+    finally:
+        while True:  # an alarm may land on any line here, even after fn returned: disarm until it sticks
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                break
+            except ExtractionTimeout:
+                continue
+        signal.signal(signal.SIGALRM, old_handler)
+        if old_delay > 0:
+            remaining = old_delay - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(remaining, 1e-3), old_interval)
+
+
+def _child_loop(conn: Any, engine: _Engine) -> None:
+    """Body of the ``process``-mode child: extract pages sent through ``conn`` until it is closed."""
+    engine.warm_up()
+    conn.send(("ready", None))
+    while True:
+        try:
+            html, url = conn.recv()
+        except EOFError:
+            return
+        try:
+            conn.send(("ok", engine(html, url)))
+        except Exception as e:  # reported to the parent, which rejects the record with extraction_error
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+class _IsolatedExtractor:
+    """Runs an :class:`_Engine` in a child process; kills and replaces the child when a page overruns."""
+
+    STARTUP_TIMEOUT_S: ClassVar[float] = 120.0
+
+    def __init__(self, engine: _Engine) -> None:
+        self.engine = engine
+        self._proc: Any = None
+        self._conn: Any = None
+
+    def _start(self) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # fork is unsafe in threaded parents
+        parent, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_child_loop, args=(child, self.engine), daemon=True)
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        # start-up (imports) must not count against the first page's limit, but must not hang forever either
+        if not parent.poll(self.STARTUP_TIMEOUT_S):
+            self.close()
+            raise RuntimeError("extraction process did not start")
+        parent.recv()
+
+    def __call__(self, html: str, url: str | None, timeout: float) -> tuple[str, str]:
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+        self._conn.send((html, url))
+        if not self._conn.poll(timeout):
+            self.close()
+            raise ExtractionTimeout()
+        try:
+            status, value = self._conn.recv()
+        except EOFError:  # the child died (e.g. a crash inside a C extension)
+            self.close()
+            raise RuntimeError("extraction process died") from None
+        if status == "error":
+            raise RuntimeError(value)
+        return value
+
+    def close(self) -> None:
+        if self._proc is not None:
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc.join(timeout=5)
+            self._conn.close()
+        self._proc = self._conn = None
+
+
+# -- the step ----------------------------------------------------------------------------------------------------
+class Extract(Step):
+    """Extract the main text of HTML pages (trafilatura or resiliparse), with per-page time and size limits."""
+
+    name = "extract"
+    version = "1"
+    Params: ClassVar[type[StepParams]] = ExtractParams
+
+    def __init__(self, params: Any = None, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self._engine = _Engine(self.params)  # type: ignore[arg-type]
+        self._isolated: _IsolatedExtractor | None = None
+        self._warm = False
+
+    def setup(self, ctx: StepContext) -> None:
+        self._engine.warm_up()
+        self._warm = True
+
+    def process(self, batches: Any, ctx: StepContext) -> Any:
+        self._engine.reset()  # per-shard dedup memory: same shard in, same text out
+        try:
+            for batch in batches:
+                yield self.process_batch(batch, ctx)
+        finally:
+            if self._isolated is not None:
+                self._isolated.close()
+                self._isolated = None
+
+    def process_batch(self, batch: Batch, ctx: StepContext) -> Batch:
+        for record in batch:
+            if record.drop is None and record.modality == "html":
+                self._extract_one(record, ctx)
+        return batch
+
+    # -- one page ----------------------------------------------------------------------------------------------
+    def _mode(self) -> str:
+        mode = self.params.timeout_mode  # type: ignore[attr-defined]
+        if mode == "auto":
+            return "signal" if threading.current_thread() is threading.main_thread() else "process"
+        return mode
+
+    def _extract_one(self, record: Record, ctx: StepContext) -> None:
+        p: ExtractParams = self.params  # type: ignore[assignment]
+        html = record.content
+        if isinstance(html, (bytes, bytearray, memoryview)):
+            html = bytes(html)
+            if len(html) > p.max_bytes:
+                return self.reject(record, "too_large")
+            html = decode_html_bytes(html, record.meta.get("charset"))
+        if not isinstance(html, str):
+            return self.reject(record, "not_html")
+        if len(html) > p.max_bytes:
+            return self.reject(record, "too_large")
+        if control_char_ratio(html) > p.max_control_ratio:
+            return self.reject(record, "binary_content")
+        if undecodable_ratio(html) > p.max_undecodable_ratio:
+            return self.reject(record, "broken_encoding")
+        if _SURROGATES.search(html):  # a few lone surrogates: make the page encodable, then go on
+            html = html.encode("utf-8", "replace").decode("utf-8")
+
+        url = record.meta.get("url")
+        started = time.perf_counter()
+        try:
+            text, title = self._run(html, url, p.timeout_s)
+        except ExtractionTimeout:
+            self.count("extract.timeout_seconds", round(time.perf_counter() - started))
+            ctx.errors.add("extraction_timeout", str(url or record.id), record.meta.get("offset"),
+                           f"extraction took longer than {p.timeout_s}s")
+            return self.reject(record, "extraction_timeout")
+        except Exception as e:  # a bug or a crash in the extractor on this page: count it and go on
+            ctx.errors.add("extraction_error", str(url or record.id), record.meta.get("offset"),
+                           f"{type(e).__name__}: {e}")
+            return self.reject(record, "extraction_error")
+        text = text.strip()
+        if not text:
+            return self.reject(record, "empty_extraction")
+        record.content = text
+        record.modality = "text"
+        record.meta["title"] = title
+        if "warc_date" in record.meta:
+            record.meta["crawl_date"] = record.meta["warc_date"]
+        record.meta["extractor"] = p.engine
+
+    def _run(self, html: str, url: str | None, timeout: float) -> tuple[str, str]:
+        if not self._warm:
+            self._engine.warm_up()
+            self._warm = True
+        mode = self._mode()
+        if mode == "none" or timeout <= 0:
+            return self._engine(html, url)
+        if mode == "signal":
+            return run_with_alarm(self._engine, timeout, html, url)
+        if self._isolated is None:
+            self._isolated = _IsolatedExtractor(self._engine)
+        return self._isolated(html, url, timeout)

@@ -1,0 +1,86 @@
+"""Opening files anywhere (local paths and fsspec URIs such as ``s3://``, ``hf://``), with compression by extension,
+and expanding input globs."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from typing import IO
+
+import fsspec
+
+FORMATS = ("jsonl", "parquet", "warc")
+_JSONL_EXT = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl.zst", ".json.zst",
+              ".ndjson.zst", ".jsonl.zstd")
+_WARC_EXT = (".warc", ".warc.gz", ".arc", ".arc.gz", ".warc.zst")
+
+
+def detect_format(path: str) -> str:
+    p = path.lower()
+    if p.endswith(".parquet"):
+        return "parquet"
+    if p.endswith(_WARC_EXT):
+        return "warc"
+    if p.endswith(_JSONL_EXT):
+        return "jsonl"
+    raise ValueError(f"cannot tell the format of {path!r} from its name; set input.format in the recipe "
+                     f"(one of {', '.join(FORMATS)})")
+
+
+def compression_of(path: str) -> str | None:
+    p = path.lower()
+    if p.endswith(".gz"):
+        return "gzip"
+    if p.endswith((".zst", ".zstd")):
+        return "zstd"
+    return None
+
+
+def open_binary(path: str) -> IO[bytes]:
+    """Open ``path`` for reading raw bytes (no decompression)."""
+    return fsspec.open(path, "rb").open()
+
+
+def open_decompressed(path: str, raw: IO[bytes] | None = None) -> IO[bytes]:
+    """Open ``path`` for reading, decompressing by extension. Errors of a damaged stream surface while reading
+    (``EOFError`` for a truncated gzip, ``gzip.BadGzipFile``/``zlib.error``/``zstd.ZstdError`` for corruption)."""
+    raw = raw if raw is not None else open_binary(path)
+    comp = compression_of(path)
+    if comp == "gzip":
+        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=1 << 20)  # type: ignore[arg-type]
+    if comp == "zstd":
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True),
+                                 buffer_size=1 << 20)
+    return raw
+
+
+def expand_inputs(paths: list[str]) -> list[str]:
+    """Expand globs and folders into a sorted, de-duplicated list of files, keeping each URI's protocol."""
+    out: list[str] = []
+    for p in paths:
+        fs, _, expanded = fsspec.get_fs_token_paths(p)
+        protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+        found = []
+        for e in expanded:
+            if fs.isdir(e):
+                found.extend(f for f in fs.find(e) if not _hidden(f))
+            elif fs.exists(e):
+                found.append(e)
+        if not found:
+            raise FileNotFoundError(f"no input files match {p!r}")
+        for f in found:
+            out.append(f if protocol in ("file", "local") else fs.unstrip_protocol(f))
+    seen: set[str] = set()
+    result = []
+    for f in sorted(out):
+        if f not in seen:
+            seen.add(f)
+            result.append(f)
+    return result
+
+
+def _hidden(path: str) -> bool:
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return name.startswith((".", "_"))

@@ -1,0 +1,128 @@
+"""JSONL reading (plain, .gz, .zst; whole files or byte ranges of plain files) and writing.
+
+Lines that are not valid JSON or not valid UTF-8, and streams that end early (a truncated gzip), are skipped and
+counted in the error log with the file and the byte offset (of the uncompressed stream); the run goes on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from typing import IO, Any, Iterator
+
+import orjson
+
+from assay.core.errors import ErrorLog
+from assay.core.record import Record, stable_id
+from assay.io.files import compression_of, open_binary, open_decompressed
+
+
+def record_from_foreign(obj: Any, source: str, position: int, text_key: str | None, id_key: str | None,
+                        modality: str) -> Record:
+    """A record from a JSON object not written by Assay (e.g. ``{"text": ..., "url": ...}``)."""
+    if not isinstance(obj, dict):
+        return Record(stable_id(source, position), obj, modality, {"source": source, "offset": position})
+    meta = dict(obj)
+    rid = str(meta.pop(id_key)) if id_key and id_key in meta else stable_id(source, position)
+    if text_key is None:
+        content: Any = obj
+        meta = {}
+    elif text_key in meta:
+        content = meta.pop(text_key)
+    else:
+        raise KeyError(text_key)
+    meta["source"] = source
+    meta["offset"] = position
+    return Record(rid, content, modality, meta)
+
+
+def read_jsonl(path: str, errors: ErrorLog, *, start: int = 0, end: int | None = None, text_key: str | None = "text",
+               id_key: str | None = None, modality: str = "text") -> Iterator[Record]:
+    """Records from a JSONL file; ``start``/``end`` select a byte range of an uncompressed file (a line belongs to
+    the range its first byte is in)."""
+    if (start or end is not None) and compression_of(path) is not None:
+        raise ValueError("byte ranges work on uncompressed JSONL only")
+    raw = open_binary(path)
+    with raw:
+        f: IO[bytes] = open_decompressed(path, raw)
+        pos = 0
+        if start > 0:
+            raw.seek(start - 1)
+            skipped = raw.readline()  # finish the line that straddles the boundary: it belongs to the previous range
+            pos = start - 1 + len(skipped)
+        try:
+            for line in f:
+                here = pos
+                pos += len(line)
+                if end is not None and here >= end:
+                    break
+                if not line.strip():
+                    continue
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError as e:
+                    kind = "bad_json"
+                    try:
+                        line.decode("utf-8")
+                    except UnicodeDecodeError:
+                        kind = "invalid_utf8"
+                    errors.add(kind, path, here, str(e))
+                    continue
+                if Record.is_record_dict(obj):
+                    try:
+                        yield Record.from_dict(obj)
+                    except (KeyError, TypeError, ValueError) as e:
+                        errors.add("bad_record", path, here, f"{type(e).__name__}: {e}")
+                    continue
+                try:
+                    yield record_from_foreign(obj, path, here, text_key, id_key, modality)
+                except KeyError:
+                    errors.add("missing_field", path, here, f"no field {text_key!r} (set input.text_key)")
+        except EOFError as e:
+            errors.add("truncated_file", path, pos, f"stream ended early: {e}")
+        except (gzip.BadGzipFile, zlib.error, OSError) as e:
+            errors.add("corrupt_file", path, pos, f"{type(e).__name__}: {e}")
+        except Exception as e:  # zstandard.ZstdError and other decompressor failures: count, keep the run going
+            if type(e).__module__.startswith("zstandard"):
+                errors.add("corrupt_file", path, pos, f"{type(e).__name__}: {e}")
+            else:
+                raise
+
+
+class JsonlWriter:
+    """Writes records to one JSONL file (compressed by extension)."""
+
+    def __init__(self, f: IO[bytes], compression: str | None) -> None:
+        self._raw = f
+        if compression == "gzip":
+            self._f: IO[bytes] = gzip.GzipFile(fileobj=f, mode="wb", compresslevel=3)  # type: ignore[assignment]
+        elif compression == "zstd":
+            import zstandard
+
+            self._f = zstandard.ZstdCompressor(level=3).stream_writer(f, closefd=False)  # type: ignore[assignment]
+        else:
+            self._f = f
+        self._buf: list[bytes] = []
+        self._buffered = 0
+        self.bytes_written = 0
+
+    def write(self, record: Record) -> int:
+        line = record.to_json() + b"\n"
+        self._buf.append(line)
+        self._buffered += len(line)
+        if self._buffered >= 1 << 20:
+            self.flush()
+        self.bytes_written += len(line)
+        return len(line)
+
+    def flush(self) -> None:
+        if self._buf:
+            self._f.write(b"".join(self._buf))
+            self._buf.clear()
+            self._buffered = 0
+
+    def close(self) -> None:
+        self.flush()
+        if self._f is not self._raw:
+            self._f.close()
+        self._raw.close()

@@ -1,0 +1,87 @@
+"""From input paths to shards, and from a shard to records.
+
+A shard is a unit of work for one worker: a whole file, a byte range of an uncompressed JSONL file, or a range of
+row groups of a Parquet file. Shard numbering depends only on the sorted input list and the recipe, so a rerun
+(resume) sees the same shards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+import fsspec
+
+from assay.core.errors import ErrorLog
+from assay.core.record import Record
+from assay.io.files import compression_of, detect_format, expand_inputs
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    path: str
+    format: str
+    start: int = 0  # byte offset (jsonl) or first row group (parquet)
+    end: int | None = None  # exclusive; None = to the end
+
+    def describe(self) -> str:
+        rng = "" if self.start == 0 and self.end is None else f" [{self.start}:{self.end if self.end is not None else ''}]"
+        return f"{self.path}{rng}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_shards(paths: list[str], fmt: str = "auto", shard_bytes: int = 128 << 20) -> list[Shard]:
+    files = expand_inputs(paths)
+    shards: list[Shard] = []
+    for path in files:
+        f = detect_format(path) if fmt == "auto" else fmt
+        if f == "jsonl" and shard_bytes > 0 and compression_of(path) is None:
+            size = fsspec.core.url_to_fs(path)[0].size(path)
+            n = max(1, -(-size // shard_bytes))
+            for k in range(n):
+                start = k * shard_bytes
+                end = None if k == n - 1 else (k + 1) * shard_bytes
+                shards.append(Shard(len(shards), path, f, start, end))
+        elif f == "parquet" and shard_bytes > 0:
+            from assay.io.parquet import row_group_count
+
+            size = fsspec.core.url_to_fs(path)[0].size(path)
+            groups = row_group_count(path)
+            n = max(1, min(groups, -(-size // shard_bytes)))
+            per = -(-groups // n) if groups else 0
+            for k in range(n):
+                lo, hi = k * per, min(groups, (k + 1) * per)
+                if lo < hi or (groups == 0 and k == 0):
+                    shards.append(Shard(len(shards), path, f, lo, hi))
+        else:
+            shards.append(Shard(len(shards), path, f))
+    return shards
+
+
+def read_shard(shard: Shard, errors: ErrorLog, *, text_key: str | None = "text", id_key: str | None = None,
+               modality: str = "text", warc_types: tuple[str, ...] = ("response",)) -> Iterator[Record]:
+    try:
+        if shard.format == "jsonl":
+            from assay.io.jsonl import read_jsonl
+
+            yield from read_jsonl(shard.path, errors, start=shard.start, end=shard.end, text_key=text_key,
+                                  id_key=id_key, modality=modality)
+        elif shard.format == "parquet":
+            from assay.io.parquet import read_parquet
+
+            rg = (shard.start, shard.end) if shard.end is not None else None
+            yield from read_parquet(shard.path, errors, row_groups=rg, text_key=text_key, id_key=id_key,
+                                    modality=modality)
+        elif shard.format == "warc":
+            from assay.io.warc import read_warc
+
+            yield from read_warc(shard.path, errors, types=warc_types)
+        else:
+            raise ValueError(f"unknown input format {shard.format!r}")
+    except FileNotFoundError as e:
+        errors.add("missing_file", shard.path, None, str(e))
+    except PermissionError as e:
+        errors.add("unreadable_file", shard.path, None, str(e))

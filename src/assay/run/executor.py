@@ -1,0 +1,311 @@
+"""Executors: run a recipe over input shards, locally on N processes (default) or on Ray.
+
+Both run the same jobs (:mod:`assay.run.jobs`), so both give the same records. The executor plans shards, checks
+that an existing run folder holds the same recipe and inputs (then resumes it), runs segment by segment (with a
+global step's ``reduce`` between segments), and finally merges the per-job stats into ``stats.json`` and the
+per-job error logs into ``errors.jsonl``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import fsspec
+import orjson
+
+from assay.core.errors import AssayError
+from assay.core.recipe import Recipe
+from assay.io.sources import Shard, plan_shards
+from assay.run import jobs
+from assay.run.jobs import Job, build, run_job, run_reduce
+
+ProgressFn = Callable[[str, int, int, int], None]  # (phase description, shards done, shards total, records read)
+
+
+class RunLockedError(AssayError):
+    pass
+
+
+def _init_worker(counter: Any) -> None:
+    jobs.PROGRESS_COUNTER = counter
+    try:  # die with the parent: a killed run must not leave workers writing into the run folder
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the parent
+
+
+class Executor:
+    name = "base"
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = max(1, workers)
+
+    # the executor-specific part: run jobs (and reduces), reporting each finished job
+    def map_jobs(self, jobs_: list[Job], on_done: Callable[[dict[str, Any]], None], progress: Callable[[], None]) -> None:
+        raise NotImplementedError
+
+    def reduce(self, recipe: dict[str, Any], run_dir: str, segment: int, num_shards: int) -> None:
+        run_reduce(recipe, run_dir, segment, num_shards)
+
+    def close(self) -> None:
+        pass
+
+    def records_read(self) -> int:
+        return 0
+
+    # the shared part ----------------------------------------------------------------------------------------
+    def run(self, recipe: Recipe, inputs: list[str], output: str, *, overwrite: bool = False,
+            progress: ProgressFn | None = None) -> dict[str, Any]:
+        started = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        paths = inputs or recipe.input.paths
+        if not paths:
+            raise AssayError("no input: give --input PATH (or input.paths in the recipe)")
+        try:
+            shards = plan_shards(paths, recipe.input.format, recipe.input.shard_bytes)
+        except (FileNotFoundError, ValueError) as e:
+            raise AssayError(str(e)) from None
+        fs, root = fsspec.core.url_to_fs(output)
+        fs.makedirs(root, exist_ok=True)
+        lock = _lock(fs, root)
+        try:
+            recipe_dict = recipe.model_dump(mode="json")
+            self._check_or_start(fs, root, recipe, shards, overwrite)
+            _, steps, segments = build(recipe_dict)
+            results: list[dict[str, Any]] = []
+            for k, seg in enumerate(segments):
+                todo = [Job(recipe_dict, output, k, len(segments), s, len(shards)) for s in shards]
+                done = 0
+                label = _segment_label(k, segments)
+
+                def on_done(res: dict[str, Any]) -> None:
+                    nonlocal done
+                    done += 1
+                    results.append(res)
+                    if progress:
+                        progress(label, done, len(todo), self.records_read())
+
+                if progress:
+                    progress(label, 0, len(todo), self.records_read())
+                self.map_jobs(todo, on_done, lambda: progress and progress(label, done, len(todo),
+                                                                            self.records_read()))
+                if seg.reduce_after is not None:
+                    if progress:
+                        progress(f"reduce {seg.reduce_after.name}", done, len(todo), self.records_read())
+                    self.reduce(recipe_dict, output, k, len(shards))
+            stats = _merge_stats(recipe, results, shards, len(segments), self.name, self.workers)
+            stats["started"] = started.isoformat()
+            stats["finished"] = datetime.now(timezone.utc).isoformat()
+            stats["seconds"] = round(time.perf_counter() - t0, 3)
+            jobs._write_atomic(fs, f"{root}/stats.json", orjson.dumps(stats, option=orjson.OPT_INDENT_2))
+            _merge_errors(fs, root)
+            return stats
+        finally:
+            self.close()
+            _unlock(lock)
+
+    def _check_or_start(self, fs: Any, root: str, recipe: Recipe, shards: list[Shard], overwrite: bool) -> None:
+        manifest = {"recipe": recipe.name, "fingerprint": recipe.fingerprint(),
+                    "shards": [s.to_dict() for s in shards]}
+        path = f"{root}/_run.json"
+        if fs.exists(path):
+            old = orjson.loads(fs.cat_file(path))
+            if old == manifest and not overwrite:
+                return  # resume
+            if not overwrite:
+                what = "recipe" if old.get("fingerprint") != manifest["fingerprint"] else "input files"
+                raise AssayError(f"{root} holds a run with a different {what}; use a new --output folder or "
+                                 f"--overwrite to replace it")
+        if overwrite or fs.exists(path):
+            for entry in fs.ls(root, detail=False):
+                name = entry.rstrip("/").rsplit("/", 1)[-1]
+                if name != ".lock":
+                    fs.rm(entry, recursive=True)
+        elif any(not e.rstrip("/").endswith(".lock") for e in fs.ls(root, detail=False)):
+            raise AssayError(f"{root} is not empty and holds no Assay run; choose an empty --output folder")
+        jobs._write_atomic(fs, path, orjson.dumps(manifest))
+
+
+def _segment_label(k: int, segments: list[Any]) -> str:
+    names = [s.name for s, phase in segments[k].stages if phase != "apply"]
+    if not names:
+        names = [s.name for s, _ in segments[k].stages]
+    return f"[{k + 1}/{len(segments)}] " + (" → ".join(names) if names else "copy")
+
+
+class LocalExecutor(Executor):
+    """Shards run on ``workers`` processes on this machine (``workers=1`` runs them in this process)."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 1) -> None:
+        super().__init__(workers)
+        ctx = mp.get_context("spawn")
+        self._counter = ctx.Value("q", 0)
+        self._pool: ProcessPoolExecutor | None = None
+        self._ctx = ctx
+
+    def records_read(self) -> int:
+        return int(self._counter.value)
+
+    def map_jobs(self, jobs_: list[Job], on_done: Callable[[dict[str, Any]], None], progress: Callable[[], None]) -> None:
+        if self.workers == 1:
+            jobs.PROGRESS_COUNTER = self._counter
+            for j in jobs_:
+                on_done(run_job(j))
+            return
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_init_worker,
+                                             initargs=(self._counter,))
+        pending = {self._pool.submit(run_job, j) for j in jobs_}
+        while pending:
+            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for f in finished:
+                on_done(f.result())
+            progress()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+class RayExecutor(Executor):
+    """The same jobs as Ray tasks: a local Ray instance by default, a cluster with ``address``. For more than one
+    machine the output folder must be shared storage (an fsspec URI such as s3://, or a shared filesystem)."""
+
+    name = "ray"
+
+    def __init__(self, workers: int = 1, address: str | None = None) -> None:
+        super().__init__(workers)
+        try:
+            import ray
+        except ImportError:
+            raise AssayError("the Ray executor needs Ray: pip install 'assay[ray]'") from None
+        self.ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": self.workers}
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
+            self._started = True
+        self._run_job = ray.remote(run_job)
+        self._run_reduce = ray.remote(run_reduce)
+
+    def map_jobs(self, jobs_: list[Job], on_done: Callable[[dict[str, Any]], None], progress: Callable[[], None]) -> None:
+        pending = [self._run_job.remote(j) for j in jobs_]
+        while pending:
+            ready, pending = self.ray.wait(pending, num_returns=1, timeout=0.5)
+            for r in ready:
+                on_done(self.ray.get(r))
+            progress()
+
+    def reduce(self, recipe: dict[str, Any], run_dir: str, segment: int, num_shards: int) -> None:
+        self.ray.get(self._run_reduce.remote(recipe, run_dir, segment, num_shards))
+
+    def close(self) -> None:
+        if self._started:
+            self.ray.shutdown()
+            self._started = False
+
+
+def make_executor(name: str, workers: int, address: str | None = None) -> Executor:
+    if name == "local":
+        return LocalExecutor(workers)
+    if name == "ray":
+        return RayExecutor(workers, address)
+    raise AssayError(f"unknown executor {name!r}; expected 'local' or 'ray'")
+
+
+def _lock(fs: Any, root: str) -> Any:
+    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    if protocol not in ("file", "local"):
+        return None
+    f = open(Path(root) / ".lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise RunLockedError(f"another run is writing to {root}") from None
+    return f
+
+
+def _unlock(f: Any) -> None:
+    if f is not None:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+def _merge_stats(recipe: Recipe, results: list[dict[str, Any]], shards: list[Shard], num_segments: int,
+                 executor: str, workers: int) -> dict[str, Any]:
+    steps: dict[int, dict[str, Any]] = {}
+    for res in results:
+        for s in res["steps"]:
+            cur = steps.setdefault(s["index"], {
+                "index": s["index"], "name": s["name"], "records_in": 0, "records_out": 0, "dropped": 0,
+                "bytes_in": 0, "bytes_out": 0, "seconds": 0.0, "drops": Counter(), "counters": Counter()})
+            phase = s["phase"]
+            if phase in ("process", "collect"):
+                cur["records_in"] += s["records_in"]
+                cur["bytes_in"] += s["bytes_in"]
+            if phase in ("process", "apply"):
+                cur["records_out"] += s["records_out"]
+                cur["bytes_out"] += s["bytes_out"]
+            cur["dropped"] += s["dropped"]
+            cur["seconds"] += s["seconds"]
+            cur["drops"].update(s["drops"])
+            cur["counters"].update(s["counters"])
+    step_list = []
+    for i in sorted(steps):
+        s = steps[i]
+        s["seconds"] = round(s["seconds"], 3)
+        s["drops"] = dict(s["drops"].most_common())
+        s["counters"] = dict(sorted(s["counters"].items()))
+        step_list.append(s)
+    first = [r for r in results if r["segment"] == 0]
+    last = [r for r in results if r["segment"] == num_segments - 1]
+    errors: Counter = Counter()
+    lengths: Counter = Counter()
+    languages: Counter = Counter()
+    for r in results:
+        errors.update(r["errors"])
+    for r in last:
+        lengths.update({int(k): v for k, v in r["lengths"].items()})
+        languages.update(r["languages"])
+    return {
+        "recipe": recipe.name,
+        "fingerprint": recipe.fingerprint(),
+        "executor": executor,
+        "workers": workers,
+        "input": {"files": len({s.path for s in shards}), "shards": len(shards),
+                  "records_read": sum(r["records_read"] for r in first)},
+        "output": {"format": recipe.output.format, "records": sum(r["records_written"] for r in last),
+                   "files": sorted(f for r in last for f in r["outputs"]),
+                   "rejected": sum(r["records_rejected"] for r in results)},
+        "steps": step_list,
+        "errors": dict(errors.most_common()),
+        "length_histogram_log2": {str(k): lengths[k] for k in sorted(lengths)},
+        "languages": dict(languages.most_common()),
+    }
+
+
+def _merge_errors(fs: Any, root: str) -> None:
+    files = sorted(fs.glob(f"{root}/_errors/*.jsonl"))
+    blob = b"".join(fs.cat_file(f) for f in files)
+    jobs._write_atomic(fs, f"{root}/errors.jsonl", blob)
+
+
+def output_files(run_dir: str) -> list[str]:
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    return sorted(p for p in fs.glob(f"{root}/part-*") if not os.path.basename(p).startswith("."))

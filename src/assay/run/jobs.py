@@ -1,0 +1,237 @@
+"""One unit of executor work: run one segment of a recipe's pipeline on one shard, exactly once.
+
+A recipe is cut into *segments* at its global steps (dedup): segment 0 runs the steps before the first global step
+and that step's ``collect`` phase; segment k runs global step k-1's ``apply`` phase, the steps up to the next global
+step and its ``collect``; the last segment writes the final output. Between segments records are kept in
+``_stages/`` of the run folder.
+
+A job first deletes whatever an earlier, killed attempt left for its (segment, shard), writes its files under
+temporary names, renames them into place, and only then writes its marker ``_markers/s{K}-{SHARD}.json`` (which
+holds its stats). A job whose marker exists is skipped. That makes a rerun after ``kill -9`` produce exactly the
+output of an uninterrupted run: no duplicates, no loss.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import fsspec
+import orjson
+
+from assay.core.errors import ErrorLog
+from assay.core.pipeline import Pipeline, batched
+from assay.core.record import Record
+from assay.core.recipe import Recipe
+from assay.core.step import GlobalStep, Step, StepContext
+from assay.io.sources import Shard, read_shard
+from assay.io.writers import ShardWriter
+
+# records read by this worker process so far; the local executor shares it with the progress bar
+PROGRESS_COUNTER: Any = None
+
+
+@dataclass(frozen=True)
+class Job:
+    recipe: dict[str, Any]
+    run_dir: str
+    segment: int
+    num_segments: int
+    shard: Shard
+    num_shards: int
+    worker_hint: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"s{self.segment}-{self.shard.index:05d}"
+
+
+@dataclass
+class Segment:
+    """Which (step, phase) pairs run in one segment."""
+
+    stages: list[tuple[Step, str]] = field(default_factory=list)
+    reduce_after: GlobalStep | None = None
+
+
+def split_segments(steps: list[Step]) -> list[Segment]:
+    segments = [Segment()]
+    for step in steps:
+        if isinstance(step, GlobalStep):
+            segments[-1].stages.append((step, "collect"))
+            segments[-1].reduce_after = step
+            segments.append(Segment(stages=[(step, "apply")]))
+        else:
+            segments[-1].stages.append((step, "process"))
+    return segments
+
+
+_CACHE: dict[tuple[str, str], tuple[list[Step], list[Segment]]] = {}
+
+
+def build(recipe_dict: dict[str, Any]) -> tuple[Recipe, list[Step], list[Segment]]:
+    recipe = Recipe.model_validate(recipe_dict)
+    key = (recipe.fingerprint(), str(os.getpid()))
+    if key not in _CACHE:
+        steps = recipe.instantiate()
+        Pipeline(steps)  # assigns recipe positions
+        _CACHE.clear()
+        _CACHE[key] = (steps, split_segments(steps))
+    steps, segments = _CACHE[key]
+    return recipe, steps, segments
+
+
+def stage_dir(run_dir: str, segment: int) -> str:
+    return f"{run_dir}/_stages/s{segment}"
+
+
+def _length_bin(n: int) -> int:
+    return 0 if n <= 0 else int(math.log2(n))
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Run one (segment, shard) job; returns its stats (also written as its marker)."""
+    fs, root = fsspec.core.url_to_fs(job.run_dir)
+    marker = f"{root}/_markers/{job.key}.json"
+    if fs.exists(marker):
+        return orjson.loads(fs.cat_file(marker))
+
+    recipe, steps, segments = build(job.recipe)
+    seg = segments[job.segment]
+    last = job.segment == job.num_segments - 1
+    shard = job.shard
+    prefix = f"part-{shard.index:05d}"
+    out_dir = root if last else f"{root}/_stages/s{job.segment}"
+    rej_dir = f"{root}/rejected"
+    rej_prefix = f"part-{shard.index:05d}-s{job.segment}"
+
+    # clear what a killed attempt may have left
+    for folder, pre in ((out_dir, prefix + "-"), (rej_dir, rej_prefix + "-")):
+        for p in fs.glob(f"{folder}/{pre}*") + fs.glob(f"{folder}/.tmp-{pre}*"):
+            fs.rm(p)
+
+    errors = ErrorLog()
+    ctx = StepContext(run_dir=_local_path(job.run_dir), shard=shard.index, num_shards=job.num_shards,
+                      worker=os.getpid(), errors=errors)
+    pipeline = Pipeline([s for s, _ in seg.stages], reindex=False)
+    pipeline.reset_stats()
+    stage_fns = [getattr(step, phase) for step, phase in seg.stages]
+
+    fmt = recipe.output.format if last else "jsonl"
+    max_records = recipe.output.max_records_per_file if last else 10**12
+    writer = ShardWriter(out_dir, prefix, fmt, max_records, recipe.output.max_bytes_per_file if last else 1 << 62)
+    rejected = ShardWriter(rej_dir, rej_prefix, "jsonl.gz", 10**12, 1 << 62) if recipe.output.rejected else None
+
+    inp = recipe.input
+    read = 0
+
+    def source() -> Iterator[Record]:
+        nonlocal read
+        if job.segment == 0:
+            it = read_shard(shard, errors, text_key=inp.text_key, id_key=inp.id_key, modality=inp.modality,
+                            warc_types=tuple(inp.warc_types))
+        else:
+            prev = stage_dir(root, job.segment - 1)
+            files = sorted(fs.glob(f"{prev}/{prefix}-*.jsonl"))
+            it = _read_stage(files, errors)
+        for r in it:
+            read += 1
+            if PROGRESS_COUNTER is not None and read % 64 == 0:
+                with PROGRESS_COUNTER.get_lock():
+                    PROGRESS_COUNTER.value += 64
+            yield r
+
+    def reject(batch: list[Record]) -> None:
+        if rejected is not None:
+            rejected.write_many(batch)
+
+    lengths: Counter = Counter()
+    languages: Counter = Counter()
+    t0 = time.perf_counter()
+    try:
+        for batch in pipeline.run(batched(source(), recipe.batch_size), ctx, reject, stages=stage_fns):
+            writer.write_many(batch)
+            if last:
+                for r in batch:
+                    lengths[_length_bin(len(r.text))] += 1
+                    lang = r.meta.get("language") or r.signals.get("lang")
+                    if lang:
+                        languages[str(lang)] += 1
+        out_paths = writer.close()
+        rej_paths = rejected.close() if rejected is not None else []
+    except BaseException:
+        writer.abort()
+        if rejected is not None:
+            rejected.abort()
+        raise
+    if PROGRESS_COUNTER is not None:
+        with PROGRESS_COUNTER.get_lock():
+            PROGRESS_COUNTER.value += read % 64
+
+    result = {
+        "segment": job.segment,
+        "shard": shard.to_dict(),
+        "records_read": read,
+        "records_written": writer.records_written,
+        "records_rejected": rejected.records_written if rejected is not None else 0,
+        "outputs": [p.rsplit("/", 1)[-1] for p in out_paths],
+        "rejected_outputs": [p.rsplit("/", 1)[-1] for p in rej_paths],
+        "seconds": round(time.perf_counter() - t0, 4),
+        "steps": [{"index": step.index, "name": step.name, "phase": phase, **step.stats.to_dict()}
+                  for step, phase in seg.stages],
+        "errors": dict(errors.counts),
+        "lengths": {str(k): v for k, v in sorted(lengths.items())},
+        "languages": dict(languages),
+    }
+    if errors.entries:
+        _write_atomic(fs, f"{root}/_errors/{job.key}.jsonl",
+                      b"".join(orjson.dumps(e) + b"\n" for e in errors.entries))
+    _write_atomic(fs, marker, orjson.dumps(result))
+    return result
+
+
+def run_reduce(recipe_dict: dict[str, Any], run_dir: str, segment: int, num_shards: int) -> None:
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    marker = f"{root}/_markers/reduce-s{segment}.json"
+    if fs.exists(marker):
+        return
+    _, _, segments = build(recipe_dict)
+    step = segments[segment].reduce_after
+    assert step is not None
+    t0 = time.perf_counter()
+    step.reduce(StepContext(run_dir=_local_path(run_dir), shard=0, num_shards=num_shards))
+    _write_atomic(fs, marker, orjson.dumps({"step": step.name, "index": step.index,
+                                            "seconds": round(time.perf_counter() - t0, 4)}))
+
+
+def _read_stage(files: list[str], errors: ErrorLog) -> Iterator[Record]:
+    from assay.io.jsonl import read_jsonl
+
+    for f in files:
+        yield from read_jsonl(f, errors)
+
+
+def _write_atomic(fs: Any, path: str, data: bytes) -> None:
+    folder = path.rsplit("/", 1)[0]
+    fs.makedirs(folder, exist_ok=True)
+    tmp = f"{folder}/.tmp-{os.getpid()}-{path.rsplit('/', 1)[-1]}"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
+
+
+def _local_path(run_dir: str):  # noqa: ANN202
+    """Global steps keep state on a local filesystem: the run folder when it is local, else a cache folder."""
+    from pathlib import Path
+
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    if protocol in ("file", "local"):
+        return Path(root)
+    import hashlib
+
+    return Path.home() / ".cache" / "assay" / "state" / hashlib.sha1(run_dir.encode()).hexdigest()[:16]
