@@ -193,69 +193,97 @@ def run_with_alarm(fn: Any, seconds: float, *args: Any) -> Any:
             signal.setitimer(signal.ITIMER_REAL, max(remaining, 1e-3), old_interval)
 
 
-def _child_loop(conn: Any, engine: _Engine) -> None:
-    """Body of the ``process``-mode child: extract pages sent through ``conn`` until it is closed."""
+def _child_main(read_fd: int, write_fd: int) -> None:
+    """Body of the ``process``-mode child (``python -m assay.harvest.extract READ_FD WRITE_FD``): receive the
+    engine, then extract pages until the parent closes the pipe."""
+    from multiprocessing.connection import Connection
+
+    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    engine: _Engine = inbox.recv()
     engine.warm_up()
-    conn.send(("ready", None))
+    outbox.send(("ready", None))
     while True:
         try:
-            html, url = conn.recv()
+            html, url = inbox.recv()
         except EOFError:
             return
         try:
-            conn.send(("ok", engine(html, url)))
+            outbox.send(("ok", engine(html, url)))
         except Exception as e:  # reported to the parent, which rejects the record with extraction_error
-            conn.send(("error", f"{type(e).__name__}: {e}"))
+            outbox.send(("error", f"{type(e).__name__}: {e}"))
 
 
 class _IsolatedExtractor:
-    """Runs an :class:`_Engine` in a child process; kills and replaces the child when a page overruns."""
+    """Runs an :class:`_Engine` in a child process; kills and replaces the child when a page overruns.
+
+    The child is a fresh interpreter running this module (not ``multiprocessing``'s spawn, which would re-import
+    the caller's ``__main__``), talking through two pipes."""
 
     STARTUP_TIMEOUT_S: ClassVar[float] = 120.0
 
     def __init__(self, engine: _Engine) -> None:
         self.engine = engine
         self._proc: Any = None
-        self._conn: Any = None
+        self._inbox: Any = None
+        self._outbox: Any = None
 
     def _start(self) -> None:
-        import multiprocessing
+        import os
+        import subprocess
+        import sys
+        from multiprocessing.connection import Connection
 
-        ctx = multiprocessing.get_context("spawn")  # fork is unsafe in threaded parents
-        parent, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_child_loop, args=(child, self.engine), daemon=True)
-        self._proc.start()
-        child.close()
-        self._conn = parent
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "assay.harvest.extract", str(to_child_r), str(from_child_w)],
+                pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL)
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self._outbox = Connection(to_child_w, readable=False)
+        self._inbox = Connection(from_child_r, writable=False)
+        self._outbox.send(self.engine)
         # start-up (imports) must not count against the first page's limit, but must not hang forever either
-        if not parent.poll(self.STARTUP_TIMEOUT_S):
+        if not self._inbox.poll(self.STARTUP_TIMEOUT_S):
             self.close()
             raise RuntimeError("extraction process did not start")
-        parent.recv()
+        self._receive()
 
-    def __call__(self, html: str, url: str | None, timeout: float) -> tuple[str, str]:
-        if self._proc is None or not self._proc.is_alive():
-            self._start()
-        self._conn.send((html, url))
-        if not self._conn.poll(timeout):
-            self.close()
-            raise ExtractionTimeout()
+    def _receive(self) -> Any:
         try:
-            status, value = self._conn.recv()
-        except EOFError:  # the child died (e.g. a crash inside a C extension)
+            return self._inbox.recv()
+        except (EOFError, OSError):  # the child died (e.g. a crash inside a C extension)
             self.close()
             raise RuntimeError("extraction process died") from None
+
+    def __call__(self, html: str, url: str | None, timeout: float) -> tuple[str, str]:
+        if self._proc is None or self._proc.poll() is not None:
+            self.close()
+            self._start()
+        try:
+            self._outbox.send((html, url))
+        except OSError:
+            self.close()
+            raise RuntimeError("extraction process died") from None
+        if not self._inbox.poll(timeout):
+            self.close()
+            raise ExtractionTimeout()
+        status, value = self._receive()
         if status == "error":
             raise RuntimeError(value)
         return value
 
     def close(self) -> None:
         if self._proc is not None:
-            if self._proc.is_alive():
+            if self._proc.poll() is None:
                 self._proc.kill()
-            self._proc.join(timeout=5)
-            self._conn.close()
-        self._proc = self._conn = None
+            self._proc.wait(timeout=10)
+        for conn in (self._inbox, self._outbox):
+            if conn is not None:
+                conn.close()
+        self._proc = self._inbox = self._outbox = None
 
 
 # -- the step ----------------------------------------------------------------------------------------------------
@@ -353,3 +381,9 @@ class Extract(Step):
         if self._isolated is None:
             self._isolated = _IsolatedExtractor(self._engine)
         return self._isolated(html, url, timeout)
+
+
+if __name__ == "__main__":  # the process-mode child, started by _IsolatedExtractor
+    import sys
+
+    _child_main(int(sys.argv[1]), int(sys.argv[2]))

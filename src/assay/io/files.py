@@ -56,6 +56,49 @@ def open_decompressed(path: str, raw: IO[bytes] | None = None) -> IO[bytes]:
     return raw
 
 
+class TruncatedStream(EOFError):
+    """The compressed stream ended before its end marker: everything before it has been delivered."""
+
+
+def iter_decompressed(path: str, raw: IO[bytes], chunk_size: int = 1 << 20):  # noqa: ANN201
+    """Yield decompressed chunks of ``raw`` (by ``path``'s extension). Unlike ``gzip.GzipFile``, a damaged stream
+    yields everything decompressed before the damage, then raises :class:`TruncatedStream` (early end) or the
+    decompressor's error (corruption). Concatenated gzip members and zstd frames are read through."""
+    import zlib
+
+    comp = compression_of(path)
+    if comp is None:
+        while chunk := raw.read(chunk_size):
+            yield chunk
+        return
+    if comp == "gzip":
+        new = lambda: zlib.decompressobj(31)  # noqa: E731
+    else:
+        import zstandard
+
+        new = zstandard.ZstdDecompressor().decompressobj
+    d = new()
+    fresh = True  # no input fed to d yet
+    while True:
+        data = raw.read(chunk_size)
+        if not data:
+            if not fresh and not d.eof:
+                raise TruncatedStream("compressed stream ended before its end marker")
+            return
+        while data:
+            out = d.decompress(data)
+            fresh = False
+            if out:
+                yield out
+            if d.eof:
+                data = d.unused_data
+                d, fresh = new(), True
+                if comp == "zstd":
+                    continue
+            else:
+                data = b""
+
+
 def expand_inputs(paths: list[str]) -> list[str]:
     """Expand globs and folders into a sorted, de-duplicated list of files, keeping each URI's protocol."""
     out: list[str] = []
@@ -65,7 +108,8 @@ def expand_inputs(paths: list[str]) -> list[str]:
         found = []
         for e in expanded:
             if fs.isdir(e):
-                found.extend(f for f in fs.find(e) if not _hidden(f))
+                # a folder contributes its data files (READMEs and licenses beside them are not input)
+                found.extend(f for f in fs.find(e) if not _hidden(f) and _is_data(f))
             elif fs.exists(e):
                 found.append(e)
         if not found:
@@ -79,6 +123,14 @@ def expand_inputs(paths: list[str]) -> list[str]:
             seen.add(f)
             result.append(f)
     return result
+
+
+def _is_data(path: str) -> bool:
+    try:
+        detect_format(path)
+        return True
+    except ValueError:
+        return False
 
 
 def _hidden(path: str) -> bool:

@@ -14,7 +14,7 @@ import orjson
 
 from assay.core.errors import ErrorLog
 from assay.core.record import Record, stable_id
-from assay.io.files import compression_of, open_binary, open_decompressed
+from assay.io.files import TruncatedStream, compression_of, iter_decompressed, open_binary
 
 
 def record_from_foreign(obj: Any, source: str, position: int, text_key: str | None, id_key: str | None,
@@ -36,6 +36,19 @@ def record_from_foreign(obj: Any, source: str, position: int, text_key: str | No
     return Record(rid, content, modality, meta)
 
 
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Split a stream of chunks into lines (without the newline); the last line may lack one."""
+    rest = b""
+    for chunk in chunks:
+        if rest:
+            chunk = rest + chunk
+        lines = chunk.split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
+
+
 def read_jsonl(path: str, errors: ErrorLog, *, start: int = 0, end: int | None = None, text_key: str | None = "text",
                id_key: str | None = None, modality: str = "text") -> Iterator[Record]:
     """Records from a JSONL file; ``start``/``end`` select a byte range of an uncompressed file (a line belongs to
@@ -44,22 +57,24 @@ def read_jsonl(path: str, errors: ErrorLog, *, start: int = 0, end: int | None =
         raise ValueError("byte ranges work on uncompressed JSONL only")
     raw = open_binary(path)
     with raw:
-        f: IO[bytes] = open_decompressed(path, raw)
         pos = 0
         if start > 0:
             raw.seek(start - 1)
             skipped = raw.readline()  # finish the line that straddles the boundary: it belongs to the previous range
             pos = start - 1 + len(skipped)
+        loads = orjson.loads
+        is_record = Record.is_record_dict
+        from_dict = Record.from_dict
         try:
-            for line in f:
+            for line in _lines(iter_decompressed(path, raw)):
                 here = pos
-                pos += len(line)
+                pos += len(line) + 1
                 if end is not None and here >= end:
                     break
-                if not line.strip():
+                if not line or line.isspace():
                     continue
                 try:
-                    obj = orjson.loads(line)
+                    obj = loads(line)
                 except orjson.JSONDecodeError as e:
                     kind = "bad_json"
                     try:
@@ -68,9 +83,9 @@ def read_jsonl(path: str, errors: ErrorLog, *, start: int = 0, end: int | None =
                         kind = "invalid_utf8"
                     errors.add(kind, path, here, str(e))
                     continue
-                if Record.is_record_dict(obj):
+                if is_record(obj):
                     try:
-                        yield Record.from_dict(obj)
+                        yield from_dict(obj)
                     except (KeyError, TypeError, ValueError) as e:
                         errors.add("bad_record", path, here, f"{type(e).__name__}: {e}")
                     continue
@@ -78,11 +93,11 @@ def read_jsonl(path: str, errors: ErrorLog, *, start: int = 0, end: int | None =
                     yield record_from_foreign(obj, path, here, text_key, id_key, modality)
                 except KeyError:
                     errors.add("missing_field", path, here, f"no field {text_key!r} (set input.text_key)")
-        except EOFError as e:
-            errors.add("truncated_file", path, pos, f"stream ended early: {e}")
-        except (gzip.BadGzipFile, zlib.error, OSError) as e:
+        except TruncatedStream as e:
+            errors.add("truncated_file", path, pos, str(e))
+        except (zlib.error, OSError) as e:
             errors.add("corrupt_file", path, pos, f"{type(e).__name__}: {e}")
-        except Exception as e:  # zstandard.ZstdError and other decompressor failures: count, keep the run going
+        except Exception as e:  # zstandard.ZstdError: count it, keep the run going
             if type(e).__module__.startswith("zstandard"):
                 errors.add("corrupt_file", path, pos, f"{type(e).__name__}: {e}")
             else:

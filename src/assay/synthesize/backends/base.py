@@ -106,6 +106,7 @@ class Completion:
     model: str = ""
     cached: bool = False  # served from the response cache (no backend call)
     error: str | None = None  # why the request failed after retries (then ``text`` is "")
+    cost_usd: float = 0.0  # what this call cost (0 when cached or free)
 
     @property
     def ok(self) -> bool:

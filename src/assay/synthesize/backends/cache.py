@@ -93,16 +93,16 @@ class ResponseCache:
 class CachedBackend(LLMBackend):
     """Wraps a backend: answers from the cache what it can, sends the rest, stores new answers at once.
 
-    ``usage`` counts cache hits and the wrapped backend's calls, tokens and cost together.
+    Each wrapper keeps its own :class:`Usage` (cache hits, calls, tokens, cost of the answers it obtained), so two
+    steps sharing one model still report their own spending. ``cache=None`` keeps the accounting without caching.
     """
 
-    def __init__(self, inner: LLMBackend, cache: ResponseCache) -> None:
+    def __init__(self, inner: LLMBackend, cache: ResponseCache | None) -> None:
         super().__init__()
         self.inner = inner
         self.cache = cache
         self.kind = inner.kind
         self.model = inner.model
-        self.usage = inner.usage  # one account for the pair
 
     @property
     def identity(self) -> str:
@@ -111,9 +111,16 @@ class CachedBackend(LLMBackend):
     def describe(self) -> dict[str, object]:
         return self.inner.describe()
 
+    def _account(self, answer: Completion) -> None:
+        if answer.ok:
+            self.usage.add(calls=1, prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+                           cost_usd=answer.cost_usd)
+        else:
+            self.usage.add(errors=1)
+
     def generate(self, requests: list[LLMRequest], on_complete: OnComplete | None = None) -> list[Completion]:
         keys = [request_key(self.identity, r) for r in requests]
-        found = self.cache.get_many(keys)
+        found = self.cache.get_many(keys) if self.cache is not None else {}
         results: list[Completion | None] = [found.get(k) for k in keys]
         self.usage.add(cache_hits=sum(r is not None for r in results))
         if on_complete is not None:
@@ -121,7 +128,7 @@ class CachedBackend(LLMBackend):
                 if r is not None:
                     on_complete(i, r)
         missing = [i for i, r in enumerate(results) if r is None]
-        # requests repeated inside one batch are sent once
+        # a request repeated inside one batch is sent once
         first_of: dict[str, int] = {}
         to_send = []
         for i in missing:
@@ -131,7 +138,8 @@ class CachedBackend(LLMBackend):
         if to_send:
             def store(j: int, answer: Completion) -> None:
                 i = to_send[j]
-                if answer.ok:  # committed now: a kill after this line loses nothing
+                self._account(answer)
+                if answer.ok and self.cache is not None:  # committed now: a kill after this loses nothing
                     self.cache.put(keys[i], self.identity, answer)
                 if on_complete is not None:
                     on_complete(i, answer)
@@ -147,5 +155,6 @@ class CachedBackend(LLMBackend):
         return [r for r in results if r is not None]
 
     def close(self) -> None:
-        self.inner.close()
-        self.cache.close()
+        """Close the cache; the wrapped backend may be shared, so its owner closes it."""
+        if self.cache is not None:
+            self.cache.close()

@@ -202,7 +202,7 @@ class OpenAIBackend(LLMBackend):
         self.usage.add(calls=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost)
         return Completion(text=text or "", finish_reason=choice.get("finish_reason") or "stop",
                           prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                          model=str(data.get("model") or self.model))
+                          model=str(data.get("model") or self.model), cost_usd=cost)
 
     def close(self) -> None:
         loop, thread, client = self._loop, self._thread, self._client

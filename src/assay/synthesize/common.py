@@ -1,0 +1,172 @@
+"""What every synthesis step shares: the backend and cache, templates, reproducible request seeds, lineage of the
+records it makes, and usage accounting in the run stats.
+
+A synthesis step is a generator (:meth:`Step.process`): seed records in, new records out. Each new record gets
+``meta["parents"]`` (ids of the records it came from), an id derived from those parents
+(:func:`assay.core.record.derive_id`), and ``meta["synth"]`` (technique, backend, model, hashes of the prompt
+templates used); the pipeline appends the step's own lineage entry.
+
+Reproducibility is what makes a crashed run cheap to resume: every random choice comes from a generator seeded by
+the step's ``seed``, and every request carries a seed derived from the step's ``seed`` and the request's place in
+the run, so a rerun sends the very same requests, which the response cache (``<run_dir>/llm-cache.sqlite`` by
+default) answers without calling the model.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+import xxhash
+from pydantic import Field
+
+from assay.core.record import Record, derive_id
+from assay.core.step import Step, StepContext, StepParams
+from assay.synthesize.backends import BackendConfig, LLMBackend, LLMRequest, cached, shared_backend
+from assay.synthesize.backends.base import Completion, SamplingParams
+from assay.synthesize.templates import PromptTemplate, load_template
+
+CACHE_FILE = "llm-cache.sqlite"
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class SynthParams(StepParams):
+    """Parameters shared by every synthesis step."""
+
+    #: which model answers (default: the bundled local SmolLM2 model)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    #: response cache file; default ``<run dir>/llm-cache.sqlite`` (none when used as a library without a run
+    #: dir); ``"off"`` disables caching
+    cache: str | None = None
+    #: seeds every random choice and every request, so reruns repeat the same requests (and hit the cache)
+    seed: int = 0
+    #: template name → path of your own version of that prompt (see docs/synthesize.md for the names)
+    templates: dict[str, str] = Field(default_factory=dict)
+    #: longest seed text put into a prompt, in characters (longer ones are cut)
+    max_seed_chars: int = Field(4000, ge=100)
+
+
+def clean_text(text: Any, max_chars: int) -> str:
+    """A prompt-safe version of ``text``: str, valid UTF-8 (lone surrogates replaced), no control characters, cut
+    to ``max_chars``."""
+    if not isinstance(text, str):
+        return ""
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    text = _CONTROL.sub(" ", text)
+    return text[:max_chars].strip()
+
+
+def split_words(text: str) -> list[str]:
+    return text.split()
+
+
+class SynthesisStep(Step):
+    """Base class of synthesis steps; subclasses declare their templates in ``TEMPLATES`` (name → placeholders)."""
+
+    Params: ClassVar[type[StepParams]] = SynthParams
+    TEMPLATES: ClassVar[dict[str, set[str]]] = {}
+
+    def __init__(self, params: StepParams | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        p = self.params
+        assert isinstance(p, SynthParams)
+        unknown = set(p.templates) - set(self.TEMPLATES)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown template name(s) {sorted(unknown)}; "
+                             f"this step uses {sorted(self.TEMPLATES)}")
+        # fail at recipe load, not mid-run, on a template with bad placeholders
+        self.templates: dict[str, PromptTemplate] = {
+            name: load_template(name, p.templates, placeholders) for name, placeholders in self.TEMPLATES.items()}
+        self.llm: LLMBackend | None = None
+        self._usage_reported: dict[str, float] = {}
+
+    # -- set-up ------------------------------------------------------------------------------------------------
+    def cache_path(self, ctx: StepContext) -> Path | None:
+        p = self.params
+        assert isinstance(p, SynthParams)
+        if p.cache is not None:
+            return None if p.cache.lower() in ("off", "none", "false", "") else Path(p.cache).expanduser()
+        return ctx.run_dir / CACHE_FILE if ctx.run_dir is not None else None
+
+    def setup(self, ctx: StepContext) -> None:
+        self.ensure_backend(ctx)
+
+    def ensure_backend(self, ctx: StepContext) -> LLMBackend:
+        if self.llm is None:
+            p = self.params
+            assert isinstance(p, SynthParams)
+            self.llm = cached(shared_backend(p.backend), self.cache_path(ctx))
+        return self.llm
+
+    def use_backend(self, backend: LLMBackend) -> None:
+        """Use ``backend`` as is (library use and tests: e.g. an already-built, already-cached backend)."""
+        self.llm = backend
+
+    # -- requests ----------------------------------------------------------------------------------------------
+    def request_seed(self, *parts: Any) -> int:
+        """A reproducible per-request sampling seed from the step's seed and the request's place in the run."""
+        p = self.params
+        assert isinstance(p, SynthParams)
+        return xxhash.xxh3_64_intdigest("\x00".join(str(x) for x in (p.seed, self.name, *parts)).encode()) % (2**31)
+
+    def generate(self, requests: list[LLMRequest]) -> list[Completion]:
+        assert self.llm is not None, "call setup(ctx) or ensure_backend(ctx) first"
+        out = self.llm.generate(requests)
+        failed = sum(not c.ok for c in out)
+        if failed:
+            self.count("llm.failed_requests", failed)
+        return out
+
+    @staticmethod
+    def sampling(params: SamplingParams, seed: int) -> SamplingParams:
+        return params.with_(seed=seed)
+
+    # -- records -----------------------------------------------------------------------------------------------
+    def synth_meta(self, template_names: list[str], **extra: Any) -> dict[str, Any]:
+        assert self.llm is not None
+        return {"technique": self.name, **self.llm.describe(),
+                "templates": {n: self.templates[n].hash for n in template_names}, **extra}
+
+    def new_record(self, content: Any, modality: str, parents: list[str], index: Any, synth: dict[str, Any],
+                   signals: dict[str, Any] | None = None) -> Record:
+        rid = derive_id(*parents, self.name, index)
+        return Record(rid, content, modality, meta={"parents": list(parents), "synth": synth},
+                      signals=signals or {})
+
+    # -- accounting --------------------------------------------------------------------------------------------
+    def report_usage(self) -> None:
+        """Add what the backend spent since the last report to this step's counters (``llm.*``)."""
+        if self.llm is None:
+            return
+        now = self.llm.usage.snapshot()
+        for key in ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "errors", "cost_usd"):
+            delta = now[key] - self._usage_reported.get(key, 0)
+            if delta:
+                self.count(f"llm.{key}", round(delta, 6) if key == "cost_usd" else int(delta))
+        self._usage_reported = now
+
+
+def conversation(instruction: str, input_text: str, output: str) -> dict[str, Any]:
+    """The content of an instruction-following record: Alpaca-style fields plus chat ``messages``."""
+    user = instruction if not input_text else f"{instruction}\n\n{input_text}"
+    return {"instruction": instruction, "input": input_text, "output": output,
+            "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": output}]}
+
+
+def instruction_of(record: Record, max_chars: int) -> str:
+    """The instruction a seed record holds: ``content`` itself for text, else the ``instruction`` / ``prompt``
+    field or the first user message of a dict."""
+    c = record.content
+    if isinstance(c, str):
+        return clean_text(c, max_chars)
+    if isinstance(c, dict):
+        for key in ("instruction", "prompt", "question", "problem", "text"):
+            if isinstance(c.get(key), str) and c[key].strip():
+                return clean_text(c[key], max_chars)
+        messages = c.get("messages")
+        if isinstance(messages, list):
+            for m in messages:
+                if isinstance(m, dict) and m.get("role") == "user":
+                    return clean_text(m.get("content"), max_chars)
+    return ""
