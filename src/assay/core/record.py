@@ -150,7 +150,12 @@ class Record:
         return d
 
     def to_json(self) -> bytes:
-        return dumps(self.to_dict())
+        c = self.content
+        d = {"id": self.id, "hash": content_hash(c), "modality": self.modality, "content": c, "meta": self.meta,
+             "signals": self.signals, "lineage": [e.as_dict() for e in self.lineage] if self.lineage else []}
+        if self.drop is not None:
+            d["drop"] = {"step": self.drop[0], "reason": self.drop[1]}
+        return orjson.dumps(d, default=_json_default)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Record":

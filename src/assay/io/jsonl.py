@@ -22,10 +22,10 @@ def record_from_foreign(obj: Any, source: str, position: int, text_key: str | No
     """A record from a JSON object not written by Assay (e.g. ``{"text": ..., "url": ...}``)."""
     if not isinstance(obj, dict):
         return Record(stable_id(source, position), obj, modality, {"source": source, "offset": position})
-    meta = dict(obj)
+    meta = obj  # freshly parsed and ours: no copy
     rid = str(meta.pop(id_key)) if id_key and id_key in meta else stable_id(source, position)
     if text_key is None:
-        content: Any = obj
+        content: Any = dict(obj)
         meta = {}
     elif text_key in meta:
         content = meta.pop(text_key)
@@ -122,17 +122,22 @@ class JsonlWriter:
         self.bytes_written = 0
 
     def write(self, record: Record) -> int:
-        line = record.to_json() + b"\n"
-        self._buf.append(line)
-        self._buffered += len(line)
-        if self._buffered >= 1 << 20:
+        return self.write_many([record])
+
+    def write_many(self, records: list[Record]) -> int:
+        lines = [r.to_json() for r in records]
+        n = sum(map(len, lines)) + len(lines)
+        self._buf.extend(lines)  # lines without their newline: joined once in flush()
+        self._buffered += n
+        self.bytes_written += n
+        if self._buffered >= 4 << 20:
             self.flush()
-        self.bytes_written += len(line)
-        return len(line)
+        return n
 
     def flush(self) -> None:
         if self._buf:
-            self._f.write(b"".join(self._buf))
+            self._buf.append(b"")
+            self._f.write(b"\n".join(self._buf))
             self._buf.clear()
             self._buffered = 0
 

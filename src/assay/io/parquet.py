@@ -108,6 +108,9 @@ class ParquetWriter:
             self.flush()
         return n
 
+    def write_many(self, records: list[Record]) -> int:
+        return sum(self.write(r) for r in records)
+
     def flush(self) -> None:
         if not self._rows:
             return

@@ -57,8 +57,18 @@ class ShardWriter:
             self._finish()
 
     def write_many(self, records: list[Record]) -> None:
-        for r in records:
-            self.write(r)
+        i = 0
+        while i < len(records):
+            if self._writer is None:
+                self._open()
+            room = self.max_records - self._records
+            chunk = records[i: i + room]
+            self._writer.write_many(chunk)
+            self._records += len(chunk)
+            self.records_written += len(chunk)
+            i += len(chunk)
+            if self._records >= self.max_records or self._writer.bytes_written >= self.max_bytes:
+                self._finish()
 
     def _finish(self) -> None:
         self._writer.close()

@@ -157,8 +157,9 @@ def run_job(job: Job) -> dict[str, Any]:
             writer.write_many(batch)
             if last:
                 for r in batch:
-                    lengths[_length_bin(len(r.text))] += 1
-                    lang = r.meta.get("language") or r.signals.get("lang")
+                    c = r.content
+                    lengths[_length_bin(len(c) if type(c) is str else len(r.text))] += 1
+                    lang = r.meta.get("language")
                     if lang:
                         languages[str(lang)] += 1
         out_paths = writer.close()
