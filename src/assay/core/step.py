@@ -241,6 +241,7 @@ class StepRegistry:
         "assay.harvest.pii",
         "assay.harvest.decontam",
         "assay.harvest.quality",
+        "assay.harvest.code",
         "assay.synthesize.steps",
     )
 
