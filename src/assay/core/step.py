@@ -271,8 +271,8 @@ class StepRegistry:
                 if e.name is not None and mod.startswith(e.name):
                     continue  # that part of Assay is not in this build
                 self.unavailable[mod] = str(e)
-            except ImportError as e:
-                self.unavailable[mod] = str(e)
+            except Exception as e:  # a broken module must not hide the others; `assay steps` reports it
+                self.unavailable[mod] = f"{type(e).__name__}: {e}"
         # a user's own step modules, without packaging: ASSAY_STEP_MODULES=my_steps,other.module
         for mod in filter(None, os.environ.get("ASSAY_STEP_MODULES", "").split(",")):
             try:
@@ -292,6 +292,8 @@ class StepRegistry:
         except KeyError:
             close = difflib.get_close_matches(name, self._steps, n=3)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            if self.unavailable:
+                hint += f" (modules that failed to load: {'; '.join(f'{m}: {w}' for m, w in self.unavailable.items())})"
             raise KeyError(f"unknown step {name!r}{hint} (`assay steps` lists them)") from None
 
     def names(self) -> list[str]:

@@ -67,12 +67,11 @@ class EvalSource(BaseModel):
 
 
 class DecontaminateParams(FilterParams):
-    #: evaluation sets; a bare string is a path with the default fields
-    sources: list[EvalSource] = Field(min_length=1)
-    #: n-gram length in words (13 as GPT-3)
-    n: int = Field(13, ge=1, le=64)
-    #: a document with at least this many matching n-grams is contaminated
-    min_matches: int = Field(1, ge=1)
+    sources: list[EvalSource] = Field(min_length=1, description="evaluation sets: {path, fields, name} or a "
+                                                                "bare path")
+    n: int = Field(13, ge=1, le=64, description="n-gram length in words (13 as GPT-3)")
+    min_matches: int = Field(1, ge=1, description="a document with at least this many matching n-grams is "
+                                                  "contaminated")
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -261,16 +260,16 @@ class Decontaminate(Filter):
 
     def __init__(self, params: Any = None, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
-        self.index: NgramIndex | None = None
+        self.ngram_index: NgramIndex | None = None
 
     def setup(self, ctx: StepContext) -> None:
         self._load()
 
     def _load(self) -> NgramIndex:
-        if self.index is None:
+        if self.ngram_index is None:
             p: DecontaminateParams = self.params  # type: ignore[assignment]
-            self.index = get_index(list(p.sources), p.n)
-        return self.index
+            self.ngram_index = get_index(list(p.sources), p.n)
+        return self.ngram_index
 
     def score(self, record: Record) -> None:
         index = self._load()

@@ -32,18 +32,20 @@ import re
 import signal
 import threading
 import time
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
+
+from pydantic import Field
 
 from assay.core.record import Record
 from assay.core.step import Batch, Step, StepContext, StepParams
 
-#: control characters that never appear in real text (tab, LF, VT, FF, CR are allowed); NUL included
-_CONTROL_CHARS = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
-#: characters that say the decoding failed: the replacement character and lone surrogates (surrogateescape)
-_UNDECODABLE_CHARS = re.compile("[\ufffd\ud800-\udfff]")
+#: control bytes that never appear in real text (tab, LF, VT, FF, CR are allowed); NUL included. In UTF-8 these
+#: bytes only ever encode themselves, so counting bytes counts characters.
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
+_REPLACEMENT_CHAR_UTF8 = "\ufffd".encode()
 _SURROGATES = re.compile("[\ud800-\udfff]")
-#: how much of a page the binary/encoding checks look at (head and tail): enough to judge, bounded cost
-_SAMPLE_CHARS = 65_536
+#: how much of a page (head and tail, bytes) the binary/encoding checks look at: enough to judge, bounded cost
+_SAMPLE_BYTES = 65_536
 
 
 class ExtractionTimeout(BaseException):
@@ -51,46 +53,58 @@ class ExtractionTimeout(BaseException):
 
 
 class ExtractParams(StepParams):
-    #: ``trafilatura`` (best quality, ~30 ms/page) or ``resiliparse`` (~8x faster, a little less precise)
-    engine: Literal["trafilatura", "resiliparse"] = "trafilatura"
-    #: per-page limit in seconds; a page that takes longer is rejected as ``extraction_timeout``
-    timeout_s: float = 5.0
-    timeout_mode: Literal["auto", "signal", "process", "none"] = "auto"
-    #: pages larger than this (bytes, or characters for decoded pages) are rejected as ``too_large``
-    max_bytes: int = 10_000_000
-    #: share of control characters (NUL included) in the sampled page above which it is ``binary_content``
-    max_control_ratio: float = 0.01
-    #: share of undecodable characters (U+FFFD, lone surrogates) above which the page is ``broken_encoding``
-    max_undecodable_ratio: float = 0.02
-    # -- trafilatura (defaults as FineWeb: precision first, no comments, repeated-boilerplate removal) --
-    favor_precision: bool = True
-    include_comments: bool = False
-    include_tables: bool = True
-    #: drop text segments already seen many times in this shard (trafilatura's LRU, reset per shard)
-    deduplicate: bool = True
-    # -- resiliparse --
-    #: keep line breaks / paragraphs (otherwise the text is one line)
-    preserve_formatting: bool = True
-    list_bullets: bool = True
+    engine: Literal["trafilatura", "resiliparse"] = Field(
+        "trafilatura", description="trafilatura (best precision, ~30 ms/page) or resiliparse (~8x faster)")
+    timeout_s: float = Field(5.0, ge=0, description="per-page limit in seconds (0: none); over it: "
+                                                    "extraction_timeout")
+    timeout_mode: Literal["auto", "signal", "process", "none"] = Field(
+        "auto", description="signal (SIGALRM, main thread), process (killable child) or auto (signal when "
+                            "possible)")
+    max_bytes: int = Field(10_000_000, gt=0, description="larger pages (bytes; characters once decoded) are "
+                                                         "rejected as too_large")
+    max_control_ratio: float = Field(0.01, ge=0, description="control characters (NUL...) per byte of the "
+                                                             "sampled page above which: binary_content")
+    max_undecodable_ratio: float = Field(0.02, ge=0, description="U+FFFD and lone surrogates per byte above "
+                                                                 "which: broken_encoding")
+    # trafilatura; defaults as FineWeb: precision first, no comments, repeated-boilerplate removal
+    favor_precision: bool = Field(True, description="trafilatura: prefer precision over recall")
+    include_comments: bool = Field(False, description="keep the comment sections of pages")
+    include_tables: bool = Field(True, description="trafilatura: keep the text of tables")
+    deduplicate: bool = Field(True, description="trafilatura: drop segments repeated many times in the shard "
+                                                "(LRU reset per shard)")
+    # resiliparse
+    preserve_formatting: bool = Field(True, description="resiliparse: keep line breaks and paragraphs")
+    list_bullets: bool = Field(True, description="resiliparse: bullets before list items")
 
 
 # -- checks before extraction ------------------------------------------------------------------------------------
-def _sample(text: str) -> str:
-    if len(text) <= 2 * _SAMPLE_CHARS:
-        return text
-    return text[:_SAMPLE_CHARS] + text[-_SAMPLE_CHARS:]
+class PageHealth(NamedTuple):
+    control_ratio: float  # share of control characters (NUL and friends, not white space)
+    undecodable_ratio: float  # share of U+FFFD and lone surrogates
+    has_surrogates: bool  # lone surrogates anywhere (the page cannot be written as UTF-8 as it is)
 
 
-def control_char_ratio(text: str) -> float:
-    """Share of control characters (NUL and friends, not white space) in a head+tail sample of ``text``."""
-    sample = _sample(text)
-    return len(_CONTROL_CHARS.findall(sample)) / len(sample) if sample else 0.0
+def inspect_page(text: str) -> PageHealth:
+    """How binary-looking and how badly decoded ``text`` is, judged on a head+tail sample of its UTF-8 bytes.
 
-
-def undecodable_ratio(text: str) -> float:
-    """Share of U+FFFD and lone surrogates in a head+tail sample of ``text``."""
-    sample = _sample(text)
-    return len(_UNDECODABLE_CHARS.findall(sample)) / len(sample) if sample else 0.0
+    Costs one UTF-8 encoding of the page (the fastest full scan Python has, and it is what finds lone
+    surrogates) plus two C-speed byte counts on the sample: about 0.4 ms for a 170 kB page."""
+    try:
+        data = text.encode("utf-8")
+        surrogates = 0
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", "surrogatepass")
+        surrogates = -1  # counted on the sample below
+    if len(data) > 2 * _SAMPLE_BYTES:
+        data = data[:_SAMPLE_BYTES] + data[-_SAMPLE_BYTES:]
+    if not data:
+        return PageHealth(0.0, 0.0, False)
+    controls = len(data) - len(data.translate(None, _CONTROL_BYTES))
+    undecodable = data.count(_REPLACEMENT_CHAR_UTF8)
+    if surrogates:
+        sample = data.decode("utf-8", "surrogatepass")
+        undecodable += len(_SURROGATES.findall(sample))
+    return PageHealth(controls / len(data), undecodable / len(data), surrogates != 0)
 
 
 def decode_html_bytes(data: bytes, charset: str | None = None) -> str:
@@ -339,11 +353,12 @@ class Extract(Step):
             return self.reject(record, "not_html")
         if len(html) > p.max_bytes:
             return self.reject(record, "too_large")
-        if control_char_ratio(html) > p.max_control_ratio:
+        health = inspect_page(html)
+        if health.control_ratio > p.max_control_ratio:
             return self.reject(record, "binary_content")
-        if undecodable_ratio(html) > p.max_undecodable_ratio:
+        if health.undecodable_ratio > p.max_undecodable_ratio:
             return self.reject(record, "broken_encoding")
-        if _SURROGATES.search(html):  # a few lone surrogates: make the page encodable, then go on
+        if health.has_surrogates:  # a few lone surrogates: make the page encodable, then go on
             html = html.encode("utf-8", "replace").decode("utf-8")
 
         url = record.meta.get("url")

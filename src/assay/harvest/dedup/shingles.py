@@ -74,7 +74,8 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def word_hashes(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Hashes and start offsets of the words in a UTF-8 byte buffer (lower-cased beforehand)."""
+    """Hashes and start offsets of the words in a UTF-8 byte buffer (ASCII letters are lower-cased here; other
+    characters must be lower-cased beforehand)."""
     is_word = ((buf | np.uint8(0x20)) - np.uint8(ord("a")) < 26) | (buf - np.uint8(ord("0")) < 10) | (buf >= 0x80)
     _mark_unicode_punctuation(buf, is_word)
     edges = np.diff(is_word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
@@ -83,7 +84,8 @@ def word_hashes(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if starts.size == 0:
         return np.zeros(0, dtype=U64), starts
     lengths = ends - starts
-    word_bytes = buf[is_word].astype(U64)
+    word_bytes = buf[is_word]
+    word_bytes = np.where(word_bytes < 0x80, word_bytes | np.uint8(0x20), word_bytes).astype(U64)  # ASCII lower
     first = np.cumsum(lengths) - lengths  # where each word begins inside word_bytes
     # sum_j byte_j * B**(j - first): weight by absolute powers, then shift each word back by B**-first
     powers, inverse = _powers(word_bytes.size)
@@ -103,7 +105,8 @@ def shingle_texts(texts: list[str], ngram: int) -> Shingles:
     if not 1 <= ngram <= _MAX_NGRAM:
         raise ValueError(f"ngram must be in 1..{_MAX_NGRAM}, got {ngram}")
     n_texts = len(texts)
-    encoded = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
+    # ASCII-only texts (most of the web) skip str.lower(): their letters are lower-cased in numpy below
+    encoded = [t.encode("ascii") if t.isascii() else t.lower().encode("utf-8", "surrogatepass") for t in texts]
     text_start = np.zeros(n_texts + 1, dtype=np.int64)
     np.cumsum([len(e) + 1 for e in encoded], out=text_start[1:])
     buf = np.frombuffer(_SEPARATOR.join(encoded) + _SEPARATOR, dtype=np.uint8)
