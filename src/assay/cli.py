@@ -17,11 +17,12 @@ from assay.core.errors import AssayError
 
 app = typer.Typer(help="Assay: a data engine for foundation models.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress, summaries, errors
+out = Console()  # what a command is asked to print (lists, records)
 
 
 def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
+    console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -93,7 +94,7 @@ def steps(name: Optional[str] = typer.Argument(None, help="Show one step's param
         except KeyError as e:
             _fail(e.args[0])
             return
-        console.print(f"[bold]{cls.name}[/] v{cls.version} — {cls.describe()}")
+        out.print(f"[bold]{cls.name}[/] v{cls.version} — {cls.describe()}")
         t = Table()
         for col in ("parameter", "type", "default", "description"):
             t.add_column(col)
@@ -101,7 +102,7 @@ def steps(name: Optional[str] = typer.Argument(None, help="Show one step's param
             ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
             default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
             t.add_row(pname, ann, default, field.description or "")
-        console.print(t)
+        out.print(t)
         return
     t = Table(title=f"{len(names)} steps")
     for col in ("step", "kind", "module", "description"):
@@ -112,7 +113,7 @@ def steps(name: Optional[str] = typer.Argument(None, help="Show one step's param
         cls = REGISTRY.get(n)
         kind = "global" if issubclass(cls, GlobalStep) else "filter" if issubclass(cls, Filter) else "step"
         t.add_row(n, kind, cls.__module__.removeprefix("assay."), cls.describe())
-    console.print(t)
+    out.print(t)
     for mod, why in REGISTRY.unavailable.items():
         console.print(f"[yellow]not loaded:[/] {mod}: {why}")
 
@@ -147,13 +148,13 @@ def inspect(
             if full:
                 sys.stdout.write(r.to_json().decode() + "\n")
             else:
-                console.rule(f"{r.id} · {r.modality}")
-                console.print(f"meta: {dict(list(r.meta.items())[:8])}")
+                out.rule(f"{r.id} · {r.modality}")
+                out.print(f"meta: {dict(list(r.meta.items())[:8])}")
                 if r.signals:
-                    console.print(f"signals: {r.signals}")
+                    out.print(f"signals: {r.signals}")
                 if r.lineage:
-                    console.print("lineage: " + " → ".join(f"{e.step}@{e.version}" for e in r.lineage))
-                console.print(r.text[:600] + ("…" if len(r.text) > 600 else ""), markup=False, highlight=False)
+                    out.print("lineage: " + " → ".join(f"{e.step}@{e.version}" for e in r.lineage))
+                out.print(r.text[:600] + ("…" if len(r.text) > 600 else ""), markup=False, highlight=False)
             shown += 1
             if shown >= n:
                 break

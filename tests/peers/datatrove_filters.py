@@ -4,12 +4,15 @@ Runs inside the peer venv (/work/main/.venv-peers, made by ``make peers``), neve
 
     .venv-peers/bin/python tests/peers/datatrove_filters.py REQUEST.json > RESPONSE.json
 
-REQUEST: {"mode": "decide" | "bench" | "words" | "sentences", "filters": [names], "docs": [{"id", "text", "url"?}]}
+REQUEST: {"mode": "decide" | "bench" | "bench_chain" | "words" | "sentences", "filters": [names], "docs": [{"id", "text", "url"?}],
+"language"?: "en"}
 filter names: gopher_quality, gopher_repetition, c4_quality, fineweb_quality, url_filter (the filter's defaults).
 
-RESPONSE for "decide": {filter: [{"keep": bool, "reason": str|null, "text": str (c4_quality only)}]};
-for "bench": {filter: {"seconds": s, "docs": n}} timing only the filter calls, each filter on fresh documents;
-for "words": [[word, ...]] (datatrove's split_into_words); for "sentences": [n] (split_into_sentences lengths).
+RESPONSE for "decide": {filter: [{"keep": bool, "reason": str|null, "text": str (c4_quality only)} or {"error": str}]};
+for "bench": {filter: {"seconds": s, "docs": n, "errors": n}} timing only the filter calls, each filter on fresh
+documents; for "bench_chain": {"chain": {"seconds", "docs", "kept", "errors"}}, the filters applied in sequence;
+for "words": [[word, ...] or null] (datatrove's split_into_words); for "sentences": [n or null]
+(split_into_sentences lengths); null/"error" where datatrove raises (spaCy rejects lone surrogates).
 """
 
 from __future__ import annotations
@@ -55,35 +58,62 @@ def main() -> None:
     URL_LISTS.update(request.get("url_lists") or {})
     docs = request["docs"]
     mode = request.get("mode", "decide")
-    if mode == "words":
-        from datatrove.utils.text import split_into_words
+    language = request.get("language", "en")
+    if mode in ("words", "sentences"):
+        from datatrove.utils.text import split_into_sentences, split_into_words
 
-        json.dump([split_into_words(d["text"], "en") for d in docs], sys.stdout)
-        return
-    if mode == "sentences":
-        from datatrove.utils.text import split_into_sentences
+        def split(text: str):
+            try:
+                return split_into_words(text, language) if mode == "words" else len(
+                    split_into_sentences(text, language))
+            except Exception:  # spaCy cannot encode lone surrogates
+                return None
 
-        json.dump([len(split_into_sentences(d["text"], "en")) for d in docs], sys.stdout)
+        json.dump([split(d["text"]) for d in docs], sys.stdout)
         return
 
     def fresh(d: dict) -> Document:
         return Document(text=d["text"], id=d["id"], metadata={"url": d["url"]} if d.get("url") else {})
 
     out: dict = {}
+    if mode == "bench_chain":  # the filters one after the other, as in a pipeline: a dropped document stops
+        filters = [make_filter(name) for name in request["filters"]]
+        for flt in filters:
+            flt.filter(fresh({"id": "warm-up", "text": "Warm up. " * 20, "url": "https://example.com/"}))
+        batch = [fresh(d) for d in docs]
+        kept = errors = 0
+        t0 = time.perf_counter()
+        for doc in batch:
+            try:
+                if all(result(flt.filter(doc))[0] for flt in filters):
+                    kept += 1
+            except Exception:  # spaCy cannot encode lone surrogates
+                errors += 1
+        out["chain"] = {"seconds": time.perf_counter() - t0, "docs": len(batch), "kept": kept, "errors": errors}
+        json.dump(out, sys.stdout)
+        return
     for name in request["filters"]:
         flt = make_filter(name)
         batch = [fresh(d) for d in docs]
         # warm up (load the spaCy tokenizer, lists) outside the timed loop
-        flt.filter(fresh(docs[0])) if docs else None
+        flt.filter(fresh({"id": "warm-up", "text": "Warm up. " * 20, "url": "https://example.com/"}))
         if mode == "bench":
+            errors = 0
             t0 = time.perf_counter()
             for doc in batch:
-                flt.filter(doc)
-            out[name] = {"seconds": time.perf_counter() - t0, "docs": len(batch)}
+                try:
+                    flt.filter(doc)
+                except Exception:  # spaCy cannot encode lone surrogates
+                    errors += 1
+            out[name] = {"seconds": time.perf_counter() - t0, "docs": len(batch), "errors": errors}
         else:
             rows = []
             for doc in batch:
-                keep, reason = result(flt.filter(doc))
+                try:
+                    keep, reason = result(flt.filter(doc))
+                except Exception as e:  # spaCy cannot encode lone surrogates
+                    rows.append({"error": f"{type(e).__name__}: {e}"[:200]})
+                    continue
                 row = {"keep": keep, "reason": reason}
                 if name == "c4_quality":
                     row["text"] = doc.text

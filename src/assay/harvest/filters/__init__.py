@@ -1,1 +1,13 @@
-"""Heuristic quality filters for web text (owner: helper filters task, claimed 2026-11-25T02:17:17,082647601+00:00)."""
+"""Heuristic quality filters for web text: URL blocklist, C4, Gopher quality and repetition, FineWeb.
+
+Importing this package registers the steps ``url_filter``, ``c4_quality``, ``gopher_quality``,
+``gopher_repetition`` and ``fineweb_quality``. Their rules and defaults are those of datatrove 0.10.1 (the
+implementation behind FineWeb); words and sentences are split as datatrove splits them (:mod:`.text`).
+"""
+
+from assay.harvest.filters.c4 import C4Quality
+from assay.harvest.filters.fineweb import FineWebQuality
+from assay.harvest.filters.gopher import GopherQuality, GopherRepetition
+from assay.harvest.filters.url import URLFilter
+
+__all__ = ["C4Quality", "FineWebQuality", "GopherQuality", "GopherRepetition", "URLFilter"]
