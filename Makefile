@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PEERS := .venv-peers
 DEMO_OUT ?= out/quickstart
 
-.PHONY: install demo test peers docs-data clean
+.PHONY: install demo test peers system-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,18 +22,25 @@ install: $(VENV)/.installed
 $(PEERS)/.installed:
 	$(PY) -m venv $(PEERS)
 	$(PEERS)/bin/python -m pip install -q --upgrade "pip>=24"
-	$(PEERS)/bin/python -m pip install -q 'datatrove[processing,io]==0.10.1' spacy aiohttp lxml_html_clean
+	$(PEERS)/bin/python -m pip install -q 'datatrove[processing,io]==0.10.1' spacy==3.8.18 aiohttp==3.14.5 lxml_html_clean==0.4.6
 	touch $@
 
-# real HTML for tests: Debian's Python and PostgreSQL manuals (PSF and PostgreSQL licenses); needs root + apt
-docs-data:
-	@if [ ! -d /usr/share/doc/python3.11/html ] || [ ! -d /usr/share/doc/postgresql-doc-15/html ]; then \
+# system packages some tests use, from Debian (needs root + apt; elsewhere those tests say what is missing):
+# the Python and PostgreSQL manuals (real HTML, PSF and PostgreSQL licenses), Chromium for the browser test
+SYSTEM_PKGS := python3-doc postgresql-doc-15 chromium
+system-deps:
+	@missing=""; \
+	[ -d /usr/share/doc/python3.11/html ] || missing="$$missing python3-doc"; \
+	[ -d /usr/share/doc/postgresql-doc-15/html ] || missing="$$missing postgresql-doc-15"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get install -y -qq python3-doc postgresql-doc-15 >/dev/null 2>&1 || \
-	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq python3-doc postgresql-doc-15 >/dev/null)); \
-	  else echo "note: tests that read Debian's python3-doc/postgresql-doc-15 need them installed"; fi; fi
+	    echo "installing:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	    (apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null); \
+	  else echo "note: tests that need$$missing will say so (install them with apt-get)"; fi; fi
 
-peers: $(PEERS)/.installed docs-data
+peers: $(PEERS)/.installed system-deps
 
 demo: install
 	$(BIN)/assay run recipes/quickstart.yaml --input samples/python-docs --output $(DEMO_OUT) --overwrite --workers 2

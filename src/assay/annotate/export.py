@@ -1,0 +1,190 @@
+"""Export annotations to training formats, with lineage.
+
+=============  ===========================================================================================
+format         rows
+=============  ===========================================================================================
+``sft``        one per SFT annotation: ``messages`` (system, earlier turns, the prompt, the written response)
+``dpo``        one per preference item with a strict-majority (or Dawid-Skene) winner: ``prompt``,
+               ``chosen``, ``rejected``, vote counts and rationales; ties and split votes are left out and counted
+``ratings``    one per rating annotation: a column per rubric dimension, ``comment``
+``critiques``  one per critique annotation: ``prompt``, ``response``, ``critique``
+``annotations``  any task type, one row per annotation, the raw value as JSON text
+=============  ===========================================================================================
+
+Every row carries its provenance: ``record_id`` (the Assay record the item was imported from), ``project``,
+``annotator``/``annotator_id`` (or the lists of them for aggregated rows), ``annotation_id(s)``, the record's
+``meta`` (JSON text) and ``lineage`` — the record's own step history plus one entry for this annotation project — so
+a trained model's data can be traced back to the crawl and to the person who wrote each answer.
+
+Files are written under a temporary name and renamed; ``.parquet`` output loads with
+``datasets.load_dataset("parquet", data_files=...)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+import xxhash
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from assay.annotate.models import REVIEW_ACCEPTED, REVIEW_REJECTED, Annotation, Item, Project, User
+from assay.core.record import derive_id, dumps
+
+FORMATS = ("sft", "dpo", "ratings", "critiques", "annotations")
+_TASK_OF_FORMAT = {"sft": "sft", "dpo": "preference", "ratings": "rating", "critiques": "critique"}
+EXPORT_VERSION = "1"
+
+
+class ExportError(ValueError):
+    pass
+
+
+def _project_lineage(project: Project) -> dict[str, str]:
+    params = xxhash.xxh3_64_hexdigest(dumps({"name": project.name, "task": project.task_type,
+                                             "config": project.config, "overlap": project.overlap}))
+    return {"step": f"annotate.{project.task_type}", "version": EXPORT_VERSION, "params": params[:12]}
+
+
+def _rows_query(s: Session, project: Project, accepted_only: bool, include_gold: bool):  # noqa: ANN202
+    q = (select(Annotation, Item, User.username).join(Item, Item.id == Annotation.item_id)
+         .join(User, User.id == Annotation.user_id)
+         .where(Annotation.project_id == project.id, Annotation.review_status != REVIEW_REJECTED)
+         .order_by(Item.id, Annotation.id))
+    if accepted_only:
+        q = q.where(Annotation.review_status == REVIEW_ACCEPTED)
+    if not include_gold:
+        q = q.where(Item.is_gold.is_(False))
+    return s.execute(q)
+
+
+def _base(project: Project, item: Item, lineage_entry: dict[str, str]) -> dict[str, Any]:
+    return {"record_id": item.record_id, "project": project.name,
+            "meta": dumps(item.meta or {}).decode(), "lineage": list(item.lineage or []) + [lineage_entry]}
+
+
+def _messages(content: dict[str, Any], response: str) -> list[dict[str, str]]:
+    msgs = []
+    if content.get("system"):
+        msgs.append({"role": "system", "content": content["system"]})
+    msgs.extend({"role": m["role"], "content": m["content"]} for m in content.get("context", []))
+    msgs.append({"role": "user", "content": content["prompt"]})
+    msgs.append({"role": "assistant", "content": response})
+    return msgs
+
+
+def export_rows(s: Session, project: Project, fmt: str, *, accepted_only: bool = False, include_gold: bool = False,
+                aggregate: str = "majority", stats: Counter | None = None) -> Iterator[dict[str, Any]]:
+    """The rows of ``fmt`` for ``project`` (see the module table). ``stats`` counts what was left out and why."""
+    stats = stats if stats is not None else Counter()
+    if fmt not in FORMATS:
+        raise ExportError(f"format must be one of {', '.join(FORMATS)}")
+    need = _TASK_OF_FORMAT.get(fmt)
+    if need and need != project.task_type:
+        raise ExportError(f"{fmt} export needs a {need} project; {project.name!r} is {project.task_type}")
+    lin = _project_lineage(project)
+    result = _rows_query(s, project, accepted_only, include_gold)
+    if fmt == "dpo":
+        yield from _dpo_rows(s, project, result, lin, aggregate, stats)
+        return
+    for ann, item, username in result:
+        base = _base(project, item, lin)
+        ident = {"id": derive_id(item.record_id, "annotation", ann.id), "annotation_id": ann.id,
+                 "annotator": username, "annotator_id": ann.user_id, "review_status": ann.review_status,
+                 "is_gold": bool(item.is_gold), "created_at": ann.created_at}
+        c, v = item.content, ann.value
+        if fmt == "sft":
+            row = {**ident, "messages": _messages(c, v["response"]), "prompt": c["prompt"],
+                   "response": v["response"], "edited_from": c.get("response") or None}
+        elif fmt == "ratings":
+            row = {**ident, **{f"score_{d}": v["scores"].get(d) for d in project.config["dimensions"]},
+                   "comment": v.get("comment", ""), "prompt": c.get("prompt", ""), "response": c["response"]}
+        elif fmt == "critiques":
+            row = {**ident, "prompt": c.get("prompt", ""), "response": c["response"], "critique": v["critique"]}
+        else:
+            row = {**ident, "task_type": project.task_type, "value": orjson.dumps(v).decode()}
+        stats["rows"] += 1
+        yield {**row, **base}
+
+
+def _dpo_rows(s: Session, project: Project, result: Any, lin: dict[str, str], aggregate: str,
+              stats: Counter) -> Iterator[dict[str, Any]]:
+    per_item: dict[int, tuple[Item, list[tuple[Annotation, str]]]] = {}
+    for ann, item, username in result:
+        per_item.setdefault(item.id, (item, []))[1].append((ann, username))
+    ds_labels: dict[int, Any] = {}
+    if aggregate == "dawid-skene":
+        from assay.annotate import stats as st
+
+        triples = [(i, a.user_id, a.value["choice"]) for i, (_, anns) in per_item.items() for a, _ in anns]
+        ds_labels = st.dawid_skene(triples).labels if triples else {}
+    elif aggregate not in ("majority", "none"):
+        raise ExportError("aggregate must be majority, dawid-skene or none")
+    for item_id, (item, anns) in per_item.items():
+        c = item.content
+        groups = [[x] for x in anns] if aggregate == "none" else [anns]
+        for group in groups:
+            votes = Counter(a.value["choice"] for a, _ in group)
+            if aggregate == "dawid-skene":
+                winner = ds_labels.get(item_id)
+            else:
+                top = votes.most_common()
+                winner = top[0][0] if len(top) == 1 or top[0][1] > top[1][1] else None
+            if winner not in ("a", "b"):
+                stats["left_out_tie" if winner == "tie" else "left_out_no_majority"] += 1
+                continue
+            chosen, rejected = (c["a"], c["b"]) if winner == "a" else (c["b"], c["a"])
+            ids = [a.id for a, _ in group]
+            row = {"id": derive_id(item.record_id, "dpo", *ids), "prompt": c.get("prompt", ""), "chosen": chosen,
+                   "rejected": rejected, "kind": c.get("kind", "text"),
+                   "votes": {k: votes.get(k, 0) for k in ("a", "b", "tie")},
+                   "rationales": [a.value.get("rationale", "") for a, _ in group if a.value.get("rationale")],
+                   "annotators": [u for _, u in group], "annotator_ids": [a.user_id for a, _ in group],
+                   "annotation_ids": ids, "aggregate": aggregate}
+            stats["rows"] += 1
+            yield {**row, **_base(project, item, lin)}
+
+
+def write_rows(rows: Iterator[dict[str, Any]], path: str | Path) -> int:
+    """Write rows as JSONL (``.jsonl``, ``.jsonl.gz``) or Parquet (``.parquet``); atomic; returns the row count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    n = 0
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            batch = list(rows)
+            n = len(batch)
+            table = pa.Table.from_pylist(batch) if batch else pa.table({"record_id": pa.array([], pa.string())})
+            pq.write_table(table, tmp)
+        else:
+            import gzip
+
+            opener = gzip.open if path.name.endswith(".gz") else open
+            with opener(tmp, "wb") as f:
+                for row in rows:
+                    f.write(dumps(row) + b"\n")
+                    n += 1
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return n
+
+
+def export(db: Any, project_ref: str | int, fmt: str, path: str | Path, **options: Any) -> dict[str, Any]:
+    """Export a project to ``path``; returns ``{"rows": n, "left_out": {...}, "path": ...}``."""
+    from assay.annotate.workflow import find_project
+
+    stats: Counter = Counter()
+    with db.read() as s:
+        project = find_project(s, project_ref)
+        n = write_rows(export_rows(s, project, fmt, stats=stats, **options), path)
+    return {"rows": n, "left_out": {k: v for k, v in stats.items() if k != "rows"}, "path": str(path)}

@@ -1,0 +1,328 @@
+"""The server-rendered web UI (Jinja2 templates, plain HTML forms, one small script for keyboard shortcuts; no build
+step). Pages never change state on GET: claiming work, submitting, skipping and reviewing are POSTed forms carrying
+the session's CSRF token, answered with a redirect (post/redirect/get), so a reload never submits twice.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from assay.annotate import auth, workflow
+from assay.annotate.app import (ANY_ROLE, REVIEWERS, authorize, claim_next, display_item, require_admin,
+                                require_caller, submit_answer)
+from assay.annotate.models import (REVIEW_PENDING, SLOT_LEASED, TASK_TYPES, Annotation, Assignment, Item, Membership,
+                                   Project, User)
+from assay.annotate.models import Session as LoginSession
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+class NeedLogin(Exception):
+    """Raised by pages when nobody is logged in; the app answers with a redirect to the login page."""
+
+
+def _caller_or_login(s: Session, request: Request, *, mutate: bool = False, csrf: str | None = None) -> auth.Caller:
+    try:
+        return require_caller(s, request, mutate=mutate, csrf=csrf)
+    except HTTPException as e:
+        if e.status_code == 401:
+            raise NeedLogin() from None
+        raise
+
+
+def _authorize(s: Session, request: Request, project_id: int, roles: tuple[str, ...] = ANY_ROLE, *,
+               mutate: bool = False, csrf: str | None = None) -> tuple[auth.Caller, Project, str]:
+    try:
+        return authorize(s, request, project_id, roles, mutate=mutate, csrf=csrf)
+    except HTTPException as e:
+        if e.status_code == 401:
+            raise NeedLogin() from None
+        raise
+
+
+def login_redirect(request: Request, _exc: Exception | None = None) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+
+
+def _render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, ctx, status_code=status)
+
+
+def error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    return _render(request, "error.html", status=status, caller=None, status_code=status, message=message)
+
+
+def _held(s: Session, project: Project, user_id: int) -> Assignment | None:
+    return s.scalar(select(Assignment).where(Assignment.project_id == project.id, Assignment.user_id == user_id,
+                                             Assignment.status == SLOT_LEASED).order_by(Assignment.leased_at).limit(1))
+
+
+def _answer_from_form(project: Project, form: Any) -> dict[str, Any]:
+    t = project.task_type
+    if t == "sft":
+        return {"response": form.get("response", "")}
+    if t == "preference":
+        return {"choice": form.get("choice", ""), "rationale": form.get("rationale", "")}
+    if t == "rating":
+        return {"scores": {d: form.get(f"score_{d}") for d in project.config["dimensions"]},
+                "comment": form.get("comment", "")}
+    return {"critique": form.get("critique", "")}
+
+
+def _seconds(form: Any) -> float | None:
+    try:
+        return float(form.get("seconds", ""))
+    except ValueError:
+        return None
+
+
+def web_router() -> APIRouter:
+    r = APIRouter(include_in_schema=False)
+
+    def db_of(request: Request):  # noqa: ANN202
+        return request.app.state.db
+
+    # -- login ---------------------------------------------------------------------------------------------------
+    @r.get("/login")
+    def login_form(request: Request, next: str = "/", error: str | None = None) -> HTMLResponse:
+        token = secrets.token_urlsafe(24)
+        resp = _render(request, "login.html", login_csrf=token, next=_safe_next(next), error=error, caller=None)
+        resp.set_cookie(auth.LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", max_age=3600)
+        return resp
+
+    @r.post("/login")
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(_login, request, form)
+
+    def _login(request: Request, form: Any) -> Response:
+        next_url = _safe_next(str(form.get("next", "/")))
+        cookie = request.cookies.get(auth.LOGIN_CSRF_COOKIE, "")
+        if not cookie or not secrets.compare_digest(cookie, str(form.get("csrf_token", ""))):
+            return RedirectResponse(f"/login?error=expired&next={quote(next_url)}", status_code=303)
+        db = db_of(request)
+        with db.read() as s:  # the slow password check holds no write lock
+            user = auth.authenticate(s, str(form.get("username", ""))[:64], str(form.get("password", ""))[:1024])
+        if user is None:
+            return RedirectResponse(f"/login?error=wrong&next={quote(next_url)}", status_code=303)
+        with db.write() as s:
+            token, _csrf = auth.create_session(s, user)
+        resp = RedirectResponse(next_url, status_code=303)
+        resp.set_cookie(auth.SESSION_COOKIE, token, httponly=True, samesite="lax",
+                        secure=request.url.scheme == "https", max_age=auth.SESSION_SECONDS)
+        resp.delete_cookie(auth.LOGIN_CSRF_COOKIE)
+        return resp
+
+    @r.post("/logout")
+    async def logout(request: Request) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(_logout, request, form)
+
+    def _logout(request: Request, form: Any) -> Response:
+        with db_of(request).write() as s:
+            c = _caller_or_login(s, request, mutate=True, csrf=str(form.get("csrf_token", "")))
+            s.execute(delete(LoginSession).where(LoginSession.token_hash == c.token_hash))
+        resp = RedirectResponse("/login", status_code=303)
+        resp.delete_cookie(auth.SESSION_COOKIE)
+        return resp
+
+    # -- projects ------------------------------------------------------------------------------------------------
+    @r.get("/")
+    def home(request: Request) -> Response:
+        with db_of(request).read() as s:
+            c = _caller_or_login(s, request)
+            if c.is_admin:
+                rows = [(p, "admin") for p in s.scalars(select(Project).order_by(Project.id))]
+            else:
+                rows = list(s.execute(select(Project, Membership.role).join(
+                    Membership, Membership.project_id == Project.id).where(Membership.user_id == c.user_id)
+                    .order_by(Project.id)).tuples())
+            mine = dict(s.execute(select(Annotation.project_id, func.count()).where(Annotation.user_id == c.user_id)
+                                  .group_by(Annotation.project_id)).all())
+            return _render(request, "projects.html", caller=c, projects=rows, mine=mine)
+
+    @r.get("/projects/{project_id}")
+    def project_page(project_id: int, request: Request) -> Response:
+        with db_of(request).read() as s:
+            c, p, role = _authorize(s, request, project_id)
+            prog = workflow.progress(s, p) if role in REVIEWERS else None
+            mine = s.scalar(select(func.count()).where(Annotation.project_id == p.id, Annotation.user_id == c.user_id))
+            return _render(request, "project.html", caller=c, project=p, role=role, progress=prog, mine=mine,
+                           held=_held(s, p, c.user_id))
+
+    @r.post("/projects/{project_id}/start")
+    async def start(project_id: int, request: Request) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(_start, project_id, request, form)
+
+    def _start(project_id: int, request: Request, form: Any) -> Response:
+        with db_of(request).write() as s:
+            c, p, _ = _authorize(s, request, project_id, mutate=True, csrf=str(form.get("csrf_token", "")))
+            workflow.next_assignment(s, p, c.user_id)
+        return RedirectResponse(f"/projects/{project_id}/annotate", status_code=303)
+
+    @r.get("/projects/{project_id}/annotate")
+    def annotate(project_id: int, request: Request, done: int | None = None) -> Response:
+        with db_of(request).read() as s:
+            c, p, role = _authorize(s, request, project_id)
+            a = _held(s, p, c.user_id)
+            item = display_item(p, s.get(Item, a.item_id)) if a else None
+            mine = s.scalar(select(func.count()).where(Annotation.project_id == p.id, Annotation.user_id == c.user_id))
+            return _render(request, "annotate.html", caller=c, project=p, role=role, assignment=a, item=item,
+                           mine=mine, error=None, values={}, just_done=done)
+
+    @r.post("/projects/{project_id}/submit")
+    async def submit(project_id: int, request: Request) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(_submit, project_id, request, form)
+
+    def _submit(project_id: int, request: Request, form: Any) -> Response:
+        db = db_of(request)
+        try:
+            try:
+                aid = int(str(form.get("assignment_id", "")))
+            except ValueError:
+                raise workflow.WorkflowError("missing assignment") from None
+            with db.read() as s:  # the answer's shape depends on the project: read it first
+                _c, p, _ = _authorize(s, request, project_id)
+            c, p, done = submit_answer(db, request, project_id, aid, _answer_from_form(p, form), _seconds(form),
+                                       csrf=str(form.get("csrf_token", "")))
+            claim_next(db, c, p)
+        except workflow.WorkflowError as e:
+            with db.read() as s:
+                c, p, role = _authorize(s, request, project_id)
+                a = _held(s, p, c.user_id)
+                item = display_item(p, s.get(Item, a.item_id)) if a else None
+                return _render(request, "annotate.html", status=e.status, caller=c, project=p, role=role,
+                               assignment=a, item=item, mine=None, error=str(e), values=dict(form), just_done=None)
+        return RedirectResponse(f"/projects/{project_id}/annotate?done={done.id}", status_code=303)
+
+    @r.post("/projects/{project_id}/skip")
+    async def skip(project_id: int, request: Request) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(_skip, project_id, request, form)
+
+    def _skip(project_id: int, request: Request, form: Any) -> Response:
+        with db_of(request).write() as s:
+            c, p, _ = _authorize(s, request, project_id, mutate=True, csrf=str(form.get("csrf_token", "")))
+            try:
+                aid = int(str(form.get("assignment_id", "")))
+            except ValueError:
+                raise workflow.WorkflowError("missing assignment") from None
+            skipped = workflow.held_assignment(s, p, c.user_id, aid).item_id
+            workflow.release(s, p, c.user_id, aid)
+            workflow.next_assignment(s, p, c.user_id, avoid_item=skipped)  # not the skipped item straight back
+        return RedirectResponse(f"/projects/{project_id}/annotate", status_code=303)
+
+    # -- review and dashboard ------------------------------------------------------------------------------------
+    @r.get("/projects/{project_id}/review")
+    def review_page(project_id: int, request: Request) -> Response:
+        with db_of(request).read() as s:
+            c, p, role = _authorize(s, request, project_id, REVIEWERS)
+            rows = s.execute(select(Annotation, Item, User.username).join(Item, Item.id == Annotation.item_id)
+                             .join(User, User.id == Annotation.user_id)
+                             .where(Annotation.project_id == p.id, Annotation.review_status == REVIEW_PENDING)
+                             .order_by(Annotation.id).limit(50)).all()
+            shown = [(a, display_item(p, i) if not i.swapped else _unswapped(p, i), u, i) for a, i, u in rows]
+            return _render(request, "review.html", caller=c, project=p, role=role, rows=shown)
+
+    @r.post("/projects/{project_id}/review/{annotation_id}")
+    async def review(project_id: int, annotation_id: int, request: Request) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(_review, project_id, annotation_id, request, form)
+
+    def _review(project_id: int, annotation_id: int, request: Request, form: Any) -> Response:
+        with db_of(request).write() as s:
+            c, p, _ = _authorize(s, request, project_id, REVIEWERS, mutate=True, csrf=str(form.get("csrf_token", "")))
+            workflow.review(s, p, c.user_id, annotation_id, str(form.get("decision", "")),
+                            str(form.get("note", "")))
+        return RedirectResponse(f"/projects/{project_id}/review", status_code=303)
+
+    @r.get("/projects/{project_id}/dashboard")
+    def dashboard(project_id: int, request: Request) -> Response:
+        from assay.annotate.quality import project_quality
+
+        with db_of(request).read() as s:
+            c, p, role = _authorize(s, request, project_id, REVIEWERS)
+            return _render(request, "dashboard.html", caller=c, project=p, role=role,
+                           progress=workflow.progress(s, p), q=project_quality(s, p))
+
+    @r.get("/projects/{project_id}/export/{fmt}.jsonl")
+    def export_file(project_id: int, fmt: str, request: Request) -> Response:
+        from assay.annotate.export import ExportError, export_rows
+        from assay.core.record import dumps
+
+        with db_of(request).read() as s:
+            c, p, _ = _authorize(s, request, project_id, REVIEWERS)
+            try:
+                body = b"".join(dumps(row) + b"\n" for row in export_rows(s, p, fmt))
+            except ExportError as e:
+                raise HTTPException(400, str(e)) from None
+        return Response(body, media_type="application/x-ndjson",
+                        headers={"Content-Disposition": f'attachment; filename="{p.id}-{fmt}.jsonl"'})
+
+    # -- admin ---------------------------------------------------------------------------------------------------
+    @r.get("/admin")
+    def admin(request: Request, error: str | None = None, ok: str | None = None) -> Response:
+        with db_of(request).read() as s:
+            c = _caller_or_login(s, request)
+            require_admin(c)
+            users = s.scalars(select(User).order_by(User.id)).all()
+            projects = s.scalars(select(Project).order_by(Project.id)).all()
+            return _render(request, "admin.html", caller=c, users=users, projects=projects, task_types=TASK_TYPES,
+                           error=error, ok=ok)
+
+    @r.post("/admin/{action}")
+    async def admin_action(action: str, request: Request) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(_admin_action, action, request, form)
+
+    def _admin_action(action: str, request: Request, form: Any) -> Response:
+        try:
+            with db_of(request).write() as s:
+                c = _caller_or_login(s, request, mutate=True, csrf=str(form.get("csrf_token", "")))
+                require_admin(c)
+                f = {k: str(v) for k, v in form.items()}
+                if action == "users":
+                    workflow.create_user(s, f.get("username", ""), f.get("password", ""), f.get("role", "annotator"))
+                elif action == "projects":
+                    workflow.create_project(s, f.get("name", ""), f.get("task_type", ""),
+                                            guidelines=f.get("guidelines", ""), overlap=int(f.get("overlap") or 1),
+                                            gold_rate=float(f.get("gold_rate") or 0),
+                                            review=f.get("review") == "on")
+                elif action == "members":
+                    p = workflow.find_project(s, f.get("project", ""))
+                    workflow.add_member(s, p, f.get("username", ""), f.get("role", "annotator"))
+                else:
+                    raise HTTPException(404)
+        except (workflow.WorkflowError, ValueError) as e:
+            return RedirectResponse(f"/admin?error={quote(str(e))}", status_code=303)
+        return RedirectResponse(f"/admin?ok={quote(action)}", status_code=303)
+
+    return r
+
+
+def _unswapped(project: Project, item: Item) -> dict[str, Any]:
+    """Reviewers see pairs in the record's orientation, matching the stored answers."""
+    shown = display_item(project, item)
+    c = shown["content"]
+    c["a"], c["b"] = c["b"], c["a"]
+    return shown
+
+
+def _safe_next(url: str) -> str:
+    """Only same-site relative paths: no open redirect through ?next=."""
+    return url if url.startswith("/") and not url.startswith("//") and "\\" not in url else "/"
