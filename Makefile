@@ -26,13 +26,14 @@ $(PEERS)/.installed:
 	touch $@
 
 # system packages some tests use, from Debian (needs root + apt; elsewhere those tests say what is missing):
-# the Python and PostgreSQL manuals (real HTML, PSF and PostgreSQL licenses), Chromium for the browser test
-SYSTEM_PKGS := python3-doc postgresql-doc-15 chromium
+# the Python and PostgreSQL manuals (real HTML, PSF and PostgreSQL licenses), Chromium for the browser test,
+# bubblewrap for the code sandbox
 system-deps:
 	@missing=""; \
 	[ -d /usr/share/doc/python3.11/html ] || missing="$$missing python3-doc"; \
 	[ -d /usr/share/doc/postgresql-doc-15/html ] || missing="$$missing postgresql-doc-15"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \

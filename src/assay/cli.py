@@ -181,6 +181,8 @@ def report(run_dir: str = typer.Argument(..., help="A run's output folder.")) ->
 _SUBAPPS = {
     "quality": ("assay.harvest.quality_cli", "Train and apply model-based quality classifiers."),
     "annotate": ("assay.annotate.cli", "The annotation web app: users, projects, tasks, agreement, exports."),
+    "evolve": ("assay.evolve.cli", "The human-machine loop: critique, execution feedback, judges, active learning, "
+                                   "collapse."),
     "lab": ("assay.lab.cli", "Scaling-law fits and tiny-LM ablations that put a number on data quality."),
 }
 for _name, (_module, _help) in _SUBAPPS.items():

@@ -243,6 +243,7 @@ class StepRegistry:
         "assay.harvest.quality",
         "assay.harvest.code",
         "assay.synthesize.steps",
+        "assay.evolve.steps",
     )
 
     def __init__(self) -> None:

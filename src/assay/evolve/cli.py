@@ -1,0 +1,144 @@
+"""``assay evolve …``: run the closed loop, report on it, measure collapse, check the sandbox."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from assay.core.errors import AssayError
+
+app = typer.Typer(help="The human-machine loop: critique, execution feedback, judges, active learning, collapse.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+console = Console(stderr=True)
+
+
+def _fail(msg: str) -> None:
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def loop(
+    recipe: Path = typer.Argument(..., help="Loop recipe (YAML): anchor, synthesize, verify, route, mix, measure."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output folder (resumed if it holds this loop)."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", "-n", help="Run this many rounds (default: the recipe's)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete what is in --output and start afresh."),
+) -> None:
+    """Synthesize → verify → route uncertain items to people → merge → measure, for N rounds; resumable."""
+    from assay.evolve.loop import run_loop
+
+    try:
+        summary = run_loop(recipe, output, rounds, overwrite, log=lambda m: console.print(f"[dim]{m}[/]"))
+    except AssayError as e:
+        _fail(str(e))
+        return
+    _print_rounds(summary)
+    console.print(f"output: [bold]{output}[/] · report: [bold]{output / 'report.html'}[/]")
+
+
+def _print_rounds(summary: dict) -> None:
+    t = Table(title=f"{summary['name']}: {len(summary['rounds'])} round(s)")
+    for col in ("round", "synthesized", "verified", "routed", "labels", "human share", "distinct-2", "self-BLEU",
+                "Vendi", "tail recall", "coverage"):
+        t.add_column(col, justify="right")
+    for r in summary["rounds"]:
+        m = r.get("metrics") or {}
+
+        def f(key: str) -> str:
+            v = m.get(key)
+            return "–" if v is None else f"{v:.3f}"
+
+        t.add_row(str(r["round"]), str((r.get("synthesize") or {}).get("records", "–")),
+                  str((r.get("verify") or {}).get("records", "–")), str((r.get("route") or {}).get("routed", "–")),
+                  str((r.get("merge") or {}).get("labels", "–")),
+                  f"{(r.get('merge') or {}).get('human_fraction', 0):.2f}", f("synthetic.distinct_2"),
+                  f("synthetic.self_bleu"), f("synthetic.vendi"), f("tail_recall"), f("embedding_coverage"))
+    console.print(t)
+
+
+@app.command()
+def report(output: Path = typer.Argument(..., help="An evolve loop's output folder.")) -> None:
+    """Write report.html (per-round funnel, labels, collapse metrics with charts) for a loop's output folder."""
+    from assay.evolve.report import write_report
+
+    try:
+        path = write_report(output)
+    except AssayError as e:
+        _fail(str(e))
+        return
+    console.print(f"report: [bold]{path}[/]")
+
+
+@app.command()
+def metrics(
+    synthetic: list[str] = typer.Argument(..., help="Synthetic data files (JSONL, Parquet)."),
+    anchor: list[str] = typer.Option(..., "--anchor", "-a", help="Human anchor data files (repeatable)."),
+    text_key: Optional[str] = typer.Option(None, "--text-key", help="Text field of foreign JSON (default: whole object)."),
+    embedder: str = typer.Option("minilm", "--embedder", help="minilm, hashed or none."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Collapse metrics of a synthetic set against a human anchor set."""
+    from assay.core.errors import ErrorLog
+    from assay.evolve.collapse import collapse_metrics
+    from assay.evolve.loop import text_of
+    from assay.io.sources import plan_shards, read_shard
+
+    def texts(paths: list[str]) -> list[str]:
+        errors = ErrorLog()
+        out = []
+        try:
+            shards = plan_shards(paths, "auto", 0)
+        except (FileNotFoundError, ValueError) as e:
+            _fail(str(e))
+        for shard in shards:
+            out.extend(text_of(r) for r in read_shard(shard, errors, text_key=text_key))
+        return out
+
+    emb = None
+    if embedder != "none":
+        from assay.core.embeddings import get_backend
+
+        emb = get_backend(embedder, dim=4096) if embedder == "hashed" else get_backend(embedder)
+    result = collapse_metrics(texts(synthetic), texts(anchor), emb)
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    t = Table(title="collapse metrics")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in result.items():
+        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    console.print(t)
+
+
+@app.command("sandbox-check")
+def sandbox_check(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Run the sandbox escape attempts (network, writes, home, fork bomb, 4 GB, loop, 1 GB output, root powers)."""
+    from assay.evolve.escapes import ESCAPE_LIMITS, run_escape_suite
+    from assay.evolve.sandbox import Sandbox, SandboxError
+
+    sb = Sandbox(ESCAPE_LIMITS)
+    try:
+        results = run_escape_suite(sb)
+    except SandboxError as e:
+        _fail(str(e))
+        return
+    if as_json:
+        sys.stdout.write(json.dumps({"sandbox": sb.describe(), "attacks": [r.to_dict() for r in results]},
+                                    indent=2) + "\n")
+    else:
+        t = Table(title="sandbox escape attempts")
+        for col in ("attack", "contained", "status", "s", "evidence"):
+            t.add_column(col)
+        for r in results:
+            t.add_row(r.name, "[green]yes[/]" if r.contained else "[bold red]NO[/]", r.status, f"{r.seconds:.2f}",
+                      r.evidence)
+        console.print(t)
+    if not all(r.contained for r in results):
+        raise typer.Exit(1)

@@ -1,0 +1,254 @@
+"""Collapse metrics: is a synthetic set losing the diversity and the tails of the human data it came from?
+
+Models trained generation after generation on their own outputs forget the tails of the distribution first, then
+collapse towards a few modes (Shumailov et al., Nature 2024). These metrics compare a synthetic set with a human
+*anchor* set, cheaply enough to compute every round:
+
+* :func:`distinct_n` (Li et al., 2016): distinct n-grams / all n-grams over the whole set. Falls as text repeats.
+* :func:`self_bleu` (Zhu et al., 2018, Texygen): mean BLEU-4 of each text against all the others as references
+  (NLTK's ``sentence_bleu`` with smoothing method 1, computed in one pass over n-gram counts instead of n² BLEU
+  calls). Rises as texts become alike.
+* :func:`vendi_score` (Friedman & Dieng, 2023): exp of the Shannon entropy of the eigenvalues of K/n, K the cosine
+  similarity matrix of the embeddings: the "effective number of distinct items" (1 = all the same, n = all
+  orthogonal). Equal to the ``vendi-score`` package's ``score_K`` / ``score_dual``.
+* :func:`tail_recall`: of the anchor's rare n-grams (in at most ``max_df`` anchor documents), the share that appear
+  anywhere in the synthetic set; ``head_recall`` is the same for the anchor's most widespread n-grams (the top
+  decile by document frequency) for contrast. Collapse shows as a falling tail recall while head recall holds.
+* :func:`embedding_coverage` (Naeem et al., 2020, "Reliable fidelity and diversity metrics"): the share of anchor
+  items whose k-nearest-neighbour ball (among anchor items) contains at least one synthetic item. Falls when whole
+  regions of the human data are no longer represented.
+
+Tokens are lowercased words and punctuation marks (``\\w+|[^\\w\\s]``); tail/head recall use words only.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+import re
+from collections import Counter
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_WORD = re.compile(r"\w+")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercased words and punctuation marks."""
+    return _TOKEN.findall(text.lower()) if isinstance(text, str) else []
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower()) if isinstance(text, str) else []
+
+
+def ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+
+# -- lexical diversity --------------------------------------------------------------------------------------------
+def distinct_n(texts: Iterable[str], n: int = 1) -> float:
+    """Distinct n-grams / total n-grams over all ``texts`` (0.0 when there are no n-grams)."""
+    seen: set[tuple[str, ...]] = set()
+    total = 0
+    for t in texts:
+        grams = ngrams(tokenize(t), n)
+        total += len(grams)
+        seen.update(grams)
+    return len(seen) / total if total else 0.0
+
+
+def sentence_bleu(hypothesis: Sequence[str], references: Sequence[Sequence[str]], max_n: int = 4,
+                  epsilon: float = 0.1) -> float:
+    """BLEU of one tokenised hypothesis against tokenised references, uniform weights up to ``max_n``, smoothing
+    method 1 (a zero precision count becomes ``epsilon``), as NLTK's ``sentence_bleu``. Used for tests and small
+    inputs; :func:`self_bleu` computes the same thing for a whole set at once."""
+    numerators, denominators = [], []
+    for n in range(1, max_n + 1):
+        hyp = Counter(ngrams(hypothesis, n))
+        best: Counter = Counter()
+        for ref in references:
+            for g, c in Counter(ngrams(ref, n)).items():
+                if c > best[g]:
+                    best[g] = c
+        numerators.append(sum(min(c, best[g]) for g, c in hyp.items()))
+        denominators.append(max(1, sum(hyp.values())))
+    ref_lengths = [len(r) for r in references]
+    return _bleu(numerators, denominators, len(hypothesis), _closest(ref_lengths, len(hypothesis)), epsilon)
+
+
+def _closest(lengths: Sequence[int], hyp_len: int) -> int:
+    return min(lengths, key=lambda r: (abs(r - hyp_len), r)) if lengths else 0
+
+
+def _bleu(numerators: Sequence[int], denominators: Sequence[int], hyp_len: int, ref_len: int, epsilon: float) -> float:
+    if not numerators or numerators[0] == 0:
+        return 0.0
+    if hyp_len == 0:
+        return 0.0
+    bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
+    log_p = 0.0
+    for num, den in zip(numerators, denominators):
+        log_p += math.log((num if num else epsilon) / den)
+    return bp * math.exp(log_p / len(numerators))
+
+
+def self_bleu(texts: Sequence[str], max_n: int = 4, sample: int | None = 1000, seed: int = 0,
+              epsilon: float = 0.1) -> float:
+    """Mean BLEU-``max_n`` of each text (hypothesis) against all the other texts (references).
+
+    Exact, in time linear in the number of n-grams: for each n-gram we keep its two highest counts over the
+    documents, so "the most any *other* document has" is known without comparing documents pairwise. With more than
+    ``sample`` texts, that many hypotheses are drawn at random (references are always all the other texts).
+    Returns 0.0 for fewer than two texts.
+    """
+    docs = [tokenize(t) for t in texts]
+    if len(docs) < 2:
+        return 0.0
+    top: list[dict[tuple[str, ...], tuple[int, int, int]]] = []  # n-gram -> (best count, its doc, second best)
+    counts: list[list[Counter]] = []
+    for n in range(1, max_n + 1):
+        table: dict[tuple[str, ...], tuple[int, int, int]] = {}
+        per_doc = []
+        for d, toks in enumerate(docs):
+            c = Counter(ngrams(toks, n))
+            per_doc.append(c)
+            for g, k in c.items():
+                b = table.get(g)
+                if b is None:
+                    table[g] = (k, d, 0)
+                elif k > b[0]:
+                    table[g] = (k, d, b[0])
+                elif k > b[2]:
+                    table[g] = (b[0], b[1], k)
+        top.append(table)
+        counts.append(per_doc)
+    lengths = sorted(len(t) for t in docs)
+    which = list(range(len(docs)))
+    if sample is not None and len(which) > sample:
+        which = sorted(random.Random(seed).sample(which, sample))
+    total = 0.0
+    for d in which:
+        nums, dens = [], []
+        for n in range(max_n):
+            table = top[n]
+            num = 0
+            hyp = counts[n][d]
+            for g, k in hyp.items():
+                best, best_doc, second = table[g]
+                other = second if best_doc == d else best
+                num += min(k, other)
+            nums.append(num)
+            dens.append(max(1, sum(hyp.values())))
+        total += _bleu(nums, dens, len(docs[d]), _closest_excluding(lengths, len(docs[d])), epsilon)
+    return total / len(which)
+
+
+def _closest_excluding(sorted_lengths: list[int], own: int) -> int:
+    """The reference length closest to ``own`` (ties: the shorter) among ``sorted_lengths`` minus one ``own``."""
+    i = bisect.bisect_left(sorted_lengths, own)
+    others = sorted_lengths[:i] + sorted_lengths[i + 1:]  # drop one occurrence of own length
+    j = bisect.bisect_left(others, own)
+    cands = [others[k] for k in (j - 1, j) if 0 <= k < len(others)]
+    return _closest(cands, own)
+
+
+# -- embedding diversity and coverage -----------------------------------------------------------------------------
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def vendi_score(embeddings: np.ndarray, q: float = 1.0) -> float:
+    """The Vendi score of row vectors under cosine similarity (order ``q``; 1 = Shannon entropy).
+
+    Uses the n×n similarity matrix or, when the dimension is smaller than n, the d×d matrix XᵀX/n, which has the
+    same non-zero eigenvalues. Rows of zeros (empty texts) count in n but add no eigenvalue mass, as in the
+    ``vendi-score`` package.
+    """
+    x = _unit_rows(np.atleast_2d(embeddings))
+    n = x.shape[0]
+    if n == 0:
+        return 0.0
+    k = (x.T @ x) / n if x.shape[1] < n else (x @ x.T) / n
+    w = np.linalg.eigvalsh(k)
+    p = w[w > 0]
+    if q == 1:
+        return float(np.exp(-(p * np.log(p)).sum()))
+    if q == float("inf"):
+        return float(1.0 / p.max())
+    return float(np.exp(np.log((p ** q).sum()) / (1 - q)))
+
+
+def embedding_coverage(anchor: np.ndarray, synthetic: np.ndarray, k: int = 5) -> float:
+    """Naeem et al.'s coverage: share of anchor items with a synthetic item inside their k-NN ball (cosine distance
+    to the k-th nearest other anchor item). 0.0 without synthetic items; k is capped at (anchor size - 1)."""
+    a = _unit_rows(np.atleast_2d(anchor))
+    s = _unit_rows(np.atleast_2d(synthetic))
+    if len(a) < 2 or s.size == 0 or len(s) == 0:
+        return 0.0
+    k = max(1, min(k, len(a) - 1))
+    dist_aa = 1.0 - a @ a.T
+    np.fill_diagonal(dist_aa, np.inf)
+    radius = np.partition(dist_aa, k - 1, axis=1)[:, k - 1]
+    nearest_syn = (1.0 - a @ s.T).min(axis=1)
+    return float(np.mean(nearest_syn <= radius + 1e-9))
+
+
+# -- tails --------------------------------------------------------------------------------------------------------
+def _doc_ngrams(texts: Iterable[str], n: int) -> list[set[tuple[str, ...]]]:
+    return [set(ngrams(words(t), n)) for t in texts]
+
+
+def tail_recall(anchor_texts: Sequence[str], synthetic_texts: Sequence[str], n: int = 1,
+                max_df: int = 1) -> dict[str, float]:
+    """How much of the anchor's rare vocabulary (word n-grams in at most ``max_df`` anchor documents) the synthetic
+    set still uses: ``tail_recall``; ``head_recall`` for the top decile of anchor n-grams by document frequency;
+    ``tail_size`` and ``head_size`` are how many n-grams each group has."""
+    df: Counter = Counter()
+    for grams in _doc_ngrams(anchor_texts, n):
+        df.update(grams)
+    synthetic: set[tuple[str, ...]] = set()
+    for grams in _doc_ngrams(synthetic_texts, n):
+        synthetic |= grams
+    tail = [g for g, c in df.items() if c <= max_df]
+    ranked = sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))
+    head = [g for g, _ in ranked[:max(1, len(ranked) // 10)]] if ranked else []
+    return {
+        "tail_recall": sum(g in synthetic for g in tail) / len(tail) if tail else 0.0,
+        "head_recall": sum(g in synthetic for g in head) / len(head) if head else 0.0,
+        "tail_size": float(len(tail)),
+        "head_size": float(len(head)),
+    }
+
+
+# -- one call for a round -----------------------------------------------------------------------------------------
+def collapse_metrics(synthetic_texts: Sequence[str], anchor_texts: Sequence[str], embedder: Any | None = None,
+                     max_docs: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """All the metrics for one synthetic set against its anchor. ``embedder`` is an
+    :class:`assay.core.embeddings.EmbeddingBackend` (none: embedding metrics are left out). Sets larger than
+    ``max_docs`` are subsampled (seeded) for the embedding and self-BLEU metrics."""
+    rng = random.Random(seed)
+    syn = list(synthetic_texts)
+    anc = list(anchor_texts)
+    syn_s = rng.sample(syn, max_docs) if len(syn) > max_docs else syn
+    anc_s = rng.sample(anc, max_docs) if len(anc) > max_docs else anc
+    out: dict[str, Any] = {"n_synthetic": len(syn), "n_anchor": len(anc)}
+    for name, texts in (("synthetic", syn), ("anchor", anc)):
+        out[f"{name}.distinct_1"] = round(distinct_n(texts, 1), 6)
+        out[f"{name}.distinct_2"] = round(distinct_n(texts, 2), 6)
+    out["synthetic.self_bleu"] = round(self_bleu(syn_s, seed=seed), 6)
+    out["anchor.self_bleu"] = round(self_bleu(anc_s, seed=seed), 6)
+    out.update({k: round(v, 6) for k, v in tail_recall(anc, syn).items()})
+    if embedder is not None and syn_s and anc_s:
+        e_syn = embedder.encode(syn_s)
+        e_anc = embedder.encode(anc_s)
+        out["synthetic.vendi"] = round(vendi_score(e_syn), 6)
+        out["anchor.vendi"] = round(vendi_score(e_anc), 6)
+        out["embedding_coverage"] = round(embedding_coverage(e_anc, e_syn), 6)
+        out["embedder"] = getattr(embedder, "name", type(embedder).__name__)
+    return out

@@ -1,0 +1,296 @@
+"""Escape attempts the sandbox must survive, each checked from the host side and reported.
+
+:func:`run_escape_suite` runs every attack in a fresh sandbox and returns one :class:`EscapeResult` per attack:
+whether it was *contained* (judged from the host: the listener saw no connection, the file did not appear, the run
+ended within its limits, no process was left behind, ...), the run's status, and the evidence. ``assay evolve
+sandbox-check`` prints it; the test suite asserts every attack is contained.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from assay.evolve.sandbox import Limits, RunResult, Sandbox
+
+
+@dataclass
+class EscapeResult:
+    name: str
+    contained: bool
+    status: str
+    seconds: float
+    evidence: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"attack": self.name, "contained": self.contained, "status": self.status, "seconds": self.seconds,
+                "evidence": self.evidence}
+
+
+def _tail(text: str, n: int = 160) -> str:
+    text = " ".join(text.strip().split())
+    return text[-n:]
+
+
+def _processes_named(marker: str) -> list[int]:
+    """Host pids whose command name is ``marker`` (sandboxed processes are visible from the host)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/comm") as f:
+                    if f.read().strip() == marker:
+                        pids.append(int(d))
+            except OSError:
+                continue
+    return pids
+
+
+_SET_NAME = """
+import ctypes
+ctypes.CDLL(None).prctl(15, {marker!r}.encode(), 0, 0, 0)  # PR_SET_NAME: lets the host find these processes
+"""
+
+
+def attack_network(sb: Sandbox) -> EscapeResult:
+    """Connect to a server listening on the host's 127.0.0.1."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    port = srv.getsockname()[1]
+    accepted: list[str] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, addr = srv.accept()
+                accepted.append(str(addr))
+                conn.close()
+            except OSError:
+                continue
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    code = f"""
+import socket
+s = socket.create_connection(("127.0.0.1", {port}), timeout=3)
+s.sendall(b"escaped")
+print("CONNECTED")
+"""
+    try:
+        r = sb.run_python(code)
+    finally:
+        stop.set()
+        t.join(2)
+        srv.close()
+    contained = not accepted and "CONNECTED" not in r.stdout and not r.ok
+    return EscapeResult("open a socket to 127.0.0.1", contained, r.status, r.wall_seconds,
+                        f"host listener on port {port} accepted {len(accepted)} connection(s); "
+                        f"sandbox: {_tail(r.stderr) or r.stdout.strip()}")
+
+
+def attack_write_outside(sb: Sandbox) -> EscapeResult:
+    """Write files outside the scratch dir: system folders, and a world-writable folder of the host."""
+    host_dir = Path(tempfile.mkdtemp(prefix="assay-escape-"))
+    os.chmod(host_dir, 0o777)
+    target = host_dir / "pwned"
+    code = f"""
+import os
+ok = []
+for path in ["/usr/pwned", "/etc/pwned", "/pwned", "/sandbox/../pwned", {str(target)!r}]:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write("x")
+        ok.append(path)
+    except OSError as e:
+        print("refused", path, type(e).__name__)
+print("WROTE", ok)
+"""
+    try:
+        r = sb.run_python(code)
+        leaked = [p for p in ("/usr/pwned", "/etc/pwned", "/pwned", str(target)) if os.path.exists(p)]
+        contained = not leaked and r.status in ("ok", "error")
+        wrote = next((line for line in r.stdout.splitlines() if line.startswith("WROTE")), "")
+        return EscapeResult("write outside the scratch dir", contained, r.status, r.wall_seconds,
+                            f"files on the host afterwards: {leaked or 'none'}; inside: {wrote} "
+                            "(a write under /tmp lands in the sandbox's private tmpfs)")
+    finally:
+        target.unlink(missing_ok=True)
+        host_dir.rmdir()
+
+
+def attack_read_home(sb: Sandbox) -> EscapeResult:
+    """Read the invoking user's home directory (a canary file placed there for the test)."""
+    home = Path(os.path.expanduser("~"))
+    canary_value = secrets.token_hex(16)
+    canary = home / f".assay-canary-{canary_value[:8]}"
+    placed = False
+    try:
+        canary.write_text(canary_value)
+        placed = True
+    except OSError:
+        pass
+    code = f"""
+import os
+for p in [{str(home)!r}, {str(canary)!r}, "/root", "/home"]:
+    try:
+        if os.path.isdir(p):
+            print("LISTED", p, os.listdir(p)[:20])
+        else:
+            print("READ", p, open(p).read())
+    except OSError as e:
+        print("refused", p, type(e).__name__)
+"""
+    try:
+        r = sb.run_python(code)
+    finally:
+        if placed:
+            canary.unlink(missing_ok=True)
+    leaked = canary_value in r.stdout or "LISTED" in r.stdout or "READ" in r.stdout
+    return EscapeResult("read the user's home", not leaked and r.status in ("ok", "error"), r.status,
+                        r.wall_seconds, f"canary {'placed' if placed else 'not placed'} in {home}; sandbox saw: "
+                                        f"{_tail(r.stdout, 240)}")
+
+
+def attack_fork_bomb(sb: Sandbox) -> EscapeResult:
+    """Fork without end; every child forks too."""
+    marker = "assaybomb" + secrets.token_hex(3)
+    code = _SET_NAME.format(marker=marker) + """
+import os
+while True:
+    try:
+        os.fork()
+    except OSError:
+        pass
+"""
+    limits = sb.limits.with_(wall_seconds=min(sb.limits.wall_seconds, 6.0), cpu_seconds=min(sb.limits.cpu_seconds, 3))
+    r = sb.run_python(code, limits=limits)
+    left = _processes_named(marker)
+    deadline = time.monotonic() + 5
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = _processes_named(marker)
+    contained = not left and r.wall_seconds < limits.wall_seconds + 5 and not r.ok
+    return EscapeResult("fork bomb", contained, r.status, r.wall_seconds,
+                        f"stopped after {r.wall_seconds:.1f} s (limits: {limits.processes} processes, "
+                        f"{limits.wall_seconds:g} s wall); processes left on the host: {len(left)}")
+
+
+def attack_allocate(sb: Sandbox) -> EscapeResult:
+    """Allocate 4 GB (touching every page)."""
+    code = """
+x = bytearray(4 * 1024 ** 3)
+for i in range(0, len(x), 4096):
+    x[i] = 1
+print("ALLOCATED")
+"""
+    r = sb.run_python(code)
+    contained = "ALLOCATED" not in r.stdout and r.status == "memory_limit"
+    return EscapeResult("allocate 4 GB", contained, r.status, r.wall_seconds,
+                        f"limit {sb.limits.memory_mb} MB address space; {_tail(r.stderr, 80)}")
+
+
+def attack_infinite_loop(sb: Sandbox) -> EscapeResult:
+    """Spin forever."""
+    limits = sb.limits.with_(cpu_seconds=min(sb.limits.cpu_seconds, 2.0), wall_seconds=min(sb.limits.wall_seconds, 10))
+    r = sb.run_python("while True:\n    pass\n", limits=limits)
+    contained = r.status in ("cpu_limit", "timeout") and r.wall_seconds < limits.wall_seconds + 5
+    return EscapeResult("infinite loop", contained, r.status, r.wall_seconds,
+                        f"stopped after {r.wall_seconds:.1f} s (CPU limit {limits.cpu_seconds:g} s, wall "
+                        f"{limits.wall_seconds:g} s)")
+
+
+def attack_print_1gb(sb: Sandbox) -> EscapeResult:
+    """Print 1 GB to stdout."""
+    code = """
+import sys
+chunk = "x" * (1 << 20)
+for _ in range(1024):
+    sys.stdout.write(chunk)
+sys.stdout.flush()
+print("DONE", file=sys.stderr)
+"""
+    r = sb.run_python(code)
+    contained = r.status == "output_limit" and len(r.stdout.encode()) <= sb.limits.output_bytes
+    return EscapeResult("print 1 GB", contained, r.status, r.wall_seconds,
+                        f"captured {len(r.stdout.encode()):,} bytes (cap {sb.limits.output_bytes:,}); killed at "
+                        f"{r.wall_seconds:.2f} s")
+
+
+def _host_uid_of(marker: str, timeout: float = 8.0) -> str | None:
+    """The real uid, as the host sees it, of the first process named ``marker`` (polls until it appears)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in _processes_named(marker):
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("Uid:"):
+                            return line.split()[1]
+            except OSError:
+                continue
+        time.sleep(0.02)
+    return None
+
+
+def attack_privileges(sb: Sandbox) -> EscapeResult:
+    """Use root powers: are we root on the host, can we trace, mount, or make new namespaces?"""
+    marker = "assaypriv" + secrets.token_hex(3)
+    code = _SET_NAME.format(marker=marker) + """
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+print("UID", os.getuid())
+for name, args in [("ptrace", (0, 0, 0, 0)), ("unshare", (0x10000000,)), ("unshare", (0x40000000,)),
+                   ("mount", (b"none", b"/usr", b"tmpfs", 0, None))]:
+    rc = getattr(libc, name)(*args)
+    print("CALL", name, rc, ctypes.get_errno())
+time.sleep(1.5)  # stay alive while the host looks at this process
+"""
+    found: list[str | None] = []
+    watcher = threading.Thread(target=lambda: found.append(_host_uid_of(marker)), daemon=True)
+    watcher.start()
+    r = sb.run_python(code)
+    watcher.join(10)
+    host_uid = found[0] if found else None
+    calls = [x.split() for x in r.stdout.splitlines() if x.startswith("CALL")]
+    all_refused = len(calls) == 4 and all(c[2] == "-1" for c in calls)
+    contained = host_uid is not None and host_uid != "0" and all_refused
+    return EscapeResult("root powers (host uid; ptrace, unshare, mount)", contained, r.status, r.wall_seconds,
+                        f"sandboxed process runs as host uid {host_uid}; "
+                        + ", ".join(f"{c[1]}: errno {c[3]}" for c in calls))
+
+
+ATTACKS: dict[str, Callable[[Sandbox], EscapeResult]] = {
+    "network": attack_network,
+    "write_outside": attack_write_outside,
+    "read_home": attack_read_home,
+    "fork_bomb": attack_fork_bomb,
+    "allocate_4gb": attack_allocate,
+    "infinite_loop": attack_infinite_loop,
+    "print_1gb": attack_print_1gb,
+    "privileges": attack_privileges,
+}
+
+
+#: the limits the escape suite runs under by default (the fork bomb and the loop use at most 6 s and 10 s of wall)
+ESCAPE_LIMITS = Limits(cpu_seconds=5, wall_seconds=10, memory_mb=1024, processes=32)
+
+
+def run_escape_suite(sandbox: Sandbox | None = None, only: list[str] | None = None) -> list[EscapeResult]:
+    """Run every attack (or those named in ``only``) in fresh sandboxes."""
+    sb = sandbox or Sandbox(ESCAPE_LIMITS)
+    sb.check()
+    return [fn(sb) for name, fn in ATTACKS.items() if only is None or name in only]
+
+
+__all__ = ["ATTACKS", "ESCAPE_LIMITS", "EscapeResult", "RunResult", "run_escape_suite"]

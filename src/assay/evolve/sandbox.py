@@ -1,0 +1,438 @@
+"""Run untrusted code (LLM-written programs and their tests) in a bubblewrap sandbox.
+
+Why bubblewrap rather than hand-rolled ``unshare`` + rlimits + seccomp: bubblewrap (Debian package ``bubblewrap``,
+the sandbox under Flatpak) already does the fiddly part correctly: it builds a fresh mount tree from explicit binds,
+creates the user, PID, network, IPC, UTS and cgroup namespaces, sets ``PR_SET_NO_NEW_PRIVS``, drops capabilities,
+kills the whole sandbox when its parent dies, and loads a seccomp filter right before ``exec``. We add what it does
+not: resource limits, a seccomp filter (:mod:`assay.evolve.seccomp`), a wall-clock timeout, output caps, and a
+careful reading of how the program ended.
+
+What the sandboxed program gets:
+
+* **no network**: a new, empty network namespace (only its own loopback); nothing on the host is reachable;
+* **a read-only view of the system**: ``/usr`` (and the ``/bin``, ``/lib*`` links), the dynamic-linker cache and
+  the ``/etc/alternatives`` links, read-only; no ``/home``, ``/root``, ``/work``, ``/var``, host ``/tmp``, no
+  device nodes beyond ``null``/``zero``/``random``/``urandom``/``tty``;
+* **a private writable scratch dir** ``/sandbox`` (its working directory) and a private ``/tmp``: size-capped tmpfs
+  mounts that vanish with the sandbox; the program's files are copied in from memory;
+* **an unprivileged identity**: uid/gid 65534 inside a new user namespace, no capabilities, no further user
+  namespaces. When Assay itself runs as root (CI, containers), bubblewrap is started as uid 65534 too, so the
+  sandbox is not root on the host either: without this a root-mapped sandbox would ignore ``RLIMIT_NPROC``;
+* **limits** (:class:`Limits`): CPU seconds, address space (memory), processes/threads, file size, open files, no
+  core dumps (set by ``prlimit`` inside the new user namespace, so the process limit counts only the sandbox's own
+  processes: Linux >= 5.14 counts ``RLIMIT_NPROC`` per user namespace); a wall-clock timeout; stdout and stderr
+  each capped (the program is killed once it exceeds the cap).
+
+:meth:`Sandbox.run` returns a :class:`RunResult` whose ``status`` says how the program ended: ``ok``, ``error``
+(non-zero exit, e.g. a failed assertion), ``timeout``, ``cpu_limit``, ``memory_limit``, ``file_size_limit``,
+``output_limit``, ``killed`` (by a signal), or ``sandbox_error`` (the sandbox itself could not start).
+
+Requirements: Linux with unprivileged user namespaces (``sysctl kernel.unprivileged_userns_clone=1`` on old Debian
+kernels; ``kernel.apparmor_restrict_unprivileged_userns=0`` on Ubuntu >= 23.10 unless bwrap has an AppArmor
+profile), ``bwrap`` (``apt-get install bubblewrap``) and ``prlimit`` (util-linux).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Mapping, Sequence
+
+from assay.evolve import seccomp
+
+#: the uid/gid the sandboxed program runs as (inside), and the host uid bubblewrap is started as when we are root
+SANDBOX_UID = 65534
+SCRATCH = "/sandbox"
+DEFAULT_PYTHON = "/usr/bin/python3"
+#: host paths made visible read-only (when they exist); symlinks (merged /usr) are recreated as symlinks
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC_PATHS = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime")
+STATUSES = ("ok", "error", "timeout", "cpu_limit", "memory_limit", "file_size_limit", "output_limit", "killed",
+            "sandbox_error")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox cannot run anything on this machine (bwrap missing, user namespaces disabled, ...)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one sandboxed run."""
+
+    cpu_seconds: float = 10.0  # RLIMIT_CPU (SIGXCPU, then SIGKILL one second later)
+    wall_seconds: float = 20.0  # killed after this much real time
+    memory_mb: int = 1024  # RLIMIT_AS: address space; Python raises MemoryError beyond it
+    processes: int = 32  # RLIMIT_NPROC: processes and threads of the sandbox user in its namespace
+    file_size_mb: int = 16  # RLIMIT_FSIZE: largest file the program may write (SIGXFSZ)
+    open_files: int = 256  # RLIMIT_NOFILE
+    scratch_mb: int = 64  # size of the /sandbox and /tmp tmpfs mounts (each)
+    output_bytes: int = 1 << 20  # per stream; the program is killed when stdout or stderr exceeds it
+
+    def with_(self, **changes: Any) -> "Limits":
+        return replace(self, **changes)
+
+
+@dataclass
+class RunResult:
+    """How a sandboxed program ended and what it printed (each stream cut at ``Limits.output_bytes``)."""
+
+    status: str
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    wall_seconds: float
+    truncated: bool = False  # an output stream hit its cap
+    detail: str = ""  # a short explanation for non-ok statuses
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def error_summary(self, max_chars: int = 1200) -> str:
+        """What to show an LLM (or a person) about a failure: the end of stderr (the traceback), or the status."""
+        if self.ok:
+            return ""
+        head = {"timeout": "Timed out (the program ran too long, probably an infinite loop).",
+                "cpu_limit": "Exceeded the CPU time limit (probably an infinite loop or a too slow algorithm).",
+                "memory_limit": "Exceeded the memory limit (MemoryError).",
+                "output_limit": "Printed too much output.",
+                "file_size_limit": "Tried to write a too large file.",
+                "killed": f"Killed by a signal ({self.detail}).",
+                "sandbox_error": f"The sandbox failed to start: {self.detail}"}.get(self.status, "")
+        tail = self.stderr.strip()
+        if len(tail) > max_chars:
+            tail = "…" + tail[-max_chars:]
+        return "\n".join(x for x in (head, tail) if x) or f"exit code {self.exit_code}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_name(name: str) -> str:
+    p = PurePosixPath(name)
+    if p.is_absolute() or not p.parts or any(part in ("..", ".", "") for part in p.parts) or "\x00" in name:
+        raise ValueError(f"sandbox file names must be relative paths without '..': {name!r}")
+    return str(p)
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name.replace("/", "_")[:200], 0)  # no MFD_CLOEXEC: bwrap inherits it via pass_fds
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+class Sandbox:
+    """Runs commands under bubblewrap with :class:`Limits`. Thread-safe: each :meth:`run` is independent.
+
+    ``python`` is the interpreter :meth:`run_python` uses inside the sandbox (default the system's
+    ``/usr/bin/python3``: Assay's own virtualenv is not visible inside). ``ro_binds`` adds host paths, read-only, at
+    the same place inside (e.g. another interpreter's prefix, a venv with numpy). ``env`` adds environment variables
+    (the host environment is never passed in).
+    """
+
+    def __init__(self, limits: Limits | None = None, *, python: str = DEFAULT_PYTHON,
+                 ro_binds: Sequence[str] = (), env: Mapping[str, str] | None = None, use_seccomp: bool = True,
+                 bwrap: str | None = None, prlimit: str | None = None) -> None:
+        self.limits = limits or Limits()
+        self.python = python
+        self.ro_binds = [str(Path(p)) for p in ro_binds]
+        self.env = dict(env or {})
+        self.bwrap = bwrap or shutil.which("bwrap") or "/usr/bin/bwrap"
+        self.prlimit = prlimit or shutil.which("prlimit") or "/usr/bin/prlimit"
+        self.seccomp_filter = seccomp.build_filter() if use_seccomp else None
+        self.as_root = os.geteuid() == 0
+        self._checked = False
+        self._check_lock = threading.Lock()
+
+    # -- description ---------------------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """What isolates the programs (for reports and docs)."""
+        return {
+            "engine": "bubblewrap", "bwrap": self.bwrap, "python": self.python,
+            "namespaces": ["user", "pid", "net", "ipc", "uts", "cgroup", "mount"],
+            "host_uid": SANDBOX_UID if self.as_root else os.geteuid(), "sandbox_uid": SANDBOX_UID,
+            "visible_read_only": [p for p in SYSTEM_PATHS + ETC_PATHS if os.path.lexists(p)] + self.ro_binds,
+            "writable": [SCRATCH, "/tmp"], "limits": asdict(self.limits),
+            "seccomp": seccomp.denied_syscalls() if self.seccomp_filter else "not available on this architecture",
+        }
+
+    # -- checks --------------------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise :class:`SandboxError` (with a hint) if sandboxes cannot start here. Cached after the first success."""
+        if self._checked:
+            return
+        with self._check_lock:
+            if self._checked:
+                return
+            if not os.path.isfile(self.bwrap):
+                raise SandboxError("bubblewrap is not installed: apt-get install bubblewrap (or dnf install "
+                                   "bubblewrap)")
+            if not os.path.isfile(self.prlimit):
+                raise SandboxError("prlimit (util-linux) is not installed")
+            result = self._run([self.python, "-c", "print('ready')"], {}, b"", self.limits)
+            if result.status != "ok" or result.stdout.strip() != "ready":
+                raise SandboxError(
+                    f"the sandbox does not start ({result.status}: {result.detail or result.stderr.strip()[:300]}). "
+                    "It needs unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1 (Debian), "
+                    "kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu), or a bwrap AppArmor profile; "
+                    f"and an interpreter at {self.python} (see `python=`)")
+            self._checked = True
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """``(True, "")`` when a default sandbox starts here, else ``(False, why)``."""
+        try:
+            cls().check()
+        except SandboxError as e:
+            return False, str(e)
+        return True, ""
+
+    # -- running -------------------------------------------------------------------------------------------------
+    def run(self, argv: Sequence[str], files: Mapping[str, str | bytes] | None = None, stdin: str | bytes = b"",
+            limits: Limits | None = None) -> RunResult:
+        """Run ``argv`` in a fresh sandbox whose ``/sandbox`` holds ``files`` (name → content); ``stdin`` is fed in."""
+        self.check()
+        return self._run(argv, files or {}, stdin, limits or self.limits)
+
+    def run_python(self, code: str, files: Mapping[str, str | bytes] | None = None, stdin: str | bytes = b"",
+                   args: Sequence[str] = (), limits: Limits | None = None) -> RunResult:
+        """Run Python ``code`` (as ``/sandbox/main.py``) with the sandbox interpreter."""
+        all_files = {**(files or {}), "main.py": code}
+        return self.run([self.python, "-s", "-B", "main.py", *args], all_files, stdin, limits)
+
+    def run_many(self, jobs: Iterable[tuple[Sequence[str], Mapping[str, str | bytes]]], workers: int = 2,
+                 limits: Limits | None = None) -> list[RunResult]:
+        """Run ``(argv, files)`` jobs, ``workers`` sandboxes at a time; results in input order."""
+        jobs = list(jobs)
+        self.check()
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            return list(pool.map(lambda j: self._run(j[0], j[1], b"", limits or self.limits), jobs))
+
+    def python_many(self, codes: Sequence[str], workers: int = 2, limits: Limits | None = None) -> list[RunResult]:
+        """:meth:`run_python` over many programs in parallel; results in input order."""
+        return self.run_many((([self.python, "-s", "-B", "main.py"], {"main.py": c}) for c in codes), workers,
+                             limits)
+
+    # -- internals -----------------------------------------------------------------------------------------------
+    def _bwrap_args(self, limits: Limits, fds: list[int], files: Mapping[str, str | bytes],
+                    status_fd: int) -> list[str]:
+        args = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+                "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox"]
+        for path in SYSTEM_PATHS:
+            if os.path.islink(path):
+                args += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                args += ["--ro-bind", path, path]
+        for path in ETC_PATHS:
+            args += ["--ro-bind-try", path, path]
+        for path in self.ro_binds:
+            args += ["--ro-bind", path, path]
+        passwd = _memfd("passwd", f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:{SCRATCH}:/bin/false\n".encode())
+        group = _memfd("group", f"sandbox:x:{SANDBOX_UID}:\n".encode())
+        fds += [passwd, group]
+        args += ["--ro-bind-data", str(passwd), "/etc/passwd", "--ro-bind-data", str(group), "/etc/group"]
+        size = str(limits.scratch_mb * 1024 * 1024)
+        args += ["--proc", "/proc", "--dev", "/dev",
+                 "--size", size, "--perms", "1777", "--tmpfs", "/tmp",
+                 "--size", size, "--perms", "0755", "--tmpfs", SCRATCH]
+        made_dirs: set[str] = set()
+        for name, content in files.items():
+            rel = _check_name(name)
+            for parent in reversed(PurePosixPath(rel).parents[:-1]):
+                if str(parent) not in made_dirs:
+                    made_dirs.add(str(parent))
+                    args += ["--dir", f"{SCRATCH}/{parent}"]
+            data = content.encode("utf-8", "surrogatepass") if isinstance(content, str) else bytes(content)
+            fd = _memfd(rel, data)
+            fds.append(fd)
+            args += ["--perms", "0644", "--file", str(fd), f"{SCRATCH}/{rel}"]
+        # the root of the mount tree is bwrap's own tmpfs: make it (and /etc in it) read-only too
+        args += ["--remount-ro", "/", "--chdir", SCRATCH, "--clearenv"]
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": SCRATCH, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+               "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8",
+               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **self.env}
+        for k, v in env.items():
+            args += ["--setenv", k, v]
+        args += ["--json-status-fd", str(status_fd)]
+        if self.seccomp_filter is not None:
+            sfd = _memfd("seccomp", self.seccomp_filter)
+            fds.append(sfd)
+            args += ["--seccomp", str(sfd)]
+        cpu = max(1, int(round(limits.cpu_seconds)))
+        mem = limits.memory_mb * 1024 * 1024
+        fsize = limits.file_size_mb * 1024 * 1024
+        args += ["--", self.prlimit, f"--cpu={cpu}:{cpu + 1}", f"--as={mem}:{mem}",
+                 f"--nproc={limits.processes}:{limits.processes}", f"--fsize={fsize}:{fsize}",
+                 f"--nofile={limits.open_files}:{limits.open_files}", "--core=0:0", "--"]
+        return args
+
+    def _run(self, argv: Sequence[str], files: Mapping[str, str | bytes], stdin: str | bytes,
+             limits: Limits) -> RunResult:
+        if not argv:
+            raise ValueError("empty command")
+        fds: list[int] = []
+        status_r, status_w = os.pipe()
+        started = time.monotonic()
+        try:
+            try:
+                args = self._bwrap_args(limits, fds, files, status_w) + [str(a) for a in argv]
+            except BaseException:
+                os.close(status_r)
+                raise
+            stdin_fd = _memfd("stdin", stdin.encode("utf-8", "surrogatepass") if isinstance(stdin, str) else stdin)
+            fds.append(stdin_fd)
+            drop = {"user": SANDBOX_UID, "group": SANDBOX_UID, "extra_groups": []} if self.as_root else {}
+            try:
+                proc = subprocess.Popen(args, stdin=stdin_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        pass_fds=tuple(fds) + (status_w,), start_new_session=True, close_fds=True,
+                                        **drop)
+            except OSError as e:
+                os.close(status_r)
+                return RunResult("sandbox_error", None, "", "", 0.0, detail=f"cannot start bwrap: {e}")
+        finally:
+            os.close(status_w)
+            for fd in fds:
+                os.close(fd)
+        try:
+            out, err, truncated, timed_out = self._collect(proc, limits, started)
+        finally:
+            if proc.poll() is None:
+                _kill_group(proc)
+            proc.wait()
+            status_json = _read_all(status_r)
+            os.close(status_r)
+        wall = time.monotonic() - started
+        return _classify(proc.returncode, status_json, out, err, truncated, timed_out, wall, limits)
+
+    @staticmethod
+    def _collect(proc: subprocess.Popen, limits: Limits, started: float) -> tuple[bytes, bytes, bool, bool]:
+        """Read stdout and stderr until both close, the wall clock runs out, or a stream exceeds its cap."""
+        assert proc.stdout is not None and proc.stderr is not None
+        out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+        bufs = {out_fd: bytearray(), err_fd: bytearray()}
+        sel = selectors.DefaultSelector()
+        for f in (proc.stdout, proc.stderr):
+            os.set_blocking(f.fileno(), False)
+            sel.register(f.fileno(), selectors.EVENT_READ)
+        truncated = timed_out = False
+        deadline = started + limits.wall_seconds
+        try:
+            while sel.get_map():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                for key, _ in sel.select(timeout=min(remaining, 1.0)):
+                    try:
+                        chunk = os.read(key.fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        sel.unregister(key.fd)
+                        continue
+                    buf = bufs[key.fd]
+                    room = limits.output_bytes - len(buf)
+                    buf += chunk[:max(room, 0)]
+                    if len(chunk) > room:
+                        truncated = True
+                if truncated:
+                    break
+        finally:
+            sel.close()
+            if truncated or timed_out:
+                _kill_group(proc)
+            proc.stdout.close()
+            proc.stderr.close()
+        return bytes(bufs[out_fd]), bytes(bufs[err_fd]), truncated, timed_out
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill bwrap (its process group); bwrap's PID-1 child dies with it (``--die-with-parent``), and with PID 1 the
+    kernel kills every other process of the sandbox's PID namespace."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _classify(returncode: int | None, status_json: bytes, out: bytes, err: bytes, truncated: bool, timed_out: bool,
+              wall: float, limits: Limits) -> RunResult:
+    stdout = out.decode("utf-8", "replace")
+    stderr = err.decode("utf-8", "replace")
+    child_started = False
+    exit_code: int | None = None
+    for line in status_json.decode("utf-8", "replace").splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if "child-pid" in doc:
+            child_started = True
+        if "exit-code" in doc:
+            exit_code = int(doc["exit-code"])
+
+    def result(status: str, detail: str = "") -> RunResult:
+        return RunResult(status, exit_code, stdout, stderr, round(wall, 4), truncated, detail)
+
+    if truncated:
+        return result("output_limit", f"more than {limits.output_bytes} bytes on stdout or stderr")
+    if timed_out:
+        return result("timeout", f"wall clock > {limits.wall_seconds} s")
+    if not child_started:
+        return result("sandbox_error", stderr.strip()[-500:] or f"bwrap exited with {returncode}")
+    if exit_code is None:
+        exit_code = returncode
+    if exit_code == 0:
+        return result("ok")
+    if exit_code in (126, 127) and stderr.startswith("prlimit: failed to execute"):
+        return result("sandbox_error", stderr.strip()[:300])
+    if exit_code is not None and exit_code > 128:
+        sig = exit_code - 128
+        if sig == signal.SIGXCPU:
+            return result("cpu_limit", f"CPU time > {limits.cpu_seconds} s")
+        if sig == signal.SIGXFSZ:
+            return result("file_size_limit", f"file larger than {limits.file_size_mb} MB")
+        if sig == signal.SIGKILL and "MemoryError" not in stderr:
+            return result("killed", "SIGKILL (CPU hard limit or out of memory)")
+        if sig in (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGSYS, signal.SIGKILL):
+            if "MemoryError" in stderr or "Cannot allocate memory" in stderr:
+                return result("memory_limit", f"address space > {limits.memory_mb} MB")
+            return result("killed", _signal_name(sig))
+    tail = stderr[-2000:]
+    if "MemoryError" in tail:
+        return result("memory_limit", f"address space > {limits.memory_mb} MB")
+    if "[Errno 27] File too large" in tail:  # Python ignores SIGXFSZ: the write fails with EFBIG instead
+        return result("file_size_limit", f"file larger than {limits.file_size_mb} MB")
+    return result("error", f"exit code {exit_code}")

@@ -1,0 +1,171 @@
+"""LLM judges: verdict parsing, position-swap arithmetic, and runs with the local model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from assay.core.pipeline import Pipeline
+from assay.core.record import Record
+from assay.core.step import StepContext
+from assay.evolve.judges import JudgePairwise, JudgeScore, PairVerdict, pair_of, parse_rating, parse_verdict
+from assay.synthesize.backends.base import Completion, LLMBackend, LLMRequest
+
+
+def test_parse_rating() -> None:
+    assert parse_rating("Good answer. Rating: [[8]]") == 8
+    assert parse_rating("Rating: [[10]]") == 10
+    assert parse_rating("first [[3]] then corrected [[6]]") == 6
+    assert parse_rating("Rating: 7") == 7
+    assert parse_rating("I would give it 9/10.") == 9
+    assert parse_rating("score 4 out of 10") == 4
+    assert parse_rating("Rating: [[7.5]]") == 7
+    assert parse_rating("no grade here, 42 is a number") is None
+    assert parse_rating("") is None
+
+
+def test_parse_json_answers() -> None:
+    assert parse_rating('{"reason": "fine", "rating": 7}') == 7
+    assert parse_rating('```json\n{"reason": "x", "rating": 12}\n```') is None  # out of range
+    assert parse_verdict('{ "reason": "A" ,"verdict": "B"}') == "B"
+    assert parse_verdict('{"reason": "?", "verdict": "D"}') is None
+
+
+def test_parse_verdict() -> None:
+    assert parse_verdict("A is clearer. [[A]]") == "A"
+    assert parse_verdict("[[B]]") == "B"
+    assert parse_verdict("Both fine: [[C]]") == "C"
+    assert parse_verdict("Response B is better because...") == "B"
+    assert parse_verdict("It's a tie.") == "C"
+    assert parse_verdict("I cannot decide") is None
+
+
+@pytest.mark.parametrize("ab,ba,p_a,winner,consistent,first", [
+    ("A", "B", 1.0, "a", True, 0.5),  # a wins in both orders
+    ("B", "A", 0.0, "b", True, 0.5),
+    ("A", "A", 0.5, "tie", False, 1.0),  # always the first shown: pure position bias -> tie
+    ("B", "B", 0.5, "tie", False, 0.0),
+    ("C", "C", 0.5, "tie", True, 0.0),
+    ("A", "C", 0.75, "a", False, 0.5),
+    ("A", None, 1.0, "a", None, 1.0),
+    (None, None, None, None, None, None),
+])
+def test_position_swap_combination(ab, ba, p_a, winner, consistent, first) -> None:
+    v = PairVerdict.combine(ab, ba)
+    assert (v.p_a, v.winner, v.consistent, v.first_position) == (p_a, winner, consistent, first)
+
+
+def test_pair_of_layouts() -> None:
+    assert pair_of(Record("1", {"prompt": "p", "chosen": "x", "rejected": "y"})) == ("p", "x", "y", True)
+    assert pair_of(Record("2", {"instruction": "p", "response_a": "x", "response_b": "y"})) == ("p", "x", "y", False)
+    assert pair_of(Record("3", {"prompt": "p", "responses": ["x", "y"]})) == ("p", "x", "y", False)
+    chat = {"prompt": "p", "chosen": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "x"}],
+            "rejected": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "y"}]}
+    assert pair_of(Record("4", chat)) == ("p", "x", "y", True)
+    assert pair_of(Record("5", "text")) is None and pair_of(Record("6", {"prompt": "p"})) is None
+
+
+class _RuleJudge(LLMBackend):
+    """A deterministic stand-in judge for checking the swap arithmetic exactly: ``first`` always names the response
+    shown first (maximal position bias); ``longer`` names the longer response wherever it is shown."""
+
+    kind = "rule"
+
+    def __init__(self, rule: str) -> None:
+        super().__init__()
+        self.rule = rule
+        self.model = rule
+
+    def generate(self, requests: list[LLMRequest], on_complete=None) -> list[Completion]:
+        out = []
+        for r in requests:
+            text = r.messages[-1][1]
+            if self.rule == "first":
+                answer = "[[A]]"
+            else:
+                a = re.search(r"\[Response A\]\n(.*?)\n\n\[Response B\]", text, re.S).group(1)
+                b = text.split("[Response B]\n", 1)[1]
+                answer = "[[A]]" if len(a) > len(b) else "[[B]]"
+            out.append(Completion(text=answer))
+        return out
+
+
+def _pairs() -> list[Record]:
+    return [Record(f"p{i}", {"prompt": f"question {i}", "chosen": "a long and careful answer " * (i + 1),
+                             "rejected": "short"}, "preference") for i in range(3)]
+
+
+def test_position_bias_is_cancelled(tmp_path: Path) -> None:
+    step = JudgePairwise({"cache": "off"})
+    step.use_backend(_RuleJudge("first"))
+    out = list(Pipeline([step]).run_records(_pairs(), StepContext(run_dir=tmp_path)))
+    for r in out:
+        s = r.signals
+        assert s["judge.pairwise.winner"] == "tie" and s["judge.pairwise.p_a"] == 0.5
+        assert s["judge.pairwise.consistent"] == 0 and s["judge.pairwise.first_position"] == 1.0
+        assert s["judge.disagreement"] == 1.0 and s["judge.pairwise.agrees"] == 0
+    assert step.stats.counters["inconsistent"] == 3
+    assert step.stats.counters["picked_first"] == step.stats.counters["verdicts"] == 6
+
+
+def test_consistent_judge_and_require_filter(tmp_path: Path) -> None:
+    recs = _pairs() + [Record("flip", {"prompt": "q", "chosen": "short", "rejected": "a much longer reply"},
+                              "preference")]
+    step = JudgePairwise({"cache": "off", "require": "agree"})
+    step.use_backend(_RuleJudge("longer"))
+    rejected: list[Record] = []
+    out = list(Pipeline([step]).run_records(recs, StepContext(run_dir=tmp_path), reject=rejected.extend))
+    assert [r.id for r in out] == ["p0", "p1", "p2"]
+    assert all(r.signals["judge.pairwise.consistent"] == 1 and r.signals["judge.pairwise.p_a"] == 1.0 for r in out)
+    assert rejected[0].id == "flip" and rejected[0].drop == ("judge_pairwise", "judge_disagrees")
+
+
+def _conversations() -> list[Record]:
+    return [Record("c1", {"instruction": "What is the capital of France?", "output": "Paris."}, "conversation"),
+            Record("c2", {"instruction": "What is 2 + 2?", "output": "5, because two and two make five."},
+                   "conversation"),
+            Record("c3", "not an instruction record")]
+
+
+def test_judge_score_with_the_local_model(tmp_path: Path) -> None:
+    step = JudgeScore({"samples": 2, "cache": str(tmp_path / "c.sqlite"),
+                       "sampling": {"temperature": 0.7, "max_tokens": 64}})
+    out = list(Pipeline([step]).run_records(_conversations(), StepContext(run_dir=tmp_path)))
+    assert len(out) == 3 and "judge.samples" not in out[2].signals
+    c = step.stats.counters
+    assert c["skipped:no_response"] == 1 and c["llm.calls"] == 4
+    assert c.get("unparsed", 0) == 0  # JSON under a schema: always a grade
+    for r in out[:2]:
+        assert r.signals["judge.samples"] == 2
+        assert 1 <= r.signals["judge.score"] <= 10 and 0 <= r.signals["judge.disagreement"] <= 1
+        assert r.signals["judge.score_std"] == pytest.approx(r.signals["judge.disagreement"] * 4.5, abs=1e-3)
+
+
+def test_pairwise_with_the_local_model_is_order_symmetric(tmp_path: Path) -> None:
+    """Presenting (x, y) and (y, x) as two records sends the very same two prompts (temperature 0): the combined
+    verdicts must mirror each other whatever the small model's own position bias."""
+    x, y = "Paris is the capital of France.", "I think it might be Lyon."
+    recs = [Record("xy", {"prompt": "What is the capital of France?", "response_a": x, "response_b": y}),
+            Record("yx", {"prompt": "What is the capital of France?", "response_a": y, "response_b": x})]
+    step = JudgePairwise({"cache": str(tmp_path / "c.sqlite"), "sampling": {"temperature": 0.0, "max_tokens": 96}})
+    out = {r.id: r.signals for r in Pipeline([step]).run_records(recs, StepContext(run_dir=tmp_path))}
+    # constrained decoding (JSON schema) makes even the 135M model give a verdict every time
+    assert step.stats.counters.get("unparsed", 0) == 0
+    assert out["xy"]["judge.pairwise.p_a"] == pytest.approx(1 - out["yx"]["judge.pairwise.p_a"])
+    assert out["xy"]["judge.pairwise.consistent"] == out["yx"]["judge.pairwise.consistent"]
+    assert out["xy"]["judge.pairwise.first_position"] == out["yx"]["judge.pairwise.first_position"]
+
+
+def test_prompt_templates_can_be_overridden(tmp_path: Path) -> None:
+    mine = tmp_path / "judge.txt"
+    mine.write_text("Grade $response to $instruction for $criteria. $answer_format\n")
+    step = JudgeScore({"templates": {"judge_single": str(mine)}})
+    assert step.templates["judge_single"].source == str(mine)
+    with pytest.raises(ValueError, match="unknown template"):
+        JudgeScore({"templates": {"judge_pairwise": str(mine)}})
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Grade $nonsense\n")
+    with pytest.raises(ValueError, match="nonsense"):
+        JudgeScore({"templates": {"judge_single": str(bad)}})
