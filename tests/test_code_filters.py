@@ -1,0 +1,140 @@
+"""code_filter: The Stack / StarCoder rules, checked against BigCode's own definitions (re-stated here as
+references) on real source files of this virtualenv, and each rule on a file made to trip it."""
+
+from __future__ import annotations
+
+import io
+import sys
+import tokenize
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from assay.core.record import Record
+from assay.harvest.code.comments import comment_chars, comment_ratio
+from assay.harvest.code.filters import CodeFilter, alphanum_fraction, line_stats
+
+SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+
+
+def real_files(pattern: str, limit: int) -> list[str]:
+    out = []
+    for pkg in ("requests", "click", "jinja2", "idna", "packaging", "pygments", "rich"):
+        for p in sorted((SITE / pkg).rglob(pattern)):
+            out.append(p.read_text(encoding="utf-8", errors="replace"))
+            if len(out) >= limit:
+                return out
+    return out
+
+
+def bigcode_stats(content: str) -> tuple[float, int, float]:
+    """BigCode's preprocessing/filtering.py add_stats, as published."""
+    line_lengths = [len(line) for line in content.splitlines()]
+    return float(np.mean(line_lengths)), max(line_lengths), float(np.mean([c.isalnum() for c in content]))
+
+
+def python_comment_chars_reference(code: str) -> int:
+    """BigCode's definition for Python: comments from the tokenizer plus docstrings (here: string tokens that
+    start their logical line, which is what a docstring is)."""
+    total = 0
+    prev_type = tokenize.NEWLINE
+    for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+        if tok.type == tokenize.COMMENT:
+            total += len(tok.string)
+        elif tok.type == tokenize.STRING and prev_type in (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT,
+                                                           tokenize.DEDENT) and tok.string.lstrip("rbuRBU")[:3] \
+                in ('"""', "'''"):
+            total += len(tok.string)
+        if tok.type not in (tokenize.COMMENT,):
+            prev_type = tok.type
+    return total
+
+
+@pytest.mark.skipif(not SITE.is_dir(), reason="no site-packages next to this interpreter")
+def test_line_stats_match_bigcode_on_real_files():
+    files = [f for f in real_files("*.py", 150) if f.strip()]
+    assert len(files) >= 100
+    for text in files:
+        n, longest, mean = line_stats(text)
+        ref_mean, ref_max, ref_alnum = bigcode_stats(text)
+        assert longest == ref_max and mean == pytest.approx(ref_mean) and n == len(text.splitlines())
+        assert alphanum_fraction(text) == pytest.approx(ref_alnum)
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=300))
+@settings(max_examples=200, deadline=None)
+def test_alphanum_fraction_equals_definition(text: str):
+    assert alphanum_fraction(text) == pytest.approx(sum(c.isalnum() for c in text) / len(text))
+
+
+@pytest.mark.skipif(not SITE.is_dir(), reason="no site-packages next to this interpreter")
+def test_python_comment_ratio_close_to_tokenizer_reference():
+    files = [f for f in real_files("*.py", 120) if f.strip()]
+    diffs = []
+    for text in files:
+        try:
+            ref = python_comment_chars_reference(text)
+        except (tokenize.TokenError, SyntaxError, IndentationError):
+            continue
+        diffs.append(abs(comment_chars(text, "Python") - ref) / len(text))
+    assert len(diffs) >= 100
+    assert np.median(diffs) < 0.002 and max(diffs) < 0.05, (np.median(diffs), max(diffs))
+
+
+def test_comment_scanners_skip_string_literals():
+    js = 'const url = "http://example.com"; // real comment\n/* block\ncomment */ let s = \'/* not */\';\n'
+    assert comment_chars(js, "JavaScript") == len("// real comment") + len("/* block\ncomment */")
+    py = 'x = "# not a comment"  # a comment\ndef f():\n    """Doc."""\n    y = """not doc"""\n'
+    assert comment_chars(py, "Python") == len("# a comment") + len('"""Doc."""')
+    assert comment_chars("SELECT 1; -- why\n", "SQL") == len("-- why")
+    assert comment_ratio("x", "Brainfuck") is None
+
+
+def run_filter(records: list[Record], **params) -> dict[str, str | None]:
+    CodeFilter(params).process_batch(records, None)  # type: ignore[arg-type]
+    return {r.id: (r.drop[1] if r.drop else None) for r in records}
+
+
+def rec(rid: str, text: str, lang: str = "Python") -> Record:
+    return Record(rid, text, "code", {"language": lang})
+
+
+def test_each_rule_trips_on_its_case():
+    ok = "def add(a, b):\n    # add two numbers\n    return a + b\n" * 3
+    cases = [
+        rec("ok", ok),
+        rec("long_line", ok + "x = '" + "a" * 1200 + "'\n"),
+        rec("mean_line", "# c\n" + ("y = '" + "b" * 150 + "'\n") * 10),
+        rec("alnum", "# c\n" + "+-*/ {} [] () <> == != ;; ,, ..\n" * 20),
+        rec("autogen", "# This file is AUTOGENERATED by a tool\n" + ok),
+        rec("xml", '<?xml version="1.0"?>\n<root><a>text here and there</a></root>\n' * 3, "XML"),
+        rec("xslt", '<?xml version="1.0"?>\n<xsl:stylesheet version="1.0">\n</xsl:stylesheet>\n', "XSLT"),
+        rec("html_empty", "<html><head><script>var x = 1;</script></head><body><div></div></body></html>\n" * 5,
+            "HTML"),
+        rec("html_text", "<html><body><p>\n" + "Real words that a reader sees on the page.\n" * 10 + "</p></body></html>",
+            "HTML"),
+        rec("json_small", '{"a": 1}', "JSON"),
+        rec("json_ok", '{"name": "package", "version": "1.0.0", "description": "something useful"}', "JSON"),
+        rec("json_big", '{"k": [\n' + ",\n".join(["1"] * 3000) + "]}\n", "JSON"),
+        rec("no_comments", "def add(a, b):\n    return a + b\n" * 10),
+        rec("all_comments", "# " + "words " * 15 + "\n" * 1 + "x = 1\n"),
+        rec("go_no_comment", "package main\nfunc main() {}\n", "Go"),  # not a comment-ratio language
+        rec("many_lines", "x = 1  # c\n" * 100_001),
+    ]
+    got = run_filter(cases)
+    assert got == {
+        "ok": None, "long_line": "max_line_length", "mean_line": "mean_line_length", "alnum": "alphanum_fraction",
+        "autogen": "autogenerated", "xml": "xml", "xslt": None, "html_empty": "html_text", "html_text": None,
+        "json_small": "data_size", "json_ok": None, "json_big": "data_size", "no_comments": "comments_low",
+        "all_comments": "comments_high", "go_no_comment": None, "many_lines": "too_many_lines",
+    }
+    # every rule can be switched off; flag mode keeps the record and says why
+    off = run_filter([rec("x", ok + "x = '" + "a" * 1200 + "'\n")], max_line_length=None, max_mean_line_length=None)
+    assert off == {"x": None}
+    flagged = [rec("x", "def f():\n    return 1\n" * 5)]
+    assert run_filter(flagged, action="flag") == {"x": None}
+    assert flagged[0].signals["code_filter.flag"] == "comments_low"
+    assert flagged[0].signals["code.comment_ratio"] == 0.0
