@@ -97,7 +97,7 @@ class EmbeddingBackend:
 
 # -- sentence-transformers ----------------------------------------------------------------------------------------
 
-_MODEL_CACHE: dict[tuple[str, str], Any] = {}
+_MODEL_CACHE: dict[tuple[str, str, int | None], Any] = {}
 _MODEL_LOCK = threading.Lock()
 
 
@@ -124,20 +124,34 @@ def resolve_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _load_sentence_transformer(path: str, device: str) -> Any:
+def _load_sentence_transformer(path: str, device: str, max_seq_length: int | None) -> Any:
+    """The model at ``path`` on ``device``, loaded once per process; a copy of its own for a non-default
+    ``max_seq_length`` (setting it on the shared copy would change every other user's vectors)."""
     with _MODEL_LOCK:
-        model = _MODEL_CACHE.get((path, device))
+        base = _MODEL_CACHE.get((path, device, None))
+        if base is None:
+            base = _MODEL_CACHE[(path, device, None)] = _read_sentence_transformer(path, device)
+        if max_seq_length is None or max_seq_length == base.max_seq_length:
+            return base
+        model = _MODEL_CACHE.get((path, device, max_seq_length))
         if model is None:
-            # offline: a local folder must never trigger a hub request (no network on workers, reproducible runs)
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-            from sentence_transformers import SentenceTransformer
-
-            model = SentenceTransformer(path, device=device, local_files_only=True)
-            model.eval()
-            _MODEL_CACHE[(path, device)] = model
+            model = _MODEL_CACHE[(path, device, max_seq_length)] = _read_sentence_transformer(path, device)
+            model.max_seq_length = max_seq_length
         return model
+
+
+def _read_sentence_transformer(path: str, device: str) -> Any:
+    # offline: a local folder must never trigger a hub request (no network on workers, reproducible runs)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar from every worker
+    model = SentenceTransformer(path, device=device, local_files_only=True)
+    model.eval()
+    return model
 
 
 class SentenceTransformerBackend(EmbeddingBackend):
@@ -155,17 +169,18 @@ class SentenceTransformerBackend(EmbeddingBackend):
         self.device = device
         self.max_seq_length = max_seq_length
         self._model: Any = None
+        self._fixed_max_chars = max_chars is not None
         # a token is rarely longer than 10 characters: cutting there never loses text the model would have seen,
-        # and spares the tokenizer megabyte-long inputs
+        # and spares the tokenizer megabyte-long inputs (set again from the model's real window once loaded)
         super().__init__(batch_size, max_chars or 10 * (max_seq_length or 512))
 
     @property
     def model(self) -> Any:
         if self._model is None:
-            self._model = _load_sentence_transformer(self.model_path, resolve_device(self.device))
-            if self.max_seq_length is not None:
-                self._model.max_seq_length = self.max_seq_length
-            self.max_chars = 10 * self._model.max_seq_length
+            self._model = _load_sentence_transformer(self.model_path, resolve_device(self.device),
+                                                     self.max_seq_length)
+            if not self._fixed_max_chars:
+                self.max_chars = 10 * self._model.max_seq_length
         return self._model
 
     @property
@@ -234,59 +249,69 @@ def _mix64(h: np.ndarray) -> np.ndarray:
 
 
 class _Powers:
-    """Growing tables of P**i and P**-i modulo 2**64 (shared by all hashed backends)."""
+    """A growing table of P**i modulo 2**64 (i up to the longest token seen), shared by all hashed backends."""
 
     def __init__(self) -> None:
-        self.pow = np.ones(1, dtype=np.uint64)
-        self.inv = np.ones(1, dtype=np.uint64)
+        self.table = np.ones(1, dtype=np.uint64)
         self.lock = threading.Lock()
 
-    def get(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.pow) <= n:
+    def get(self, n: int) -> np.ndarray:
+        if len(self.table) < n:
             with self.lock:
-                if len(self.pow) <= n:
-                    size = max(n + 1, 2 * len(self.pow), 4096)
+                if len(self.table) < n:
+                    size = max(n, 2 * len(self.table), 64)
                     pw = np.full(size, _POLY_BASE, dtype=np.uint64)
                     pw[0] = 1
-                    inv = np.full(size, _POLY_BASE_INV, dtype=np.uint64)
-                    inv[0] = 1
-                    self.pow, self.inv = np.cumprod(pw, dtype=np.uint64), np.cumprod(inv, dtype=np.uint64)
-        return self.pow, self.inv
+                    self.table = np.cumprod(pw, dtype=np.uint64)
+        return self.table
 
 
 _POWERS = _Powers()
 
 
-def token_hashes(text: str) -> np.ndarray:
-    """Stable 64-bit hashes of the lowercased tokens of ``text`` (words and punctuation marks), in order.
-
-    The hash of a token with code points ``c_0..c_{k-1}`` is ``mix64(sum (c_j + 1) * P**j mod 2**64)``; computed for
-    all tokens at once from prefix sums over the code points of the concatenated tokens.
-    """
-    tokens = _TOKEN_RE.findall(text.lower())
+def _hash_tokens(tokens: list[str]) -> np.ndarray:
+    """Stable 64-bit hashes of ``tokens``: ``mix64(sum_j (c_j + 1) * P**j mod 2**64)`` over each token's code
+    points ``c_j``; all tokens at once (one pass of numpy over their concatenation, wrapping uint64 arithmetic)."""
     if not tokens:
         return np.zeros(0, dtype=np.uint64)
     lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
     cps = np.frombuffer("".join(tokens).encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
-    powers, inverses = _POWERS.get(len(cps))
-    prefix = np.zeros(len(cps) + 1, dtype=np.uint64)
-    np.cumsum((cps + np.uint64(1)) * powers[: len(cps)], dtype=np.uint64, out=prefix[1:])
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    return _mix64((prefix[ends] - prefix[starts]) * inverses[starts])
+    starts = np.cumsum(lengths) - lengths
+    position = np.arange(len(cps), dtype=np.int64) - np.repeat(starts, lengths)  # place of a character in its token
+    terms = (cps + np.uint64(1)) * _POWERS.get(int(lengths.max()))[position]
+    return _mix64(np.add.reduceat(terms, starts, dtype=np.uint64))
 
 
-def ngram_hashes(text: str, ngrams: int = 2) -> np.ndarray:
-    """Hashes of every word n-gram of ``text`` for n = 1..``ngrams`` (unigrams first)."""
-    uni = token_hashes(text)
-    parts = [uni]
+def tokenize(text: str) -> list[str]:
+    """The hashed backend's tokens: lowercased words (letters, digits, underscore in any script) and single
+    punctuation marks."""
+    return _TOKEN_RE.findall(text.lower())
+
+
+def _ngrams_of(uni: np.ndarray, doc: np.ndarray, ngrams: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of the 1..``ngrams``-grams of a token stream (``doc[i]``: the text token ``i`` belongs to), never
+    spanning two texts; returns ``(hashes, text of each hash)``, unigrams first, then bigrams, ..."""
+    hashes, owners = [uni], [doc]
     combined = uni
     for n in range(2, ngrams + 1):
         if len(uni) < n:
             break
         combined = _mix64(combined[:-1] * np.uint64(_BIGRAM_MULT) + uni[n - 1:] + np.uint64(n))
-        parts.append(combined)
-    return np.concatenate(parts) if len(parts) > 1 else uni
+        inside = doc[: len(doc) - n + 1] == doc[n - 1:]
+        hashes.append(combined[inside])
+        owners.append(doc[: len(doc) - n + 1][inside])
+    return np.concatenate(hashes), np.concatenate(owners)
+
+
+def token_hashes(text: str) -> np.ndarray:
+    """Stable 64-bit hashes of the tokens of ``text`` (see :func:`tokenize`), in order."""
+    return _hash_tokens(tokenize(text))
+
+
+def ngram_hashes(text: str, ngrams: int = 2) -> np.ndarray:
+    """Hashes of every token n-gram of ``text`` for n = 1..``ngrams`` (unigrams first, then bigrams, ...)."""
+    uni = token_hashes(text)
+    return _ngrams_of(uni, np.zeros(len(uni), dtype=np.int64), ngrams)[0]
 
 
 class SparseRows:
@@ -348,32 +373,40 @@ class HashedNgramBackend(EmbeddingBackend):
         return {"kind": self.kind, "dim": self._dim, "ngrams": self.ngrams, "max_chars": self.max_chars,
                 "feature_version": self.FEATURE_VERSION}
 
-    def _row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        h = ngram_hashes(text, self.ngrams)
-        if len(h) == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        buckets = (h % np.uint64(self._dim)).astype(np.int64)
-        signs = np.where((h >> np.uint64(63)) == 1, -1.0, 1.0)
-        idx, inverse = np.unique(buckets, return_inverse=True)
-        counts = np.bincount(inverse, weights=signs, minlength=len(idx))
-        keep = counts != 0
-        idx, counts = idx[keep], counts[keep]
-        vals = np.sign(counts) * np.log1p(np.abs(counts))
-        norm = np.sqrt(np.dot(vals, vals))
-        if norm > 0:
-            vals = vals / norm
-        return idx, vals.astype(np.float32)
-
     def encode_sparse(self, texts: Sequence[str]) -> SparseRows:
-        """Like :meth:`encode`, as sparse rows (what a linear classifier wants)."""
+        """Like :meth:`encode`, as sparse rows (what a linear classifier wants). Works ``batch_size`` texts at a
+        time, each batch in one vectorised pass."""
         if isinstance(texts, str):
             raise TypeError("encode_sparse() takes a list of texts, not a single string")
-        rows = [self._row(_clean(t)[: self.max_chars]) for t in texts]
-        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum([len(r[0]) for r in rows], out=indptr[1:])
-        indices = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, dtype=np.int64)
-        values = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0, dtype=np.float32)
-        return SparseRows(indptr, indices.astype(np.int64), values.astype(np.float32), self._dim)
+        parts = [self._encode_batch(list(texts[i:i + self.batch_size]))
+                 for i in range(0, len(texts), self.batch_size)]
+        if not parts:
+            return SparseRows(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                              np.zeros(0, dtype=np.float32), self._dim)
+        offsets = np.cumsum([0] + [p[0][-1] for p in parts[:-1]])
+        indptr = np.concatenate([parts[0][0][:1]] + [p[0][1:] + off for p, off in zip(parts, offsets)])
+        return SparseRows(indptr, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]),
+                          self._dim)
+
+    def _encode_batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        token_lists = [tokenize(_clean(t)[: self.max_chars]) for t in texts]
+        counts = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
+        uni = _hash_tokens([tok for tokens in token_lists for tok in tokens])
+        hashes, owner = _ngrams_of(uni, np.repeat(np.arange(len(texts), dtype=np.int64), counts), self.ngrams)
+        # one key per (text, bucket): summing signed counts per key is the bag of n-grams of every text at once
+        keys = owner * self._dim + (hashes % np.uint64(self._dim)).astype(np.int64)
+        signs = np.where((hashes >> np.uint64(63)) == 1, -1.0, 1.0)
+        keys, inverse = np.unique(keys, return_inverse=True)
+        summed = np.bincount(inverse, weights=signs, minlength=len(keys))
+        nonzero = summed != 0
+        keys, summed = keys[nonzero], summed[nonzero]
+        rows = keys // self._dim
+        values = np.sign(summed) * np.log1p(np.abs(summed))
+        norms = np.sqrt(np.bincount(rows, weights=values * values, minlength=len(texts)))
+        values = values / norms[rows]
+        indptr = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(texts)), out=indptr[1:])
+        return indptr, keys % self._dim, values.astype(np.float32)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self.encode_sparse(texts).to_dense()

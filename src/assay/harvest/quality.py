@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
+import uuid
+import zipfile
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import orjson
+import xxhash
 from pydantic import Field
 
 from assay.core.embeddings import EmbeddingBackend, HashedNgramBackend, backend_from_spec
@@ -78,6 +81,8 @@ class QualityModel:
         """The embedding backend the model was trained on (built once; ``runtime``: batch_size, device)."""
         if self._backend is None:
             self._backend = backend_from_spec(self.backend_spec, **runtime)
+        elif "batch_size" in runtime:  # the device is fixed once the model is loaded; the batch size is not
+            self._backend.batch_size = int(runtime["batch_size"])
         return self._backend
 
     def raw_scores(self, texts: Sequence[str]) -> np.ndarray:
@@ -106,13 +111,13 @@ class QualityModel:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         header = np.frombuffer(orjson.dumps(self.header(), option=orjson.OPT_SERIALIZE_NUMPY), dtype=np.uint8)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # honours the umask
         try:
-            with os.fdopen(fd, "wb") as f:
+            with open(tmp, "xb") as f:
                 np.savez_compressed(f, header=header, coef=self.coef)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         return path
 
@@ -123,7 +128,9 @@ class QualityModel:
             with np.load(path, allow_pickle=False) as z:
                 header = orjson.loads(z["header"].tobytes())
                 coef = z["coef"]
-        except (OSError, ValueError, KeyError, orjson.JSONDecodeError) as e:
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"{path} is not an Assay quality model: {e}") from None
         if header.get("format") != FORMAT:
             raise ValueError(f"{path} is not an Assay quality model (format {header.get('format')!r})")
@@ -251,9 +258,14 @@ def train_quality_model(texts: Sequence[str], labels: Sequence[Any], *, backend:
 
     if len(texts) != len(labels):
         raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+    if eval_texts is not None and (eval_labels is None or len(eval_texts) != len(eval_labels)):
+        raise ValueError("eval_texts needs one eval_label per text")
+    # texts with nothing to read carry no signal for either class: leave them out, and say how many
+    keep = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+    skipped_empty = len(texts) - len(keep)
+    texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     task_, y_all, label_info = encode_labels(list(labels) + list(eval_labels or []), task, positive_label)
     y, y_eval = y_all[: len(texts)], y_all[len(texts):]
-    texts = list(texts)
     if eval_texts is None:
         if not 0 < test_fraction < 1:
             raise ValueError("test_fraction must be between 0 and 1 when no evaluation set is given")
@@ -265,8 +277,6 @@ def train_quality_model(texts: Sequence[str], labels: Sequence[Any], *, backend:
         texts, y = [texts[i] for i in idx_train], y[idx_train]
     else:
         eval_texts = list(eval_texts)
-        if len(eval_texts) != len(y_eval):
-            raise ValueError(f"{len(eval_texts)} evaluation texts but {len(y_eval)} labels")
     if task_ == "binary":
         counts = np.bincount(y.astype(int), minlength=2)
         if counts.min() < 2:
@@ -275,34 +285,43 @@ def train_quality_model(texts: Sequence[str], labels: Sequence[Any], *, backend:
 
     t0 = time.perf_counter()
     X = _features(backend, texts)
-    X_eval = _features(backend, eval_texts)
     t_encode = time.perf_counter() - t0
     dense = isinstance(X, np.ndarray)
-    mean = scale = None
     if dense:  # standardise embedding dimensions so one regularisation grid suits every model; folded in below
         mean = X.mean(axis=0)
         scale = X.std(axis=0)
         scale[scale < 1e-6] = 1.0
         X = (X - mean) / scale
+    else:
+        # hashed features: fit on the buckets the training texts use (an L2-penalised weight of a bucket no
+        # training text has stays 0 anyway); the same solution, found several times faster
+        used = np.unique(X.indices)
+        X = X[:, used]
 
     t1 = time.perf_counter()
     grid = np.logspace(-3, 3, 7)
     if task_ == "binary":
         folds = int(max(2, min(cv, np.bincount(y.astype(int)).min())))
+        # sparse: liblinear's dual coordinate descent, fast when there are more features than texts
+        solver = {"solver": "lbfgs", "tol": 1e-8} if dense else {"solver": "liblinear", "dual": True}
         clf = LogisticRegressionCV(Cs=1.0 / grid[::-1], cv=folds, scoring="neg_log_loss", max_iter=3000,
-                                   class_weight=class_weight, random_state=seed)
+                                   class_weight=class_weight, random_state=seed, l1_ratios=(0.0,),
+                                   use_legacy_attributes=False, **solver)
         clf.fit(X, y)
-        coef, intercept = clf.coef_.ravel().astype(np.float64), float(clf.intercept_[0])
+        fitted, intercept = clf.coef_.ravel().astype(np.float64), float(clf.intercept_[0])
         chosen = {"C": float(np.ravel(clf.C_)[0])}
     else:
-        reg = RidgeCV(alphas=grid * (len(texts) if not dense else 1.0))
+        reg = RidgeCV(alphas=grid)
         reg.fit(X, y)
-        coef, intercept = np.ravel(reg.coef_).astype(np.float64), float(reg.intercept_)
+        fitted, intercept = np.ravel(reg.coef_).astype(np.float64), float(reg.intercept_)
         chosen = {"alpha": float(reg.alpha_)}
     t_fit = time.perf_counter() - t1
     if dense:
-        coef = coef / scale
+        coef = fitted / scale
         intercept = intercept - float(np.dot(coef, mean))
+    else:
+        coef = np.zeros(backend.dim, dtype=np.float64)
+        coef[used] = fitted
 
     model = QualityModel(task_, backend.spec(), coef, intercept)
     pred = model.score(eval_texts).astype(np.float64) if len(eval_texts) else np.zeros(0)
@@ -315,7 +334,7 @@ def train_quality_model(texts: Sequence[str], labels: Sequence[Any], *, backend:
 
     model.info = {
         **label_info,
-        "training": {"n_train": len(texts), "n_eval": len(eval_texts),
+        "training": {"n_train": len(texts), "n_eval": len(eval_texts), "skipped_empty": skipped_empty,
                      "label_counts": {_label_key(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))},
                      "regularisation": chosen, "class_weight": class_weight if task_ == "binary" else None,
                      "seconds_encode": round(t_encode, 3), "seconds_fit": round(t_fit, 3), "seed": seed,
@@ -350,6 +369,27 @@ def load_model_cached(path: str) -> QualityModel:
     return model
 
 
+def model_digest(path: str) -> str | None:
+    """A short hash of a model file's bytes (None if it does not exist yet, e.g. a recipe checked before training)."""
+    try:
+        return xxhash.xxh3_64_hexdigest(Path(path).expanduser().read_bytes())[:12]
+    except OSError:
+        return None
+
+
+class _UsesModel:
+    """Mixin for steps with a ``model`` parameter: the lineage's parameter hash also covers the model file's bytes,
+    so records scored by a retrained model (same path, new weights) say so."""
+
+    params: Any
+
+    @cached_property
+    def params_hash(self) -> str:
+        base = Step.params_hash.func(self)  # type: ignore[attr-defined]
+        digest = model_digest(self.params.model) if getattr(self.params, "model", None) else None
+        return base if digest is None else xxhash.xxh3_64_hexdigest(f"{base}:{digest}".encode())[:12]
+
+
 def score_records(step: Step, model: QualityModel, records: Iterable[Record], signal: str) -> None:
     """Write ``signal`` for every live record with text; count the others as ``skipped:<why>`` on ``step``."""
     todo: list[Record] = []
@@ -376,7 +416,7 @@ class QualityScoreParams(StepParams):
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
 
 
-class QualityScore(Step):
+class QualityScore(_UsesModel, Step):
     """Score text quality with a trained classifier into signals["quality.score"]."""
 
     name = "quality_score"
@@ -405,7 +445,7 @@ class QualityFilterParams(FilterParams):
     device: str = "auto"
 
 
-class QualityFilter(Filter):
+class QualityFilter(_UsesModel, Filter):
     """Keep records whose quality score is at least a threshold (scores them first if given a model)."""
 
     name = "quality_filter"
