@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import xxhash
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from assay.core.record import Record, derive_id
 from assay.core.step import Step, StepContext, StepParams
-from assay.synthesize.backends import BackendConfig, LLMBackend, LLMRequest, cached, shared_backend
-from assay.synthesize.backends.base import Completion, SamplingParams
+from assay.synthesize.backends import BackendConfig, BackendError, LLMBackend, LLMRequest, cached, shared_backend
+from assay.synthesize.backends.base import Completion
 from assay.synthesize.templates import PromptTemplate, load_template
 
 CACHE_FILE = "llm-cache.sqlite"
@@ -46,6 +46,23 @@ class SynthParams(StepParams):
     #: longest seed text put into a prompt, in characters (longer ones are cut)
     max_seed_chars: int = Field(4000, ge=100)
 
+    #: the step's templates: name → the placeholders it may use (set by each step's Params)
+    TEMPLATES: ClassVar[dict[str, set[str]]] = {}
+
+    @model_validator(mode="after")
+    def _check_templates(self) -> "SynthParams":
+        """Unknown template names, unreadable files and bad placeholders are recipe errors, found at load time."""
+        unknown = set(self.templates) - set(self.TEMPLATES)
+        if unknown:
+            raise ValueError(f"unknown template name(s) {sorted(unknown)}; "
+                             f"this step uses {sorted(self.TEMPLATES)}")
+        self.load_templates()
+        return self
+
+    def load_templates(self) -> dict[str, PromptTemplate]:
+        return {name: load_template(name, self.templates, placeholders)
+                for name, placeholders in self.TEMPLATES.items()}
+
 
 def clean_text(text: Any, max_chars: int) -> str:
     """A prompt-safe version of ``text``: str, valid UTF-8 (lone surrogates replaced), no control characters, cut
@@ -57,29 +74,19 @@ def clean_text(text: Any, max_chars: int) -> str:
     return text[:max_chars].strip()
 
 
-def split_words(text: str) -> list[str]:
-    return text.split()
-
-
 class SynthesisStep(Step):
-    """Base class of synthesis steps; subclasses declare their templates in ``TEMPLATES`` (name → placeholders)."""
+    """Base class of synthesis steps; their Params (a :class:`SynthParams`) declare the templates they use."""
 
     Params: ClassVar[type[StepParams]] = SynthParams
-    TEMPLATES: ClassVar[dict[str, set[str]]] = {}
 
     def __init__(self, params: StepParams | dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
         p = self.params
         assert isinstance(p, SynthParams)
-        unknown = set(p.templates) - set(self.TEMPLATES)
-        if unknown:
-            raise ValueError(f"{self.name}: unknown template name(s) {sorted(unknown)}; "
-                             f"this step uses {sorted(self.TEMPLATES)}")
-        # fail at recipe load, not mid-run, on a template with bad placeholders
-        self.templates: dict[str, PromptTemplate] = {
-            name: load_template(name, p.templates, placeholders) for name, placeholders in self.TEMPLATES.items()}
+        self.templates: dict[str, PromptTemplate] = p.load_templates()
         self.llm: LLMBackend | None = None
         self._usage_reported: dict[str, float] = {}
+        self._failed_batches = 0
 
     # -- set-up ------------------------------------------------------------------------------------------------
     def cache_path(self, ctx: StepContext) -> Path | None:
@@ -110,17 +117,30 @@ class SynthesisStep(Step):
         assert isinstance(p, SynthParams)
         return xxhash.xxh3_64_intdigest("\x00".join(str(x) for x in (p.seed, self.name, *parts)).encode()) % (2**31)
 
+    #: this many batches in a row in which every request failed means the backend is down: stop the step
+    MAX_FAILED_BATCHES: ClassVar[int] = 3
+
     def generate(self, requests: list[LLMRequest]) -> list[Completion]:
+        """Send ``requests``; failed ones come back with ``error`` set (counted as ``llm.failed_requests``).
+
+        Raises :class:`BackendError` when several batches in a row failed entirely (server down, model missing),
+        rather than spending the whole request budget on a dead backend; a rerun resumes from the cache.
+        """
         assert self.llm is not None, "call setup(ctx) or ensure_backend(ctx) first"
+        if not requests:
+            return []
         out = self.llm.generate(requests)
         failed = sum(not c.ok for c in out)
         if failed:
             self.count("llm.failed_requests", failed)
+        if failed == len(out):
+            self._failed_batches += 1
+            if self._failed_batches >= self.MAX_FAILED_BATCHES:
+                raise BackendError(f"{self.name}: every request of the last {self._failed_batches} batches failed; "
+                                   f"last error: {out[-1].error}")
+        else:
+            self._failed_batches = 0
         return out
-
-    @staticmethod
-    def sampling(params: SamplingParams, seed: int) -> SamplingParams:
-        return params.with_(seed=seed)
 
     # -- records -----------------------------------------------------------------------------------------------
     def synth_meta(self, template_names: list[str], **extra: Any) -> dict[str, Any]:

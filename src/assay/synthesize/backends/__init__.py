@@ -11,6 +11,7 @@ Importing this package is cheap: llama.cpp and httpx are imported when a backend
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from pathlib import Path
@@ -84,6 +85,16 @@ def shared_backend(config: BackendConfig) -> LLMBackend:
         if backend is None:
             backend = _SHARED[key] = make_backend(config)
         return backend
+
+
+@atexit.register
+def close_shared_backends() -> None:
+    """Free shared models and connections while the interpreter is still whole (llama.cpp frees on exit badly)."""
+    with _SHARED_LOCK:
+        backends = list(_SHARED.values())
+        _SHARED.clear()
+    for backend in backends:
+        backend.close()
 
 
 def cached(backend: LLMBackend, path: str | os.PathLike[str] | None) -> LLMBackend:

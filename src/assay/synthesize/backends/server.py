@@ -116,6 +116,7 @@ class OpenAICompatibleServer(ThreadingHTTPServer):
         self.faults = faults or FaultPlan()
         self.stats: collections.Counter[str] = collections.Counter()
         self.stats_lock = threading.Lock()
+        self.in_flight = 0
         self.stopping = threading.Event()
 
     @property
@@ -126,6 +127,16 @@ class OpenAICompatibleServer(ThreadingHTTPServer):
     def record(self, outcome: str) -> None:
         with self.stats_lock:
             self.stats[outcome] += 1
+
+    def enter(self) -> None:
+        """A completion request starts: track the most requests served at once (``max_in_flight``)."""
+        with self.stats_lock:
+            self.in_flight += 1
+            self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self.in_flight)
+
+    def leave(self) -> None:
+        with self.stats_lock:
+            self.in_flight -= 1
 
     def shutdown(self) -> None:
         self.stopping.set()
@@ -169,6 +180,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, {"error": {"message": f"no route {self.path}"}})
             return
         self.server.record("received")
+        self.server.enter()
+        try:
+            self._complete(raw, path)
+        finally:
+            self.server.leave()
+
+    def _complete(self, raw: bytes, path: str) -> None:
         if self.server.faults.hang:
             self.server.record("hung")
             self.server.stopping.wait()  # never answer

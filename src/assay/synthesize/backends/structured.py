@@ -80,12 +80,16 @@ def parse_and_validate(text: str, schema: dict[str, Any]) -> tuple[Any, str | No
 
 
 def generate_json(backend: LLMBackend, conversations: list[list[Message]], schema: dict[str, Any],
-                  params: SamplingParams, max_repairs: int = 2) -> list[tuple[Any, Completion]]:
+                  params: SamplingParams | list[SamplingParams], max_repairs: int = 2) -> list[tuple[Any, Completion]]:
     """Answer each conversation with JSON following ``schema``; ``(value or None, last completion)`` per input.
 
-    All first attempts go out as one batch, then all first repairs, and so on, so the HTTP backend stays concurrent.
-    Repair ``k`` uses seed ``params.seed + k`` so that it is a different (and still reproducible) request.
+    ``params`` is one for all or one per conversation. All first attempts go out as one batch, then all first
+    repairs, and so on, so the HTTP backend stays concurrent. Repair ``k`` uses seed ``seed + k`` so that it is a
+    different (and still reproducible) request.
     """
+    per_request = params if isinstance(params, list) else [params] * len(conversations)
+    if len(per_request) != len(conversations):
+        raise ValueError("give one SamplingParams, or one per conversation")
     schema_text = json.dumps(schema, separators=(",", ":"))
     results: list[tuple[Any, Completion] | None] = [None] * len(conversations)
     histories = [list(c) for c in conversations]
@@ -93,8 +97,9 @@ def generate_json(backend: LLMBackend, conversations: list[list[Message]], schem
     for attempt in range(max_repairs + 1):
         if not pending:
             break
-        p = params if params.seed is None or attempt == 0 else params.with_(seed=params.seed + attempt)
-        completions = backend.generate([LLMRequest.chat(histories[i], p, json_schema=schema) for i in pending])
+        completions = backend.generate([
+            LLMRequest.chat(histories[i], _attempt_params(per_request[i], attempt), json_schema=schema)
+            for i in pending])
         still = []
         for i, completion in zip(pending, completions):
             if not completion.ok:
@@ -116,6 +121,10 @@ def generate_json(backend: LLMBackend, conversations: list[list[Message]], schem
             still.append(i)
         pending = still
     return [r for r in results if r is not None]
+
+
+def _attempt_params(params: SamplingParams, attempt: int) -> SamplingParams:
+    return params if params.seed is None or attempt == 0 else params.with_(seed=params.seed + attempt)
 
 
 def chat_json(backend: LLMBackend, messages: list[Message] | str, schema: dict[str, Any], params: SamplingParams,

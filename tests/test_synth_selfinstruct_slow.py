@@ -1,0 +1,95 @@
+"""Acceptance runs of recipes/self-instruct.yaml through `assay run` with the bundled local model (slow):
+>= 50 novel instructions (ROUGE-L checked with the rouge-score package), and a run killed half-way that resumes
+from the response cache without repeating a single model call."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from rouge_score import rouge_scorer
+from testutil import ROOT, SHARED, read_output, requires_shared
+
+from assay.synthesize.self_instruct import BLACKLIST
+
+SEEDS = SHARED / "self_instruct_seed_tasks.jsonl"
+RECIPE = ROOT / "recipes" / "self-instruct.yaml"
+ASSAY = str(Path(sys.executable).parent / "assay")
+
+
+def cache_entries(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        return int(sqlite3.connect(path, timeout=5).execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+    except sqlite3.OperationalError:  # table not created yet
+        return 0
+
+
+def step_counters(run_dir: Path) -> dict[str, float]:
+    stats = json.loads((run_dir / "stats.json").read_text())
+    return stats["steps"][0]["counters"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@requires_shared
+def test_self_instruct_recipe_makes_50_novel_instructions(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    subprocess.run([ASSAY, "run", str(RECIPE), "--input", str(SEEDS), "--output", str(out), "--workers", "1",
+                    "--no-report"], check=True, capture_output=True, text=True, timeout=3500)
+    records = read_output(out)
+    assert len(records) >= 50
+    seeds = [json.loads(line)["instruction"] for line in SEEDS.open()]
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)  # the reference implementation
+    earlier: list[str] = []
+    for r in records:
+        instruction = r["content"]["instruction"]
+        worst = max(scorer.score(other, instruction)["rougeL"].fmeasure for other in seeds + earlier)
+        assert worst < 0.7, (instruction, worst)
+        assert not any(re.search(rf"\b{re.escape(w)}\b", instruction, re.IGNORECASE) for w in BLACKLIST)
+        assert r["content"]["instances"] and r["content"]["output"]
+        assert len(r["meta"]["parents"]) == 8 and r["meta"]["synth"]["model"].endswith(".gguf")
+        assert r["lineage"][-1]["step"] == "self_instruct"
+        earlier.append(instruction)
+    counters = step_counters(out)
+    assert counters["llm.calls"] == cache_entries(out / "llm-cache.sqlite")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@requires_shared
+def test_killed_recipe_run_resumes_from_the_cache(tmp_path: Path) -> None:
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe["steps"][0]["self_instruct"]["num_instructions"] = 6
+    recipe_path = tmp_path / "si.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "run"
+    cache = out / "llm-cache.sqlite"
+    cmd = [ASSAY, "run", str(recipe_path), "--input", str(SEEDS), "--output", str(out), "--workers", "1",
+           "--no-report"]
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 1200
+    while cache_entries(cache) < 6 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed half-way"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    at_kill = cache_entries(cache)
+    assert at_kill >= 6 and not (out / "stats.json").exists()
+
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1500)
+    counters = step_counters(out)
+    assert counters["llm.cache_hits"] == at_kill  # everything answered before the kill was served from the cache
+    assert cache_entries(cache) == at_kill + counters["llm.calls"]  # and no call repeated a cached request
+    assert len(read_output(out)) == 6
