@@ -48,7 +48,7 @@ demo: install
 	@echo "output shards, rejected/, stats.json and report.html are in $(DEMO_OUT)"
 
 test: install peers
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(PEERS) out .pytest_cache
