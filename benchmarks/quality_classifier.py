@@ -172,6 +172,8 @@ def run_fasttext(train: list[dict], held: list[dict], repeat: int, settings: dic
         import fasttext
     except ImportError:
         return None
+    if not hasattr(fasttext, "train_supervised"):  # fasttext-predict (our dependency) can only predict
+        return None
     import tempfile
 
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:

@@ -57,10 +57,13 @@ class FastTextLid:
         text = " ".join(text.split())  # one line, as fastText requires; collapses runs of white space too
         if not any(c.isalpha() for c in text):
             return UNDETERMINED, 0.0
-        # the list form of predict: the single-string form of fasttext-predict 0.9.2.4 breaks under NumPy 2
-        # (np.array(copy=False))
-        labels, scores = self.model.predict([text], k=1)
-        return labels[0][0].removeprefix("__label__"), min(float(scores[0][0]), 1.0)
+        # the C++ binding directly: the Python wrappers of fasttext-predict 0.9.2.4 (list input) and of fasttext
+        # 0.9.3 (string input, np.array(copy=False)) each break under NumPy 2; this call works in both
+        preds = self.model.f.predict(text + "\n", 1, 0.0, "strict")
+        if not preds:
+            return UNDETERMINED, 0.0
+        score, label = preds[0]
+        return label.removeprefix("__label__"), min(float(score), 1.0)
 
 
 class LinguaLid:
