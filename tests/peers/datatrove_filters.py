@@ -4,8 +4,8 @@ Runs inside the peer venv (/work/main/.venv-peers, made by ``make peers``), neve
 
     .venv-peers/bin/python tests/peers/datatrove_filters.py REQUEST.json > RESPONSE.json
 
-REQUEST: {"mode": "decide" | "bench" | "bench_chain" | "words" | "sentences", "filters": [names], "docs": [{"id", "text", "url"?}],
-"language"?: "en"}
+REQUEST: {"mode": "decide" | "bench" | "bench_chain" | "words" | "sentences", "filters": [names],
+"docs": [{"id", "text", "url"?}], "language"?: "en", "url_lists"?: {URLFilter list arguments}}
 filter names: gopher_quality, gopher_repetition, c4_quality, fineweb_quality, url_filter (the filter's defaults).
 
 RESPONSE for "decide": {filter: [{"keep": bool, "reason": str|null, "text": str (c4_quality only)} or {"error": str}]};

@@ -101,7 +101,8 @@ def crafted_texts() -> list[dict]:
         "short_lines": "\n".join(f"Line {i}." for i in range(80)) + "\n" + _SENTENCE,
         "no_punct": "\n".join(f"the list of the things number {i} in a row" for i in range(40)),
         "contractions": " ".join(["I don't think it's what they'd've wanted, y'all can't say we're done."] * 20),
-        "urls_code": " ".join(["See https://example.com/a?b=c and os.path.join(a, b) or e.g. U.S. Ph.D. 3.5% $10."] * 20),
+        "urls_code": " ".join(["See https://example.com/a?b=c and os.path.join(a, b) or e.g. U.S. Ph.D. 3.5% $10."]
+                              * 20),
         "german": " ".join(["Der schnelle braune Fuchs springt über den faulen Hund und läuft zum Fluss."] * 10),
         "chinese": "敏捷的棕色狐狸跳过了懒狗。" * 40,
         "mixed_scripts": " ".join(["Привет мир, это тест. Hello world, this is a test. مرحبا بالعالم"] * 15),

@@ -41,7 +41,7 @@ class C4QualityParams(FilterParams):
 
 
 class C4Quality(Filter):
-    """C4 rules: keep punctuated lines of 3+ words, drop javascript/policy lines, lorem ipsum and code, < 5 sentences."""
+    """C4 rules: keep punctuated lines of 3+ words, drop javascript/policy lines; lorem ipsum, code, < 5 sentences."""
 
     name = "c4_quality"
     version = "1"

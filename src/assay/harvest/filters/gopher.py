@@ -13,11 +13,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 from functools import partial
-from itertools import compress, count, islice
-from operator import itemgetter
+from itertools import accumulate, compress, count, islice
+from operator import is_not, itemgetter
 from typing import ClassVar
-
-from pydantic import Field
 
 from assay.core.record import Record
 from assay.core.step import Filter, FilterParams
@@ -42,23 +40,37 @@ class GopherQualityParams(FilterParams):
     language: str = "en"
 
 
+_FIELD = 40  # bits per packed counter (a document would need 10**12 words to overflow one)
+_FIELD_MASK = (1 << _FIELD) - 1
+
+
 class _ChunkStats(dict):
-    """chunk -> (words, non-symbol words, their total length, words with a letter, stop-word bitmask)."""
+    """chunk -> its counts packed in one integer, so a document's totals are one ``sum`` over its chunks.
+
+    Fields, 40 bits each from the lowest: words, non-symbol words, their total length, words with a letter, then one
+    field per stop word counting its occurrences."""
 
     def __init__(self, language: str, stop_words: tuple[str, ...]) -> None:
         super().__init__()
         self.tokenizer = get_tokenizer(language)
-        self.stop_bits = {w: 1 << i for i, w in enumerate(dict.fromkeys(stop_words))}
+        self.stop_fields = {w: 1 << (_FIELD * (4 + i)) for i, w in enumerate(dict.fromkeys(stop_words))}
 
-    def __missing__(self, chunk: str) -> tuple[int, int, int, int, int]:
-        words = self.tokenizer.chunk_tokens(chunk)
+    def __missing__(self, chunk: str) -> int:
+        packed = self[chunk] = self.of_words(self.tokenizer.chunk_tokens(chunk))
+        return packed
+
+    def of_words(self, words: tuple[str, ...]) -> int:
         non_symbol = [w for w in words if not SYMBOLS.issuperset(w)]
-        alpha = sum(1 for w in words if any(c.isalpha() for c in w))
-        stop = 0
+        alpha = sum(1 for w in words if w.isalpha() or any(c.isalpha() for c in w))
+        packed = len(words) | len(non_symbol) << _FIELD | sum(map(len, non_symbol)) << 2 * _FIELD | alpha << 3 * _FIELD
         for w in words:
-            stop |= self.stop_bits.get(w, 0)
-        stats = self[chunk] = (len(words), len(non_symbol), sum(map(len, non_symbol)), alpha, stop)
-        return stats
+            packed += self.stop_fields.get(w, 0)
+        return packed
+
+    def unpack(self, total: int) -> tuple[int, int, int, int, int]:
+        """(words, non-symbol words, their length, words with a letter, distinct stop words present)."""
+        fields = [(total >> (_FIELD * i)) & _FIELD_MASK for i in range(4 + len(self.stop_fields))]
+        return fields[0], fields[1], fields[2], fields[3], sum(1 for f in fields[4:] if f)
 
 
 def _is_bullet_line(line: str) -> bool:
@@ -82,6 +94,11 @@ class GopherQuality(Filter):
         super().__init__(*args, **kwargs)
         self._stats: _ChunkStats | None = None
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_stats"] = None  # a cache: rebuilt where the step is unpickled
+        return state
+
     def _chunk_stats(self) -> _ChunkStats:
         if self._stats is None or len(self._stats) > self.MAX_CACHE:
             self._stats = _ChunkStats(self.params.language, self.params.stop_words)
@@ -90,14 +107,15 @@ class GopherQuality(Filter):
     def score(self, record: Record) -> None:
         text = record.text
         stats = self._chunk_stats()
-        per_chunk = list(map(stats.__getitem__, text.split()))
-        n_words = sum(map(itemgetter(0), per_chunk))
-        n_non_symbol = sum(map(itemgetter(1), per_chunk))
-        non_symbol_chars = sum(map(itemgetter(2), per_chunk))
-        n_alpha = sum(map(itemgetter(3), per_chunk))
-        stop_mask = 0
-        for mask in set(map(itemgetter(4), per_chunk)):
-            stop_mask |= mask
+        chunks = text.split()
+        total = sum(map(stats.__getitem__, chunks))
+        tokenizer = stats.tokenizer
+        if tokenizer.context_matters(chunks):  # rare: redo the chunks whose neighbours change their words
+            in_context = tokenizer.tokens_by_chunk(text)
+            alone = map(tokenizer.chunk_tokens, chunks)
+            for j in compress(count(), map(is_not, in_context, alone)):
+                total += stats.of_words(in_context[j]) - stats[chunks[j]]
+        n_words, n_non_symbol, non_symbol_chars, n_alpha, n_stop_words = stats.unpack(total)
         lines = text.splitlines()
         n_lines = len(lines) or 1
         s = record.signals
@@ -108,7 +126,7 @@ class GopherQuality(Filter):
         s["gopher.bullet_lines_ratio"] = sum(map(_is_bullet_line, lines)) / n_lines
         s["gopher.ellipsis_lines_ratio"] = sum(map(_ends_with_ellipsis, lines)) / n_lines
         s["gopher.alpha_words_ratio"] = n_alpha / n_words if n_words else 0.0
-        s["gopher.stop_words"] = stop_mask.bit_count()
+        s["gopher.stop_words"] = n_stop_words
 
     def decide(self, record: Record) -> str | None:
         p = self.params
@@ -150,8 +168,7 @@ class GopherRepetitionParams(FilterParams):
     #: (n, max fraction of characters covered by the most frequent n-gram)
     top_n_grams: tuple[tuple[int, float], ...] = ((2, 0.2), (3, 0.18), (4, 0.16))
     #: (n, max fraction of characters inside repeated n-grams)
-    dup_n_grams: tuple[tuple[int, float], ...] = Field(
-        default=((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)))
+    dup_n_grams: tuple[tuple[int, float], ...] = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
     language: str = "en"
 
 
@@ -185,8 +202,7 @@ def repeated_ngram_chars(words: list[str], n: int) -> int:
     if total <= 1:
         return 0
     joined = "".join(words)
-    offsets = [0]
-    offsets.extend(_accumulate_lengths(words))
+    offsets = [0, *accumulate(map(len, words))]
     grams = list(map(joined.__getitem__, map(slice, offsets[:total], offsets[n:n + total])))
     counts = Counter(grams)
     if len(counts) == total:
@@ -206,12 +222,6 @@ def repeated_ngram_chars(words: list[str], n: int) -> int:
         else:
             seen.add(gram)
     return repeated
-
-
-def _accumulate_lengths(words: list[str]):
-    from itertools import accumulate
-
-    return accumulate(map(len, words))
 
 
 _BASE = 0x100000001B3  # odd, so invertible modulo 2**64
@@ -261,10 +271,11 @@ class NgramStats:
     Word n-grams are compared through 64-bit keys: for the top n-grams a mix of the words' ids (a word sequence);
     for the repeated n-grams a polynomial hash of the n-gram's characters *concatenated*, which is what datatrove
     compares (``"".join(words[i:i + n])``): it is a difference of prefix sums over the document's characters, so
-    every n costs a few array operations instead of one string per position."""
+    every n costs a few array operations instead of one string per position. Two different n-grams get the same key
+    with probability ~2**-64 per pair on natural text (tests check both against the plain string definitions)."""
 
     #: documents with more word characters than this use the plain string functions (bounded memory)
-    MAX_ARRAY_CHARS = 4_000_000
+    MAX_ARRAY_CHARS = 1_000_000
     MAX_VOCAB = 2_000_000
     _vocab = _WordIds()
     _powers: _Powers | None = None

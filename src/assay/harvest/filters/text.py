@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import unicodedata
 from functools import lru_cache
-from itertools import chain
+from itertools import chain, compress, count
 from typing import Any
 
 #: characters datatrove treats as symbols: a word made only of these is not a word for Gopher's counts
@@ -52,7 +52,28 @@ SYMBOLS = frozenset(PUNCTUATION) | TERMINAL_PUNCTUATION
 _LOWER = r"\p{Ll}\p{Lo}"  # lower-case letters, plus letters of scripts without case
 _UPPER = r"\p{Lu}\p{Lo}"
 _ALPHA = r"\p{L}"
-_ICON = r"\p{So}"  # dingbats, emoji and other symbols: always split off
+# dingbats, emoji and other symbols are always split off, except those spaCy's symbol table does not list (mostly
+# added to Unicode after 2018, e.g. U+1FAF6 HEART HANDS): for spaCy these are ordinary characters
+_UNLISTED_SYMBOLS = (
+    "166D 2427-2429 2B96-2B97 2BC9 2BFF 2E50-2E51 2FFC-2FFF 31E4-31E5 31EF 32FF FBC3-FBD2 FD40-FD4F FD90-FD91 "
+    "FDC8-FDCF FDFE-FDFF 1019C 10ED1-10ED8 11FD5-11FDC 11FE1-11FF1 1CC00-1CCEF 1CCFA-1CCFC 1CD00-1CEB3 1CEBA-1CED0 "
+    "1CED2-1CED4 1CEE0-1CEEF 1CF50-1CFC3 1D1E9-1D1FF 1D253-1D25A 1D25D-1D25E 1D260-1D27F 1E14F 1ED2E 1F10D-1F10F "
+    "1F16C-1F16F 1F1AD-1F1AE 1F6D5-1F6D9 1F6DC-1F6DF 1F6FA-1F6FC 1F774-1F77F 1F7D9-1F7DB 1F7E0-1F7EB 1F7F0-1F7FF "
+    "1F8B0-1F8BB 1F8C0-1F8C1 1F90C-1F90F 1F93F 1F971-1F972 1F977-1F979 1F97B 1F9A3-1F9AF 1F9BA-1F9BF 1F9C3-1F9CF "
+    "1FA00-1FA57 1FA70-1FA7C 1FA80-1FAC6 1FAC8 1FACC-1FADD 1FADF-1FAEB 1FAEF-1FAFA 1FB00-1FB92 1FB94-1FBEF 1FBFA"
+)
+
+
+def _codepoint_class(ranges: str) -> str:
+    """Regular-expression class body for hex code points and ranges ("166D 2427-2429")."""
+    out = []
+    for item in ranges.split():
+        low, _, high = item.partition("-")
+        out.append(f"\\U{int(low, 16):08X}" + (f"-\\U{int(high, 16):08X}" if high else ""))
+    return "".join(out)
+
+
+_ICON = f"(?:(?![{_codepoint_class(_UNLISTED_SYMBOLS)}])\\p{{So}})"
 _PUNCT = "… …… , : ; ! ? ¿ ؟ ¡ ( ) [ ] { } < > _ # * & 。 ？ ！ ， 、 ； ： ～ · । ، ۔ ؛ ٪".split()
 _QUOTES = "' \" ” “ ` ‘ ´ ’ ‚ , „ » « 「 」 『 』 （ ） 〔 〕 【 】 《 》 〈 〉 \u2329 \u232a ⟦ ⟧".split()
 _CURRENCY = "$ £ € ¥ ฿ US$ C$ A$ ₽ ﷼ ₴ ₠ ₡ ₢ ₣ ₤ ₥ ₦ ₧ ₨ ₩ ₪ ₫ ₭ ₮ ₯ ₰ ₱ ₲ ₳ ₵ ₶ ₷ ₸ ₹ ₺ ₻ ₼ ₾ ₿".split()
@@ -174,7 +195,7 @@ class WordTokenizer:
 
         self.language = language
         exceptions = _shared_exceptions()
-        if language == "en":
+        if language.split("_")[0] in ("en", "eng"):
             exceptions.update(_english_exceptions())
         # every exception written with a straight apostrophe also holds with a curly one ("don’t")
         for string, parts in list(exceptions.items()):
@@ -184,7 +205,7 @@ class WordTokenizer:
         esc = regex.escape
         punct, quotes = [esc(p) for p in _PUNCT], [esc(q) for q in _QUOTES]
         ellipses = [r"\.\.+", "…"]
-        icon = f"[{_ICON}]"
+        icon = _ICON
         currency = "|".join(esc(c) for c in _CURRENCY)
         units = "|".join(esc(u) for u in _UNITS)
         # characters after which a final "." is split off (spaCy's class, including its literal "|", "(?:" chars)
@@ -195,7 +216,8 @@ class WordTokenizer:
         suffixes = [*punct, *ellipses, *quotes, icon, "'s", "'S", "’s", "’S", "—", "–",
                     r"(?<=[0-9])\+", r"(?<=°[FfCcKk])\.", f"(?<=[0-9])(?:{currency})", f"(?<=[0-9])(?:{units})",
                     f"(?<=[{period_after}])\\.", f"(?<=[{_UPPER}][{_UPPER}])\\."]
-        hyphen_infix = "(?<=[{a}0-9])(?:{h})(?=[{a}])" if language == "en" else "(?<=[{a}])(?:{h})(?=[{a}])"
+        english = language.split("_")[0] in ("en", "eng")
+        hyphen_infix = "(?<=[{a}0-9])(?:{h})(?=[{a}])" if english else "(?<=[{a}])(?:{h})(?=[{a}])"
         infixes = [*ellipses, icon, r"(?<=[0-9])[+\-\*^](?=[0-9-])",
                    f"(?<=[{_LOWER}{quote_chars}])\\.(?=[{_UPPER}{quote_chars}])",
                    f"(?<=[{_ALPHA}]),(?=[{_ALPHA}])",
@@ -204,7 +226,7 @@ class WordTokenizer:
         self._prefix = regex.compile("|".join(prefixes)).match
         self._suffix = regex.compile("|".join(s + "$" for s in suffixes)).search
         self._infixes = regex.compile("|".join(infixes)).finditer
-        self._infix_mark = regex.compile(f"[.…+\\-*^,–—~:<>=/{_ICON}]").search  # a character some infix rule needs
+        self._infix_mark = regex.compile(f"[.…+\\-*^,–—~:<>=/\\p{{So}}]").search  # a character some infix needs
         self._url = regex.compile(_URL_PATTERN.format(lower=_LOWER), regex.VERBOSE).match
         self.cache: dict[str, tuple[str, ...]] = _ChunkCache(self._tokenize_chunk)
         #: chunk -> its tokens before exception merges, for chunks where merges happened (see _apply_merges)
@@ -215,21 +237,26 @@ class WordTokenizer:
     # -- public -------------------------------------------------------------------------------------------------
     def words(self, text: str) -> list[str]:
         """The words of ``text`` (datatrove's ``split_into_words``): punctuation marks are words of their own."""
-        return list(chain.from_iterable(self._tokens_by_chunk(text)))
+        return list(chain.from_iterable(self.tokens_by_chunk(text)))
 
     def count_words(self, text: str) -> int:
         """``len(self.words(text))`` without building the list."""
-        return sum(map(len, self._tokens_by_chunk(text)))
+        return sum(map(len, self.tokens_by_chunk(text)))
 
     def chunk_tokens(self, chunk: str) -> tuple[str, ...]:
         """The tokens of one whitespace-free chunk, on its own."""
         return self.cache[chunk]
 
+    def context_matters(self, chunks: list[str]) -> bool:
+        """Whether a neighbouring chunk may change the tokens of one of ``chunks`` (already tokenized): callers
+        that aggregate per chunk then need :meth:`tokens_by_chunk`."""
+        return bool(self._fragile) and not self._fragile.keys().isdisjoint(chunks)
+
     def sentence_count(self, text: str) -> int:
         """How many sentences spaCy's punctuation sentencizer finds in ``text`` (at least 1)."""
         parts = _WHITESPACE_SPLIT(text)
-        per_chunk = self._tokens_by_chunk(text, parts)
-        count, seen_end = 1, False
+        per_chunk = self.tokens_by_chunk(text, parts)
+        sentences, seen_end = 1, False
         is_punct = _is_punct
         j = 0
         for i, part in enumerate(parts):
@@ -238,20 +265,22 @@ class WordTokenizer:
             if i % 2:  # whitespace between chunks: a token of its own unless it is a single space
                 if part != " ":
                     if seen_end:
-                        count += 1
+                        sentences += 1
                         seen_end = False
                 continue
             for token in per_chunk[j]:
                 if token in SENTENCE_END:
                     seen_end = True
                 elif seen_end and not is_punct(token):
-                    count += 1
+                    sentences += 1
                     seen_end = False
             j += 1
-        return count
+        return sentences
 
-    def _tokens_by_chunk(self, text: str, parts: list[str] | None = None) -> list[tuple[str, ...]]:
-        """Tokens of each whitespace-separated chunk of ``text``, in order."""
+    def tokens_by_chunk(self, text: str, parts: list[str] | None = None) -> list[tuple[str, ...]]:
+        """Tokens of each whitespace-separated chunk of ``text``, in order. Entries are the cached tuples of
+        :meth:`chunk_tokens` except where a neighbouring chunk changes the tokens (see
+        :meth:`_resolve_merges_across_chunks`)."""
         cache = self.cache
         if len(cache) > self.MAX_CACHE:
             cache.clear()
@@ -274,16 +303,15 @@ class WordTokenizer:
         seps = parts[1::2]
         if parts[0] == "":  # leading whitespace: drop the empty first chunk and its separator
             seps = seps[1:]
-        joined_by_space = [sep == " " for sep in seps]  # joined_by_space[j]: chunk j and j + 1 touch in the stream
+        joined_by_space = list(map(" ".__eq__, seps))  # [j]: chunks j and j + 1 touch in the token stream
         fragile = self._fragile
         reach = self._merge_lengths[0] - 1  # tokens a match can reach beyond a chunk's own
 
         def plain(j: int) -> tuple[str, ...]:
             return fragile[chunks[j]] if chunks[j] in fragile else per_chunk[j]
 
-        for j, chunk in enumerate(chunks):
-            if chunk not in fragile:
-                continue
+        for j in compress(count(), map(fragile.__contains__, chunks)):
+            chunk = chunks[j]
             left: list[str] = []
             k = j
             while len(left) < reach and k > 0 and joined_by_space[k - 1]:
@@ -297,7 +325,6 @@ class WordTokenizer:
             own = list(fragile[chunk])
             per_chunk[j] = tuple(self._apply_merges(own, left, right))
 
-    # -- the rules ----------------------------------------------------------------------------------------------
     # -- the rules ----------------------------------------------------------------------------------------------
     def _tokenize_chunk(self, chunk: str) -> tuple[str, ...]:
         exceptions = self.exceptions
@@ -450,9 +477,9 @@ class WordTokenizer:
         does: every match is found, then taken longest first and leftmost first, and a match is used only if no
         match taken before it (used or not) covers its first or last token. ``left``/``right`` are the tokens of
         the neighbouring chunks that touch this one across a single space: their matches count as obstacles."""
-        firsts = self._merge_firsts
-        if not any(t in firsts for t in tokens):
+        if self._merge_firsts.isdisjoint(tokens):
             return tokens
+        firsts = self._merge_firsts
         window = [*left, *tokens, *right]
         own_start, own_end = len(left), len(left) + len(tokens)
         n = len(window)
