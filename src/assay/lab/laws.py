@@ -127,7 +127,7 @@ class QualityLaw:
         L, D = _arr(L), _arr(D)
         floor = self.E if self.fixed_size else self.E + self.A / _arr(N) ** self.alpha
         excess = np.asarray(L - floor, dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             q = np.where(excess > 0, (self.B / (np.maximum(excess, 1e-300) * D**self.beta)) ** (1.0 / self.gamma),
                          np.inf)
         return q if np.ndim(q) else float(q)

@@ -1,0 +1,124 @@
+"""``assay lab`` end to end: fit from CSV, a tiny ablation and ladder on real text, collapse, the HTML report."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from assay.lab.cli import app
+from assay.lab.laws import CHINCHILLA_2022, QualityLaw
+
+ARTICLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "web-articles" / "ground-truth.json"
+needs_articles = pytest.mark.skipif(not ARTICLES.exists(), reason="shared web-articles data not present")
+runner = CliRunner()
+
+
+def _invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_fit_chinchilla_from_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [{"params": n, "tokens": d, "loss": float(CHINCHILLA_2022.loss(n, d) * np.exp(rng.normal(0, 0.003)))}
+            for n in np.logspace(7.5, 10, 5) for d in np.logspace(9, 11.5, 5)]
+    path = _write_csv(tmp_path / "runs.csv", rows)
+    out = _invoke("fit", path, "--law", "chinchilla", "--bootstrap", "10", "--budget", "1e21", "--out",
+                  tmp_path / "lab")
+    assert "alpha" in out.output and "N_opt" in out.output
+    data = orjson.loads((tmp_path / "lab" / "fit-chinchilla.json").read_bytes())
+    assert data["kind"] == "fit" and abs(data["fit"]["params"]["alpha"] - 0.34) < 0.05
+    assert data["compute_optimal"][0]["C"] == 1e21 and len(data["runs"]) == 25
+    assert (tmp_path / "lab" / "fit-chinchilla.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fit_quality_and_errors(tmp_path):
+    law = QualityLaw(B=60.0, beta=0.32, gamma=0.6, E=2.4)
+    rows = [{"N": 1e6, "D": d, "Q": q, "loss": float(law.loss(d, q))} for d in (3e4, 6e4, 1.2e5) for q in (1, .75, .5)]
+    path = _write_csv(tmp_path / "q.csv", rows)
+    out = _invoke("fit", path, "--law", "quality", "--bootstrap", "5", "--out", tmp_path / "lab")
+    assert "D_eff/D" in out.output
+    bad = runner.invoke(app, ["fit", str(path), "--law", "kaplan"])
+    assert bad.exit_code == 2 and "unknown law" in bad.output
+    bad = runner.invoke(app, ["fit", str(path), "--law", "chinchilla", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "several model sizes" in bad.output
+    missing = runner.invoke(app, ["fit", str(tmp_path / "nope.csv")])
+    assert missing.exit_code == 2
+
+
+def _articles_jsonl(tmp_path: Path) -> tuple[Path, Path]:
+    gt = json.loads(ARTICLES.read_text(encoding="utf-8"))
+    bodies = [v["articleBody"] for _, v in sorted(gt.items()) if v.get("articleBody")]
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text("".join(json.dumps({"text": b}) + "\n" for b in bodies))
+    # a "raw" variant: the same articles with navigation boilerplate glued on, as an unfiltered crawl would have
+    boiler = "Home | News | Sport | Weather | Sign in | Subscribe | Cookie settings | Privacy | Share on Facebook\n"
+    raw = tmp_path / "raw.jsonl.gz"
+    import gzip
+
+    with gzip.open(raw, "wt") as f:
+        for b in bodies:
+            f.write(json.dumps({"text": boiler * 3 + b + "\n" + boiler * 2}) + "\n")
+    return clean, raw
+
+
+@needs_articles
+def test_ablate_and_report(tmp_path):
+    clean, raw = _articles_jsonl(tmp_path)
+    out = _invoke("ablate", "--data", f"clean={clean}", "--data", f"raw={raw}", "--tokens", "6000", "--seeds", "3",
+                  "--model", "nano", "--vocab", "320", "--eval-tokens", "4096", "--out", tmp_path / "lab")
+    assert "clean" in out.output and "raw" in out.output
+    data = orjson.loads((tmp_path / "lab" / "ablation.json").read_bytes())
+    assert [d["name"] for d in data["datasets"]] == ["clean", "raw"]
+    assert all(d["loss"]["n"] == 3 for d in data["datasets"])
+    assert data["comparisons"][0]["baseline"] == "clean"
+    assert (tmp_path / "lab" / "tokenizer.json").exists()
+    _invoke("collapse", "--generations", "50", "--chains", "20", "--out", tmp_path / "lab")
+    rep = _invoke("report", tmp_path / "lab")
+    html = (tmp_path / "lab" / "lab-report.html").read_text()
+    assert "Data ablation" in html and "Model collapse" in html and html.count("data:image/png;base64,") >= 3
+    assert "2 results" in rep.output
+
+
+@needs_articles
+def test_ladder_command(tmp_path):
+    clean, raw = _articles_jsonl(tmp_path)
+    _invoke("ladder", "--clean", clean, "--candidate", f"raw={raw}", "--tokens", "6000,12000", "--qualities", "1,0.5",
+            "--seeds", "2", "--model", "nano", "--vocab", "320", "--eval-tokens", "4096", "--bootstrap", "10",
+            "--out", tmp_path / "lab")
+    data = orjson.loads((tmp_path / "lab" / "ladder.json").read_bytes())
+    assert data["kind"] == "ladder" and len(data["runs"]) == 8
+    assert data["placements"][0]["name"] == "raw" and data["placements"][0]["D"] == 12000
+    with open(tmp_path / "lab" / "runs.csv") as f:
+        assert len(list(csv.DictReader(f))) == 8
+    # the runs table feeds `assay lab fit` directly
+    _invoke("fit", tmp_path / "lab" / "runs.csv", "--law", "quality", "--bootstrap", "5", "--out", tmp_path / "lab")
+    _invoke("report", tmp_path / "lab", "--out", tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    assert "Quality ladder" in html and "Candidate datasets placed" in html and "quality law fit" in html
+
+
+def test_bad_inputs_fail_cleanly(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"text": ""}\n{broken\n')
+    res = runner.invoke(app, ["ablate", "--data", str(empty), "--tokens", "100", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "no text documents" in res.output
+    res = runner.invoke(app, ["ladder", "--clean", str(tmp_path / "missing.jsonl")])
+    assert res.exit_code == 2
+    res = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2
