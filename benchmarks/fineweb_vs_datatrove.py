@@ -105,13 +105,13 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     print(f"input: {n:,} pages in {len(list(folder.glob('*.warc.gz')))} WARC files; {args.workers} workers each")
 
+    print(f"{'':42s} {'seconds':>8s} {'docs/s':>8s} {'kept':>7s}", flush=True)
     t_dt, dt = run_datatrove(folder, work / "datatrove", args.workers)
+    print(f"{'datatrove 0.10.1 (trafilatura)':42s} {t_dt:8.1f} {n / t_dt:8.1f} {dt['output']:7,d}", flush=True)
     t_as, st = run_assay(folder, work / "assay", args.workers, "trafilatura")
+    print(f"{'assay recipes/fineweb.yaml (trafilatura)':42s} {t_as:8.1f} {n / t_as:8.1f} {st['output']['records']:7,d}",
+          flush=True)
     t_rp, sr = run_assay(folder, work / "assay-resiliparse", args.workers, "resiliparse")
-
-    print(f"{'':42s} {'seconds':>8s} {'docs/s':>8s} {'kept':>7s}")
-    print(f"{'datatrove 0.10.1 (trafilatura)':42s} {t_dt:8.1f} {n / t_dt:8.1f} {dt['output']:7,d}")
-    print(f"{'assay recipes/fineweb.yaml (trafilatura)':42s} {t_as:8.1f} {n / t_as:8.1f} {st['output']['records']:7,d}")
     print(f"{'assay, extract engine resiliparse':42s} {t_rp:8.1f} {n / t_rp:8.1f} {sr['output']['records']:7,d}")
     print(f"ratio assay/datatrove, same extractor:       {t_dt / t_as:.2f}x")
     print(f"ratio assay (resiliparse)/datatrove:         {t_dt / t_rp:.2f}x")

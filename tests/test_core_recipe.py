@@ -82,3 +82,9 @@ def test_fingerprint_ignores_description():
     b = Recipe.from_text("description: two\nsteps: [{sample: {fraction: 0.5}}]")
     c = Recipe.from_text("description: two\nsteps: [{sample: {fraction: 0.4}}]")
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_dumped_recipe_round_trips():
+    r = Recipe.from_text("name: t\nsteps:\n  - sample: {fraction: 0.5}\n  - length_filter\n")
+    again = Recipe.from_dict(r.model_dump(mode="json"))
+    assert again == r and again.fingerprint() == r.fingerprint()

@@ -160,12 +160,13 @@ def _parse_step(i: int, raw: Any, source: str) -> StepSpec:
             raise RecipeError(f"{where}.{name}: parameters must be a mapping (key: value), "
                               f"got {type(params).__name__} {params!r}")
         return StepSpec(name=str(name), params=params)
-    if isinstance(raw, dict) and "step" in raw:  # long form: {step: name, params: {...}}
-        extra = set(raw) - {"step", "params"}
+    if isinstance(raw, dict) and ("step" in raw or "name" in raw):  # long form: {step: name, params: {...}}
+        key = "step" if "step" in raw else "name"  # `name` is how Recipe.model_dump() writes it: round trips work
+        extra = set(raw) - {key, "params"}
         if extra:
             raise RecipeError(f"{where}: unexpected keys {sorted(extra)}; the long form is "
                               f"'- step: NAME' with optional 'params: {{...}}'")
-        return StepSpec(name=str(raw["step"]), params=raw.get("params") or {})
+        return StepSpec(name=str(raw[key]), params=raw.get("params") or {})
     raise RecipeError(f"{where}: expected a step name or a mapping '- step_name: {{param: value}}', got {raw!r}")
 
 
