@@ -165,8 +165,10 @@ def warc_response(url: str, html: bytes, date: datetime | None = None, content_t
     http = f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(html)}\r\n\r\n".encode() + html
     date = date or datetime.now(timezone.utc)
     rid = record_id or f"<urn:uuid:{uuid.uuid4()}>"
+    payload_type = content_type.split(";")[0].strip()  # as Common Crawl writes it (readers filter on it)
     head = (f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: {url}\r\n"
             f"WARC-Date: {date.strftime('%Y-%m-%dT%H:%M:%SZ')}\r\nWARC-Record-ID: {rid}\r\n"
+            f"WARC-Identified-Payload-Type: {payload_type}\r\n"
             f"Content-Type: application/http; msgtype=response\r\nContent-Length: {len(http)}\r\n\r\n").encode()
     return head + http + b"\r\n\r\n"
 
