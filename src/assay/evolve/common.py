@@ -8,8 +8,6 @@ in ``assay/evolve/templates/*.txt``, overridable per step with ``templates: {nam
 
 from __future__ import annotations
 
-import importlib.resources
-from pathlib import Path
 from typing import ClassVar, Mapping
 
 from pydantic import model_validator
@@ -18,7 +16,7 @@ from assay.core.record import Record
 from assay.core.step import StepParams
 from assay.synthesize.backends.base import SamplingParams
 from assay.synthesize.common import SynthesisStep, SynthParams, clean_text
-from assay.synthesize.templates import PromptTemplate, TemplateError
+from assay.synthesize.templates import PromptTemplate, load_template
 
 __all__ = ["EvolveLLMStep", "EvolveParams", "load_prompt", "instruction_and_response"]
 
@@ -26,22 +24,7 @@ __all__ = ["EvolveLLMStep", "EvolveParams", "load_prompt", "instruction_and_resp
 def load_prompt(name: str, overrides: Mapping[str, str] | None = None,
                 placeholders: set[str] | None = None) -> PromptTemplate:
     """The evolve prompt ``name``: the user's file from ``overrides[name]``, else the built-in one."""
-    override = (overrides or {}).get(name)
-    if override:
-        path = Path(override).expanduser()
-        try:
-            template = PromptTemplate(name, path.read_text(encoding="utf-8").rstrip("\n"), str(path))
-        except OSError as e:
-            raise TemplateError(f"cannot read template {name!r} from {path}: {e}") from None
-    else:
-        resource = importlib.resources.files("assay.evolve").joinpath("templates", f"{name}.txt")
-        try:
-            template = PromptTemplate(name, resource.read_text(encoding="utf-8").rstrip("\n"))
-        except FileNotFoundError:
-            raise TemplateError(f"no built-in evolve template {name!r}") from None
-    if placeholders is not None:
-        template.check(placeholders)
-    return template
+    return load_template(name, overrides, placeholders, package="assay.evolve")
 
 
 class EvolveParams(SynthParams):

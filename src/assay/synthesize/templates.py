@@ -56,14 +56,15 @@ class PromptTemplate:
         return self._compiled.substitute({k: str(v) for k, v in values.items()})
 
 
-def builtin_template_names() -> list[str]:
-    folder = importlib.resources.files("assay.synthesize").joinpath("templates")
+def builtin_template_names(package: str = "assay.synthesize") -> list[str]:
+    folder = importlib.resources.files(package).joinpath("templates")
     return sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".txt"))
 
 
 def load_template(name: str, overrides: Mapping[str, str] | None = None,
-                  placeholders: set[str] | None = None) -> PromptTemplate:
-    """The template ``name``: the user's file from ``overrides[name]`` if given, else the built-in one.
+                  placeholders: set[str] | None = None, package: str = "assay.synthesize") -> PromptTemplate:
+    """The template ``name``: the user's file from ``overrides[name]`` if given, else the built-in one from
+    ``package``'s ``templates/`` folder.
 
     With ``placeholders``, also check that the template uses only those.
     """
@@ -75,11 +76,11 @@ def load_template(name: str, overrides: Mapping[str, str] | None = None,
         except OSError as e:
             raise TemplateError(f"cannot read template {name!r} from {path}: {e}") from None
     else:
-        resource = importlib.resources.files("assay.synthesize").joinpath("templates", f"{name}.txt")
+        resource = importlib.resources.files(package).joinpath("templates", f"{name}.txt")
         try:
             template = PromptTemplate(name, resource.read_text(encoding="utf-8").rstrip("\n"))
         except FileNotFoundError:
-            raise TemplateError(f"no built-in template {name!r}; built-in: {builtin_template_names()}") from None
+            raise TemplateError(f"no built-in template {name!r}; built-in: {builtin_template_names(package)}") from None
     if placeholders is not None:
         template.check(placeholders)
     return template
