@@ -184,6 +184,8 @@ _SUBAPPS = {
     "evolve": ("assay.evolve.cli", "The human-machine loop: critique, execution feedback, judges, active learning, "
                                    "collapse."),
     "lab": ("assay.lab.cli", "Scaling-law fits and tiny-LM ablations that put a number on data quality."),
+    "knowledge": ("assay.knowledge.cli", "Signed, versioned knowledge patches: publish, review, search, serve over REST "
+                                         "and MCP; the expert network and its rewards."),
 }
 for _name, (_module, _help) in _SUBAPPS.items():
     try:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from assay.core.errors import RecipeError
 from assay.core.step import REGISTRY, Step, StepParams
 
-OUTPUT_FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "parquet")
+OUTPUT_FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "parquet", "webdataset")
 
 
 class InputSpec(BaseModel):
@@ -41,7 +41,7 @@ class InputSpec(BaseModel):
 
     #: files or globs (local paths or fsspec URIs); the CLI's --input overrides them
     paths: list[str] = Field(default_factory=list)
-    format: Literal["auto", "jsonl", "parquet", "warc"] = "auto"
+    format: Literal["auto", "jsonl", "parquet", "warc", "webdataset", "video"] = "auto"
     #: for foreign JSONL/Parquet (not written by Assay): the field holding the text (others go to meta);
     #: ``null`` keeps the whole object as the record's content
     text_key: str | None = "text"
@@ -58,7 +58,7 @@ class InputSpec(BaseModel):
 class OutputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["jsonl", "jsonl.gz", "jsonl.zst", "parquet"] = "jsonl.gz"
+    format: Literal["jsonl", "jsonl.gz", "jsonl.zst", "parquet", "webdataset"] = "jsonl.gz"
     max_records_per_file: int = Field(default=100_000, gt=0)
     max_bytes_per_file: int = Field(default=512 * 1024 * 1024, gt=0)
     #: write dropped records to rejected/ (with their reason)

@@ -242,8 +242,12 @@ class StepRegistry:
         "assay.harvest.decontam",
         "assay.harvest.quality",
         "assay.harvest.code",
+        "assay.harvest.image",
+        "assay.harvest.video",
         "assay.synthesize.steps",
+        "assay.synthesize.recaption",
         "assay.evolve.steps",
+        "assay.evolve.visual",
     )
 
     def __init__(self) -> None:

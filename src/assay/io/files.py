@@ -9,10 +9,12 @@ from typing import IO
 
 import fsspec
 
-FORMATS = ("jsonl", "parquet", "warc")
+FORMATS = ("jsonl", "parquet", "warc", "webdataset", "video")
 _JSONL_EXT = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl.zst", ".json.zst",
               ".ndjson.zst", ".jsonl.zstd")
 _WARC_EXT = (".warc", ".warc.gz", ".arc", ".arc.gz", ".warc.zst")
+_WEBDATASET_EXT = (".tar",)  # WebDataset shards (img2dataset's "webdataset" output)
+_VIDEO_EXT = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts")
 
 
 def detect_format(path: str) -> str:
@@ -21,6 +23,10 @@ def detect_format(path: str) -> str:
         return "parquet"
     if p.endswith(_WARC_EXT):
         return "warc"
+    if p.endswith(_WEBDATASET_EXT):
+        return "webdataset"
+    if p.endswith(_VIDEO_EXT):
+        return "video"
     if p.endswith(_JSONL_EXT):
         return "jsonl"
     raise ValueError(f"cannot tell the format of {path!r} from its name; set input.format in the recipe "

@@ -79,6 +79,14 @@ def read_shard(shard: Shard, errors: ErrorLog, *, text_key: str | None = "text",
             from assay.io.warc import read_warc
 
             yield from read_warc(shard.path, errors, types=warc_types)
+        elif shard.format == "webdataset":
+            from assay.io.webdataset import read_webdataset
+
+            yield from read_webdataset(shard.path, errors, text_key=text_key)
+        elif shard.format == "video":
+            from assay.io.video import read_video_file
+
+            yield from read_video_file(shard.path, errors)
         else:
             raise ValueError(f"unknown input format {shard.format!r}")
     except FileNotFoundError as e:
