@@ -143,15 +143,17 @@ def _field_text(value: Any) -> str:
     return str(value)
 
 
-def iter_source_texts(source: EvalSource) -> Iterator[str]:
-    """The item texts of one evaluation set (one per JSONL line, or the whole file)."""
+def iter_eval_items(source: EvalSource, step: str = "decontaminate") -> Iterator[tuple[str, dict[str, str]]]:
+    """(item id, {field: text}) for each item of an evaluation set: one per JSONL line (id from ``task_id``/``id``
+    or the line number), or the whole file as one item ``{"text": ...}``. A malformed line is a :class:`RecipeError`
+    naming ``step``, the file and the line: contamination checks against half an evaluation set are worse than none."""
     import fsspec
 
     try:
         opened = fsspec.open(source.path, "rt", compression="infer", encoding="utf-8", errors="replace")
         with opened as f:
             if not _is_jsonl(source.path):
-                yield f.read()
+                yield "0", {"text": f.read()}
                 return
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
@@ -159,16 +161,22 @@ def iter_source_texts(source: EvalSource) -> Iterator[str]:
                 try:
                     item = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise RecipeError(f"decontaminate: {source.path} line {line_no} is not JSON ({e})") from None
+                    raise RecipeError(f"{step}: {source.path} line {line_no} is not JSON ({e})") from None
                 if not isinstance(item, dict):
-                    raise RecipeError(f"decontaminate: {source.path} line {line_no} is not a JSON object")
-                missing = [f for f in source.fields if f not in item]
-                if len(missing) == len(source.fields):
-                    raise RecipeError(f"decontaminate: {source.path} line {line_no} has none of the fields "
+                    raise RecipeError(f"{step}: {source.path} line {line_no} is not a JSON object")
+                fields = {k: _field_text(item[k]) for k in source.fields if item.get(k) is not None}
+                if not fields:
+                    raise RecipeError(f"{step}: {source.path} line {line_no} has none of the fields "
                                       f"{list(source.fields)} (it has {sorted(item)})")
-                yield "\n".join(_field_text(item.get(f)) for f in source.fields)
+                yield str(item.get("task_id", item.get("id", line_no))), fields
     except FileNotFoundError:
-        raise RecipeError(f"decontaminate: evaluation set not found: {source.path}") from None
+        raise RecipeError(f"{step}: evaluation set not found: {source.path}") from None
+
+
+def iter_source_texts(source: EvalSource) -> Iterator[str]:
+    """The item texts of one evaluation set (one per JSONL line, or the whole file): the item's fields joined."""
+    for _, fields in iter_eval_items(source):
+        yield "\n".join(fields.values())
 
 
 class NgramIndex:

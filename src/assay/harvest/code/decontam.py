@@ -22,18 +22,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
-import orjson
 from pydantic import Field, field_validator
 
 from assay.core.errors import RecipeError
 from assay.core.record import Record
 from assay.core.step import Filter, FilterParams, StepContext
-from assay.harvest.decontam import EvalSource
+from assay.harvest.decontam import EvalSource, iter_eval_items
 
-_JSONL = (".jsonl", ".ndjson", ".json")
-_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zstd")
 
 
 def normalize_lines(text: str) -> list[str]:
@@ -97,50 +94,11 @@ class SubstringIndex:
         return all(doc[start + k] == lines[k] for k in range(1, n - 1))
 
 
-def _read_items(source: EvalSource) -> Iterator[tuple[str, dict[str, str]]]:
-    """(item id, {field: text}) for each item of an evaluation set (a plain text file is one item)."""
-    import fsspec
-
-    name = source.path.lower()
-    for suffix in _COMPRESSIONS:
-        name = name.removesuffix(suffix)
-    try:
-        with fsspec.open(source.path, "rt", compression="infer", encoding="utf-8", errors="replace") as f:
-            if not name.endswith(_JSONL):
-                yield "0", {"text": f.read()}
-                return
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError as e:
-                    raise RecipeError(f"code_decontaminate: {source.path} line {line_no} is not JSON ({e})") from None
-                if not isinstance(obj, dict):
-                    raise RecipeError(f"code_decontaminate: {source.path} line {line_no} is not a JSON object")
-                fields = {k: _as_text(obj.get(k)) for k in source.fields if obj.get(k) is not None}
-                if not fields:
-                    raise RecipeError(f"code_decontaminate: {source.path} line {line_no} has none of the fields "
-                                      f"{list(source.fields)} (it has {sorted(obj)})")
-                item = obj.get("task_id", obj.get("id", line_no))
-                yield str(item), fields
-    except FileNotFoundError:
-        raise RecipeError(f"code_decontaminate: evaluation set not found: {source.path}") from None
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple)):
-        return "\n".join(_as_text(v) for v in value)
-    return str(value)
-
-
 def build_substring_index(sources: list[EvalSource], min_chars: int, joined: bool = True) -> SubstringIndex:
     index = SubstringIndex(min_chars)
     for source in sources:
         label = source.label()
-        for item, fields in _read_items(source):
+        for item, fields in iter_eval_items(source, "code_decontaminate"):
             for field, text in fields.items():
                 index.add(text, label, item, field)
             if joined and len(fields) > 1:
