@@ -27,13 +27,15 @@ $(PEERS)/.installed:
 
 # system packages some tests use, from Debian (needs root + apt; elsewhere those tests say what is missing):
 # the Python and PostgreSQL manuals (real HTML, PSF and PostgreSQL licenses), Chromium for the browser test,
-# bubblewrap for the code sandbox
+# bubblewrap for the code sandbox, libGL and glib for OpenCV (opencv-python, pulled by scenedetect and rapidocr)
 system-deps:
 	@missing=""; \
 	[ -d /usr/share/doc/python3.11/html ] || missing="$$missing python3-doc"; \
 	[ -d /usr/share/doc/postgresql-doc-15/html ] || missing="$$missing postgresql-doc-15"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	ldconfig -p | grep -q 'libGL\.so\.1 ' || missing="$$missing libgl1"; \
+	ldconfig -p | grep -q 'libgthread-2\.0\.so\.0 ' || missing="$$missing libglib2.0-0"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \

@@ -13,6 +13,8 @@ from assay.io.files import compression_of
 
 
 def extension(fmt: str) -> str:
+    if fmt == "webdataset":
+        return ".tar"
     return ".parquet" if fmt == "parquet" else "." + fmt
 
 
@@ -41,6 +43,10 @@ class ShardWriter:
             from assay.io.parquet import ParquetWriter
 
             self._writer = ParquetWriter(f)
+        elif self.fmt == "webdataset":
+            from assay.io.webdataset import WebDatasetWriter
+
+            self._writer = WebDatasetWriter(f)
         else:
             from assay.io.jsonl import JsonlWriter
 

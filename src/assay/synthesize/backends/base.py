@@ -9,16 +9,24 @@ in sequence. The convenience methods (:meth:`LLMBackend.chat`, :meth:`LLMBackend
 A request that fails after the backend's own retries does not raise: its completion carries ``error`` so a synthesis
 step can count it and go on with the rest of the batch. Only configuration errors that doom every request (bad API
 key, unknown model) raise :class:`BackendError`.
+
+A chat message's content is a string, or (for vision-language models) a list of OpenAI-style content parts:
+``{"type": "text", "text": ...}`` and ``{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,..."}}``.
+Inside a request, images are held as :class:`ImagePart` (the decoded bytes), so the cache key hashes the image bytes
+rather than carrying a base64 blob; :meth:`LLMRequest.message_dicts` turns them back into data URLs for the wire.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 import orjson
+import xxhash
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -48,7 +56,111 @@ class SamplingParams(BaseModel):
         return SamplingParams(**{**self.model_dump(), **changes})
 
 
-Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
+Message = dict[str, Any]  # {"role": "system"|"user"|"assistant", "content": "..." or [content parts]}
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """An image inside a chat message: encoded bytes (sent as a ``data:`` URL) or a URL the server fetches itself.
+
+    ``detail`` is OpenAI's resolution hint (``"low"``, ``"high"``, ``"auto"``); ``None`` sends none.
+    """
+
+    data: bytes | None = None
+    mime: str = "image/jpeg"
+    url: str | None = None
+    detail: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.data is None) == (self.url is None):
+            raise ValueError("an ImagePart needs exactly one of `data` and `url`")
+
+    @property
+    def digest(self) -> str:
+        """xxh3-128 of the image bytes (or of the URL): what the cache key holds instead of the image."""
+        return xxhash.xxh3_128_hexdigest(self.data if self.data is not None else (self.url or "").encode())
+
+    def to_openai(self) -> dict[str, Any]:
+        """The OpenAI ``image_url`` content part."""
+        if self.data is not None:
+            url = f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+        else:
+            url = self.url or ""
+        image_url: dict[str, Any] = {"url": url}
+        if self.detail is not None:
+            image_url["detail"] = self.detail
+        return {"type": "image_url", "image_url": image_url}
+
+    def canonical(self) -> dict[str, Any]:
+        return {"type": "image", "digest": self.digest, "mime": self.mime if self.data is not None else None,
+                "url": self.url is not None, "detail": self.detail}
+
+    @classmethod
+    def from_openai(cls, part: dict[str, Any]) -> "ImagePart":
+        """Parse an ``image_url`` content part; a ``data:`` URL is decoded to bytes (raises ValueError if bad)."""
+        image_url = part.get("image_url")
+        if isinstance(image_url, str):  # some clients send the URL directly
+            image_url = {"url": image_url}
+        if not isinstance(image_url, dict) or not isinstance(image_url.get("url"), str):
+            raise ValueError("an image_url part needs image_url.url")
+        url, detail = image_url["url"], image_url.get("detail")
+        if not url.startswith("data:"):
+            return cls(url=url, detail=detail)
+        header, sep, payload = url[5:].partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise ValueError("an image data URL must be data:<mime>;base64,<data>")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except binascii.Error as e:
+            raise ValueError(f"bad base64 in an image data URL: {e}") from None
+        return cls(data=data, mime=header[:-len(";base64")] or "application/octet-stream", detail=detail)
+
+
+#: a message's content inside a request: plain text, or parts (a ``str`` part is a text part)
+Content = str | tuple[str | ImagePart, ...]
+
+
+def _content(value: Any) -> Content:
+    """A message's content (a string or a list of OpenAI content parts) in the immutable request form."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"message content must be a string or a list of parts, not {type(value).__name__}")
+    parts: list[str | ImagePart] = []
+    for part in value:
+        if isinstance(part, (str, ImagePart)):
+            parts.append(part)
+        elif isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+            parts.append(part["text"])
+        elif isinstance(part, dict) and part.get("type") == "image_url":
+            parts.append(ImagePart.from_openai(part))
+        else:
+            raise ValueError(f"unsupported content part: {str(part)[:80]}")
+    return tuple(parts)
+
+
+def content_text(content: Content) -> str:
+    """The text of a message's content (text parts joined by newlines; images left out)."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(p for p in content if isinstance(p, str))
+
+
+def content_images(content: Content) -> list[ImagePart]:
+    """The images of a message's content, in order."""
+    return [] if isinstance(content, str) else [p for p in content if isinstance(p, ImagePart)]
+
+
+def _content_wire(content: Content) -> str | list[dict[str, Any]]:
+    if isinstance(content, str):
+        return content
+    return [{"type": "text", "text": p} if isinstance(p, str) else p.to_openai() for p in content]
+
+
+def _content_canonical(content: Content) -> Any:
+    if isinstance(content, str):
+        return content
+    return [{"type": "text", "text": p} if isinstance(p, str) else p.canonical() for p in content]
 
 
 @dataclass(frozen=True)
@@ -56,7 +168,7 @@ class LLMRequest:
     """One prompt to answer: ``messages`` for chat models, ``prompt`` for plain text completion (exactly one)."""
 
     params: SamplingParams
-    messages: tuple[tuple[str, str], ...] | None = None  # ((role, content), ...): hashable and immutable
+    messages: tuple[tuple[str, Content], ...] | None = None  # ((role, content), ...): hashable and immutable
     prompt: str | None = None
     #: a JSON schema the answer must follow (constrained decoding where the backend supports it)
     json_schema: dict[str, Any] | None = None
@@ -70,7 +182,7 @@ class LLMRequest:
              json_schema: dict[str, Any] | None = None) -> "LLMRequest":
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
-        return cls(params=params, messages=tuple((m["role"], m["content"]) for m in messages),
+        return cls(params=params, messages=tuple((m["role"], _content(m["content"])) for m in messages),
                    json_schema=json_schema)
 
     @classmethod
@@ -81,14 +193,26 @@ class LLMRequest:
     def kind(self) -> Literal["chat", "completion"]:
         return "chat" if self.messages is not None else "completion"
 
+    @property
+    def has_images(self) -> bool:
+        return any(not isinstance(c, str) and content_images(c) for _, c in (self.messages or ()))
+
     def message_dicts(self) -> list[Message]:
-        return [{"role": r, "content": c} for r, c in (self.messages or ())]
+        """The messages as the OpenAI API takes them (images as ``image_url`` parts with ``data:`` URLs)."""
+        return [{"role": r, "content": _content_wire(c)} for r, c in (self.messages or ())]
 
     def canonical(self) -> bytes:
-        """A stable byte string of everything that determines the answer (for cache keys)."""
+        """A stable byte string of everything that determines the answer (for cache keys).
+
+        Images enter as the hash of their bytes. Text-only requests keep the form they always had, so existing
+        caches stay valid.
+        """
+        messages: Any = self.messages
+        if messages is not None and not all(isinstance(c, str) for _, c in messages):
+            messages = [(r, _content_canonical(c)) for r, c in messages]
         return orjson.dumps({
             "kind": self.kind,
-            "messages": self.messages,
+            "messages": messages,
             "prompt": self.prompt,
             "params": self.params.model_dump(mode="json"),
             "json_schema": self.json_schema,

@@ -7,6 +7,9 @@ synchronous :meth:`generate` also works inside Jupyter, where a loop is already 
 backoff and jitter (``Retry-After`` is honoured); other 4xx answers fail that request only, except 401/403/404,
 which mean the whole configuration is wrong and raise :class:`BackendError`. Tokens come from the server's
 ``usage``; cost is tokens times the prices given in the configuration.
+
+Chat messages may carry images (see :class:`~assay.synthesize.backends.base.ImagePart`): they go out as OpenAI
+``image_url`` content parts with ``data:`` URLs, which vLLM, Ollama, llama.cpp's server and OpenAI all accept.
 """
 
 from __future__ import annotations

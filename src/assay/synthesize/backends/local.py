@@ -122,6 +122,10 @@ class LlamaCppBackend(LLMBackend):
         return results
 
     def _generate_one(self, request: LLMRequest) -> Completion:
+        if request.has_images:
+            self.usage.add(errors=1)
+            return Completion.failed("the local llama.cpp backend reads text only; send images to a vision model "
+                                     "behind an OpenAI-compatible server (backend kind: openai)", self.model)
         llm = self.llm
         kwargs = llama_sampling_kwargs(request)
         started = time.perf_counter()

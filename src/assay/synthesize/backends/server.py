@@ -8,7 +8,9 @@ and it can inject faults to exercise a client's retry logic:
 * ``--fail 429,500``: answer the first requests with these statuses, in order, then serve normally;
 * ``--hang``: accept connections and never answer (timeouts);
 * ``--engine echo --latency 0.05``: answer instantly with an echo of the prompt after a fixed delay, to measure a
-  client's own overhead and concurrency without the cost of a model.
+  client's own overhead and concurrency without the cost of a model;
+* ``--engine vlm``: a deterministic stand-in for a vision-language model that describes the images it is sent
+  (dominant colour, size, brightness; for two images, what changed) (see :mod:`.vlm_server`).
 
 ``GET /stats`` returns how many requests arrived and how each was answered.
 """
@@ -24,7 +26,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from assay.synthesize.backends.base import Completion, LLMBackend, LLMRequest, OnComplete, SamplingParams
+from assay.synthesize.backends.base import (Completion, LLMBackend, LLMRequest, OnComplete, SamplingParams,
+                                            content_text)
 
 
 class EchoBackend(LLMBackend):
@@ -42,7 +45,7 @@ class EchoBackend(LLMBackend):
         for i, r in enumerate(requests):
             if self.latency:
                 time.sleep(self.latency)
-            source = r.prompt if r.prompt is not None else (r.messages or (("", ""),))[-1][1]
+            source = r.prompt if r.prompt is not None else content_text((r.messages or (("", ""),))[-1][1])
             words = source.split()[-r.params.max_tokens:]
             c = Completion(" ".join(words), "stop", len(source.split()), len(words), self.model)
             self.usage.add(calls=1, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens)
@@ -88,8 +91,10 @@ def request_from_body(body: dict[str, Any], chat: bool) -> LLMRequest:
         schema = (fmt.get("json_schema") or {}).get("schema")
     elif fmt.get("type") == "json_object":
         schema = fmt.get("schema") or {"type": "object"}
-    return LLMRequest.chat([{"role": str(m["role"]), "content": str(m["content"])} for m in messages], params,
-                           json_schema=schema)
+    # content stays a list of parts (text, image_url) when it is one; LLMRequest.chat validates the parts
+    return LLMRequest.chat([{"role": str(m["role"]),
+                             "content": m["content"] if isinstance(m["content"], list) else str(m["content"])}
+                            for m in messages], params, json_schema=schema)
 
 
 def completion_body(completion: Completion, chat: bool, model: str) -> dict[str, Any]:
@@ -227,10 +232,10 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed on stdout)")
-    parser.add_argument("--engine", choices=("local", "echo"), default="local")
+    parser.add_argument("--engine", choices=("local", "echo", "vlm"), default="local")
     parser.add_argument("--model", default=None, help="GGUF path for --engine local (default: bundled SmolLM2)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer for --engine echo")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer for --engine echo / vlm")
     parser.add_argument("--fail", default="", help="comma-separated statuses for the first requests, e.g. 429,500")
     parser.add_argument("--retry-after", type=float, default=None, help="Retry-After header on injected failures")
     parser.add_argument("--hang", action="store_true", help="never answer completion requests")
@@ -239,6 +244,10 @@ def main(argv: list[str] | None = None) -> None:
     backend: LLMBackend
     if args.engine == "echo":
         backend = EchoBackend(args.latency)
+    elif args.engine == "vlm":
+        from assay.synthesize.backends.vlm_server import DescribeImagesBackend
+
+        backend = DescribeImagesBackend(args.latency)
     else:
         from assay.synthesize.backends.local import LlamaCppBackend
 

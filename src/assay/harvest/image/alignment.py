@@ -1,0 +1,120 @@
+"""Image-text alignment scoring: LAION's CLIP-score filter.
+
+LAION-400M and LAION-5B kept a Common Crawl image with its alt-text only when the cosine similarity of their CLIP
+ViT-B/32 embeddings was at least 0.28: the cheapest strong signal that a caption describes its image. The step
+``image_text_alignment`` computes that cosine for every ``image_text`` record with any
+:class:`~assay.core.image_embeddings.ImageTextEmbedder` (``model`` param: ``auto``, ``clip:/path``,
+``openai:URL#model``, ``ocr``), writes it to ``signals["clip.score"]`` and drops (or, with ``action: flag``, marks)
+pairs under the threshold. The threshold defaults to the documented value for the model family (0.28 for
+ViT-B/32; see :data:`~assay.core.image_embeddings.DEFAULT_THRESHOLDS`).
+
+Records are embedded a batch at a time. A record with no image, an undecodable image or an empty caption is not
+scored; it is dropped (or flagged) with the reason ``no_image``, ``missing_image_file``, ``corrupt_image`` (the
+reasons of the other image steps) or ``no_caption``. An image
+the model finds nothing in (a zero vector: the ``ocr`` model on a photo without legible text) is no evidence of a
+bad caption: it is kept unscored and counted (``unscorable: drop`` drops it as ``unscorable_image``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from assay.core.record import Record
+from assay.core.step import Batch, Filter, FilterParams, StepContext
+
+#: the signal this step writes
+SCORE_SIGNAL = "clip.score"
+
+
+class ImageTextAlignmentParams(FilterParams):
+    #: embedder spec: auto | clip:/path | openai:http://host/v1#model | ocr
+    model: str = "auto"
+    #: drop pairs whose cosine is below this; None = the model family's documented default
+    threshold: float | None = None
+    #: records embedded together (one model call per batch of this many images and captions)
+    batch_size: int = 32
+    device: str = "auto"
+    #: the content key holding the caption
+    caption_key: str = "caption"
+    #: what to do with an image the model finds nothing in (a zero vector: with ``ocr``, an image without legible
+    #: text): keep it unscored, or drop it as ``unscorable_image``
+    unscorable: Literal["keep", "drop"] = "keep"
+
+
+class ImageTextAlignment(Filter):
+    """Score image-caption agreement with a CLIP-family model (cosine → clip.score) and drop pairs below a
+    threshold."""
+
+    name = "image_text_alignment"
+    version = "1"
+    summary = "Cosine of image and caption embeddings (clip.score); drop pairs under a threshold (LAION: 0.28)"
+    Params: ClassVar = ImageTextAlignmentParams
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.embedder: Any = None
+        self.threshold: float = 0.0
+        self._unscored: dict[int, str] = {}
+
+    def setup(self, ctx: StepContext) -> None:
+        from assay.core.image_embeddings import default_threshold, get_image_text_embedder
+
+        p = self.params
+        self.embedder = get_image_text_embedder(p.model, batch_size=p.batch_size, device=p.device)
+        self.threshold = p.threshold if p.threshold is not None else default_threshold(self.embedder)
+
+    def score_batch(self, batch: Batch) -> None:
+        from assay.core.image_embeddings import ImageDecodeError, load_image
+        from assay.harvest.image.common import ImageProblem, image_bytes
+
+        if self.embedder is None:
+            self.setup(StepContext())
+        self._unscored = {}
+        images, captions, scored = [], [], []
+        for r in batch:
+            if r.drop is not None:
+                continue
+            caption = r.content.get(self.params.caption_key) if isinstance(r.content, dict) else None
+            try:
+                raw = image_bytes(r)
+            except ImageProblem as e:
+                self._unscored[id(r)] = e.reason  # no_image, missing_image_file
+                continue
+            if not isinstance(caption, str) or not caption.strip():
+                self._unscored[id(r)] = "no_caption"
+                continue
+            try:
+                images.append(load_image(raw))
+            except ImageDecodeError:
+                self._unscored[id(r)] = "corrupt_image"
+                continue
+            captions.append(caption)
+            scored.append(r)
+        for i in range(0, len(scored), self.params.batch_size):
+            j = i + self.params.batch_size
+            img_vecs = self.embedder.embed_images(images[i:j])
+            txt_vecs = self.embedder.embed_texts(captions[i:j])
+            sims = np.einsum("ij,ij->i", img_vecs, txt_vecs)
+            empty = ~img_vecs.any(axis=1)
+            for r, s, blank in zip(scored[i:j], sims, empty):
+                if blank:  # no evidence either way: not a low score
+                    self._unscored[id(r)] = "unscorable_image"
+                    self.count("unscorable_image")
+                else:
+                    r.signals[SCORE_SIGNAL] = round(float(s), 6)
+                    self.count("scored")
+
+    def decide(self, record: Record) -> str | None:
+        if record.drop is not None:
+            return None
+        reason = self._unscored.get(id(record))
+        if reason == "unscorable_image" and self.params.unscorable == "keep":
+            return None
+        if reason is not None:
+            return reason
+        score = record.signals.get(SCORE_SIGNAL)
+        if score is None:
+            return None
+        return "low_clip_score" if score < self.threshold else None

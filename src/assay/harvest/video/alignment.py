@@ -1,0 +1,121 @@
+"""``video_clip_alignment``: does a clip's caption describe it? Cosine of keyframe and caption embeddings.
+
+Each clip's keyframes (``video_keyframes``) and its caption (the source's sidecar caption, or one written by
+``recaption``/``diff_caption``) are embedded with an :class:`~assay.core.image_embeddings.ImageTextEmbedder`
+(``model``: ``auto``, ``clip:/path``, ``openai:URL#model``, ``ocr``). The clip's score is the mean (or max, with
+``reduce: max``) of the caption's cosine with each keyframe, written to ``signals["clip.score"]`` (the same signal
+as ``image_text_alignment``), the per-keyframe values to ``signals["clip.keyframe_scores"]``. Clips under the
+threshold (default: the model family's documented value, e.g. 0.28 for CLIP ViT-B/32) are dropped as
+``low_clip_score`` (``action: flag`` keeps them).
+
+Not scored: clips without a caption (kept unless ``missing_caption: drop``, reason ``no_caption``), without
+keyframes (``no_keyframes``), and clips whose keyframes all embed to zero (the ``ocr`` model on frames without
+legible text: no evidence, kept unless ``unscorable: drop``). Undecodable keyframes are ``corrupt_image``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from assay.core.record import Record
+from assay.core.step import Batch, Filter, FilterParams, StepContext
+from assay.harvest.video.keyframes import is_clip
+
+SCORE_SIGNAL = "clip.score"
+
+
+class VideoClipAlignmentParams(FilterParams):
+    #: embedder spec: auto | clip:/path | openai:http://host/v1#model | ocr (histogram has no text side)
+    model: str = "auto"
+    #: drop clips whose score is below this; None = the model family's documented default
+    threshold: float | None = None
+    #: how keyframe cosines make the clip's score
+    reduce: Literal["mean", "max"] = "mean"
+    batch_size: int = 32
+    device: str = "auto"
+    caption_key: str = "caption"
+    missing_caption: Literal["keep", "drop"] = "keep"
+    unscorable: Literal["keep", "drop"] = "keep"
+
+
+class VideoClipAlignment(Filter):
+    """Score caption-clip agreement from keyframe embeddings (clip.score); drop clips under a threshold."""
+
+    name = "video_clip_alignment"
+    version = "1"
+    Params: ClassVar = VideoClipAlignmentParams
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.embedder: Any = None
+        self.threshold = 0.0
+        self._unscored: dict[int, str] = {}
+
+    def setup(self, ctx: StepContext) -> None:
+        from assay.core.image_embeddings import default_threshold, get_image_text_embedder
+
+        p: VideoClipAlignmentParams = self.params  # type: ignore[assignment]
+        self.embedder = get_image_text_embedder(p.model, batch_size=p.batch_size, device=p.device)
+        self.threshold = p.threshold if p.threshold is not None else default_threshold(self.embedder)
+
+    def score_batch(self, batch: Batch) -> None:
+        from assay.core.image_embeddings import ImageDecodeError, load_image
+
+        if self.embedder is None:
+            self.setup(StepContext())
+        p: VideoClipAlignmentParams = self.params  # type: ignore[assignment]
+        self._unscored = {}
+        todo: list[tuple[Record, list[Any], str]] = []
+        for r in batch:
+            if r.drop is not None or not is_clip(r):
+                continue
+            caption = r.content.get(p.caption_key)
+            if not isinstance(caption, str) or not caption.strip():
+                self._unscored[id(r)] = "no_caption"
+                self.count("no_caption")
+                continue
+            frames = r.content.get("keyframes") or []
+            if not frames:
+                self._unscored[id(r)] = "no_keyframes"
+                continue
+            try:
+                images = [load_image(f) for f in frames]
+            except ImageDecodeError:
+                self._unscored[id(r)] = "corrupt_image"
+                continue
+            todo.append((r, images, caption))
+        for i in range(0, len(todo), p.batch_size):
+            chunk = todo[i:i + p.batch_size]
+            texts = self.embedder.embed_texts([c for _, _, c in chunk])
+            flat = [im for _, ims, _ in chunk for im in ims]
+            vecs = self.embedder.embed_images(flat)
+            at = 0
+            for (r, ims, _), t in zip(chunk, texts):
+                v = vecs[at:at + len(ims)]
+                at += len(ims)
+                live = v.any(axis=1)
+                if not live.any():
+                    self._unscored[id(r)] = "unscorable_image"
+                    self.count("unscorable_image")
+                    continue
+                sims = v[live] @ t
+                score = float(sims.max() if p.reduce == "max" else sims.mean())
+                r.signals[SCORE_SIGNAL] = round(score, 6)
+                r.signals["clip.keyframe_scores"] = [round(float(s), 6) for s in v @ t]
+                self.count("scored")
+
+    def decide(self, record: Record) -> str | None:
+        if record.drop is not None or not is_clip(record):
+            return None
+        p: VideoClipAlignmentParams = self.params  # type: ignore[assignment]
+        reason = self._unscored.get(id(record))
+        if reason == "no_caption" and p.missing_caption == "keep":
+            return None
+        if reason == "unscorable_image" and p.unscorable == "keep":
+            return None
+        if reason is not None:
+            return reason
+        score = record.signals.get(SCORE_SIGNAL)
+        if score is None:
+            return None
+        return "low_clip_score" if score < self.threshold else None
