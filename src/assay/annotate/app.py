@@ -7,7 +7,6 @@ database transaction that does the work, so authorisation and action can't drift
 
 from __future__ import annotations
 
-import base64
 import os
 from typing import Any
 
@@ -81,38 +80,71 @@ def require_admin(caller: auth.Caller) -> None:
 
 
 # -- how items look to an annotator --------------------------------------------------------------------------------
-_IMAGE_MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"),
-                (b"RIFF", "image/webp"))
+def media_url(project_id: int, item_id: int, name: str, record_view: bool = False) -> str:
+    """Where the browser fetches an item's image or video: the app's own authenticated endpoint, never the source."""
+    return f"/api/projects/{project_id}/items/{item_id}/media/{name}" + ("?view=record" if record_view else "")
 
 
-def image_src(value: Any) -> str | None:
-    """A safe ``src`` for an image given as bytes (data URI) or an http(s)/data URL; None otherwise."""
-    if isinstance(value, (bytes, bytearray)):
-        mime = next((m for magic, m in _IMAGE_MAGIC if bytes(value[:4]).startswith(magic)), None)
-        if mime is None:
-            return None
-        return f"data:{mime};base64,{base64.b64encode(bytes(value)).decode('ascii')}"
-    if isinstance(value, str) and value.startswith(("https://", "http://", "data:image/")):
-        return value
-    return None
-
-
-def display_item(project: Project, item: Item) -> dict[str, Any]:
-    """The item as the annotator sees it: pairwise sides already swapped when the item is shown swapped; nothing that
-    reveals gold status or provenance."""
+def display_item(project: Project, item: Item, swapped: bool | None = None, *,
+                 record_view: bool = False) -> dict[str, Any]:
+    """The item as the annotator sees it: pairwise sides already swapped when this viewer sees them swapped
+    (``swapped``; default: the item's own flip), media replaced by URLs of the media endpoint (no bytes, no server
+    paths); nothing that reveals gold status or provenance. ``record_view``: the record's orientation (reviewers)."""
     c = dict(item.content)
+    swapped = False if record_view else (item.swapped if swapped is None else swapped)
     if project.task_type == "preference":
-        if item.swapped:
+        if swapped:
             c["a"], c["b"] = c["b"], c["a"]
-        if c.get("kind") == "image":
-            c["a"], c["b"] = image_src(c["a"]), image_src(c["b"])
+        if c.get("kind") == "image":  # a/b name screen sides: the endpoint resolves them for the viewer
+            c["a"], c["b"] = (media_url(project.id, item.id, side, record_view) for side in ("a", "b"))
+    elif project.task_type == "image_edit":
+        c["before"] = media_url(project.id, item.id, "before")
+        c["after"] = media_url(project.id, item.id, "after") if c.get("after") is not None else None
+    elif project.task_type == "clip_rating":
+        video = c.get("video")
+        if video:
+            span = ""
+            if video.get("start") is not None or video.get("end") is not None:  # a media fragment limits playback
+                end = f",{video['end']:g}" if video.get("end") is not None else ""
+                span = f"#t={video.get('start') or 0:g}{end}"
+            c["video"] = media_url(project.id, item.id, "video") + span
+        c["keyframes"] = [media_url(project.id, item.id, f"keyframe-{k}") for k in range(len(c.get("keyframes") or []))]
     return {"id": item.id, "content": c}
 
 
+def item_media(project: Project, content: dict[str, Any], name: str, swapped: bool) -> tuple[str, Any] | None:
+    """What ``media/{name}`` of an item is: ``("image", bytes)``, ``("video", {"bytes"|"path", …})`` or None."""
+    t = project.task_type
+    if t == "preference" and content.get("kind") == "image" and name in ("a", "b"):
+        if swapped:
+            name = "b" if name == "a" else "a"
+        return "image", content[name]
+    if t == "image_edit" and name in ("before", "after") and content.get(name) is not None:
+        return "image", content[name]
+    if t == "clip_rating":
+        if name == "video" and content.get("video"):
+            return "video", content["video"]
+        frames = content.get("keyframes") or []
+        if name.startswith("keyframe-") and name[9:].isdigit() and int(name[9:]) < len(frames):
+            return "image", frames[int(name[9:])]
+    return None
+
+
+def send_media(request: Request, kind: str, value: Any) -> Response:
+    from assay.annotate import media
+
+    if kind == "image":
+        return media.bytes_response(request, value, media.image_mime(value))
+    if "bytes" in value:
+        return media.bytes_response(request, value["bytes"], value.get("mime") or "application/octet-stream")
+    return media.file_response(value["path"])
+
+
 def to_stored_answer(project: Project, swapped: bool, value: dict[str, Any]) -> dict[str, Any]:
-    """Map an answer given in screen orientation to the record's orientation."""
+    """Map an answer given in screen orientation to the record's orientation, recording which orientation was shown."""
     if project.task_type == "preference" and isinstance(value, dict) and "choice" in value:
-        value = {**value, "choice": tasks.screen_to_stored(str(value["choice"]).lower(), swapped)}
+        value = {**value, "choice": tasks.screen_to_stored(str(value["choice"]).lower(), swapped),
+                 "shown_swapped": bool(swapped)}
     return value
 
 
@@ -122,11 +154,12 @@ def submit_answer(db: Database, request: Request, project_id: int, assignment_id
     transaction, then one short write transaction (two statements)."""
     with db.read() as s:
         c, p, _ = authorize(s, request, project_id, mutate=True, csrf=csrf)
-        row = s.execute(select(Item.swapped).join(Assignment, Assignment.item_id == Item.id)
+        row = s.execute(select(Item.swapped, Item.record_id).join(Assignment, Assignment.item_id == Item.id)
                         .where(Assignment.id == assignment_id, Assignment.project_id == p.id)).first()
     if row is None:
         raise HTTPException(404, "no such assignment")
-    value = to_stored_answer(p, bool(row.swapped), value)
+    swapped = tasks.sides_swapped(p.config, bool(row.swapped), row.record_id, assignment_id, c.user_id)
+    value = to_stored_answer(p, swapped, value)
     with db.write() as s:
         return c, p, workflow.submit(s, p, c.user_id, assignment_id, value, seconds)
 
@@ -318,10 +351,46 @@ def api_router() -> APIRouter:
                                                             Assignment.user_id == c.user_id).limit(1))
                 if mine is None:
                     raise HTTPException(404, "no such item")
-                return display_item(p, item)
-            return {**display_item(p, item), "record_id": item.record_id, "meta": _jsonable(item.meta),
+                return display_item(p, item, tasks.sides_swapped(p.config, item.swapped, item.record_id, mine,
+                                                                 c.user_id))
+            return {**display_item(p, item, record_view=True), "record_id": item.record_id, "meta": _jsonable(item.meta),
                     "lineage": item.lineage, "is_gold": item.is_gold, "gold_answer": item.gold_answer,
                     "swapped": item.swapped}
+
+    @r.get("/projects/{project_id}/items/{item_id}/media/{name}")
+    def get_item_media(project_id: int, item_id: int, name: str, request: Request, view: str = "screen") -> Response:
+        """An item's image or video. Annotators get media only of items they hold or held, in the orientation they
+        are shown; reviewers of any item of the project (``view=record``: the record's orientation). ``Range``
+        requests are honoured so a video can seek."""
+        with db_of(request).read() as s:
+            c, p, role = authorize(s, request, project_id)
+            item = s.get(Item, item_id)
+            if item is None or item.project_id != p.id:
+                raise HTTPException(404, "no such item")
+            mine = s.scalar(select(Assignment.id).where(Assignment.item_id == item.id, Assignment.user_id == c.user_id)
+                            .order_by(Assignment.id).limit(1))
+            if mine is None and role not in REVIEWERS:
+                raise HTTPException(404, "no such item")
+            record_view = mine is None or (view == "record" and role in REVIEWERS)
+            swapped = False if record_view else tasks.sides_swapped(p.config, item.swapped, item.record_id, mine,
+                                                                   c.user_id)
+            found = item_media(p, item.content, name, swapped)
+        if found is None:
+            raise HTTPException(404, "no such media")
+        return send_media(request, *found)
+
+    @r.get("/projects/{project_id}/annotations/{annotation_id}/media/{name}")
+    def get_annotation_media(project_id: int, annotation_id: int, name: str, request: Request) -> Response:
+        """An image an annotator submitted (image_edit ``mask`` or uploaded ``after``): its author and reviewers."""
+        with db_of(request).read() as s:
+            c, p, role = authorize(s, request, project_id)
+            ann = s.get(Annotation, annotation_id)
+            if ann is None or ann.project_id != p.id or (role not in REVIEWERS and ann.user_id != c.user_id):
+                raise HTTPException(404, "no such annotation")
+            data = ann.value.get(name) if name in ("mask", "after") and isinstance(ann.value, dict) else None
+        if not isinstance(data, bytes):
+            raise HTTPException(404, "no such media")
+        return send_media(request, "image", data)
 
     @r.post("/projects/{project_id}/next")
     def next_item(project_id: int, request: Request) -> Response:
@@ -331,7 +400,8 @@ def api_router() -> APIRouter:
         claim, item = claim_next(db, c, p)
         if claim is None:
             return FastJSON({"assignment": None, "item": None})
-        return FastJSON({"assignment": claim._asdict(), "item": display_item(p, item)})
+        swapped = tasks.sides_swapped(p.config, item.swapped, item.record_id, claim.id, c.user_id)
+        return FastJSON({"assignment": claim._asdict(), "item": display_item(p, item, swapped)})
 
     @r.post("/projects/{project_id}/assignments/{assignment_id}/submit", status_code=201)
     def submit(project_id: int, assignment_id: int, body: SubmitBody, request: Request) -> Response:
@@ -356,7 +426,7 @@ def api_router() -> APIRouter:
             if status:
                 q = q.where(Annotation.review_status == status)
             q = q.order_by(Annotation.id).limit(max(1, min(limit, 1000))).offset(max(0, offset))
-            return [{"id": a.id, "item_id": a.item_id, "user_id": a.user_id, "value": a.value,
+            return [{"id": a.id, "item_id": a.item_id, "user_id": a.user_id, "value": _jsonable(a.value),
                      "review_status": a.review_status, "created_at": a.created_at} for a in s.scalars(q)]
 
     @r.post("/projects/{project_id}/annotations/{annotation_id}/review")
@@ -408,7 +478,7 @@ class SecurityHeaders:
 
     HEADERS = [(b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
                (b"referrer-policy", b"same-origin"),
-               (b"content-security-policy", b"default-src 'self'; img-src 'self' data: https: http:; style-src 'self'; "
+               (b"content-security-policy", b"default-src 'self'; img-src 'self'; media-src 'self'; style-src 'self'; "
                                             b"script-src 'self'; frame-ancestors 'none'; form-action 'self'")]
 
     def __init__(self, app: Any) -> None:

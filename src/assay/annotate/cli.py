@@ -3,6 +3,9 @@
     assay annotate serve --db team.db --workers 2
     assay annotate create-user alice --role annotator          # asks for the password
     assay annotate create-project prefs --task preference --overlap 3 --gold-rate 0.1 --guidelines guide.md
+    assay annotate create-project picks --task preference --sides assignment     # Pick-a-Pic image pairs
+    assay annotate create-project edits --task image_edit                         # MagicBrush instructions + masks
+    assay annotate create-project clips --task clip_rating --scale 1-5           # Movie Gen style clip rubric
     assay annotate add-member prefs alice
     assay annotate import prefs out/pairs/*.jsonl.gz [--gold]
     assay annotate export prefs --format dpo --output prefs.parquet
@@ -119,7 +122,8 @@ def set_password(username: str, password_env: Optional[str] = typer.Option(None)
 
 @app.command("create-project")
 def create_project(name: str,
-                   task: str = typer.Option(..., "--task", help="sft, preference, rating or critique."),
+                   task: str = typer.Option(..., "--task", help="sft, preference, rating, critique, image_edit or "
+                                                                 "clip_rating."),
                    guidelines: Optional[str] = typer.Option(None, help="Guidelines text, or @FILE to read a file."),
                    overlap: int = typer.Option(1, help="Distinct annotators per item."),
                    gold_rate: float = typer.Option(0.0, help="Share of gold items mixed into each annotator's work."),
@@ -129,6 +133,9 @@ def create_project(name: str,
                    dimensions: Optional[str] = typer.Option(None, help="Rating rubric, comma-separated (default "
                                                                        "helpfulness,correctness,harmlessness)."),
                    scale: Optional[str] = typer.Option(None, help="Rating scale LOW-HIGH (default 1-5)."),
+                   sides: Optional[str] = typer.Option(None, help="Preference A/B order: item (a coin flip per item, "
+                                                                  "the default), assignment (a flip per annotator "
+                                                                  "and item) or fixed."),
                    config: Optional[str] = typer.Option(None, help="Extra task config as JSON."),
                    db: Optional[str] = DB_OPTION) -> None:
     """Create a project."""
@@ -143,6 +150,10 @@ def create_project(name: str,
     if scale:
         lo, _, hi = scale.partition("-")
         cfg["scale"] = [int(lo), int(hi)]
+    if sides:
+        if sides not in ("item", "assignment", "fixed"):
+            _fail("--sides must be item, assignment or fixed")
+        cfg["randomize_sides"] = {"item": True, "assignment": "assignment", "fixed": False}[sides]
     d = _db(db)
 
     def go() -> None:
@@ -171,12 +182,15 @@ def add_member(project: str, username: str, role: str = typer.Option("annotator"
 @app.command("import")
 def import_(project: str, inputs: list[str] = typer.Argument(..., help="Pipeline output files, folders or globs."),
             gold: bool = typer.Option(False, help="These are gold items; answers in meta['gold']."),
+            pair_by_caption: bool = typer.Option(False, "--pair-by-caption",
+                                                 help="Preference: pair image-text records that share a caption "
+                                                      "(several generations per prompt) into image pairs."),
             db: Optional[str] = DB_OPTION) -> None:
     """Import records (Assay JSONL/Parquet output, or plain JSONL) into a project."""
     from assay.annotate import workflow
 
     d = _db(db)
-    report = _run(lambda: workflow.import_records(d, project, inputs, gold=gold))
+    report = _run(lambda: workflow.import_records(d, project, inputs, gold=gold, pair_images=pair_by_caption))
     typer.echo(f"imported {report.imported}, duplicates {report.duplicates}, skipped {sum(report.skipped.values())}"
                + (f" {report.skipped}" if report.skipped else "")
                + (f", input errors {report.input_errors}" if report.input_errors else ""))
@@ -184,7 +198,8 @@ def import_(project: str, inputs: list[str] = typer.Argument(..., help="Pipeline
 
 @app.command()
 def export(project: str,
-           format: str = typer.Option(..., "--format", "-f", help="sft, dpo, ratings, critiques or annotations."),
+           format: str = typer.Option(..., "--format", "-f", help="sft, dpo, ratings, critiques, edit or "
+                                                                  "annotations."),
            output: Path = typer.Option(..., "--output", "-o", help="File: .jsonl, .jsonl.gz or .parquet."),
            accepted_only: bool = typer.Option(False, help="Only annotations a reviewer accepted."),
            include_gold: bool = typer.Option(False, help="Include gold items."),

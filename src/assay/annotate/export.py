@@ -6,8 +6,13 @@ format         rows
 ``sft``        one per SFT annotation: ``messages`` (system, earlier turns, the prompt, the written response)
 ``dpo``        one per preference item with a strict-majority (or Dawid-Skene) winner: ``prompt``,
                ``chosen``, ``rejected``, vote counts and rationales; ties and split votes are left out and counted
-``ratings``    one per rating annotation: a column per rubric dimension, ``comment``
+``ratings``    one per rating annotation: a column per rubric dimension, ``comment``; for ``clip_rating``
+               projects ``physics_note`` and the clip (``video_path``, ``start``, ``end``) instead of
+               ``response``
 ``critiques``  one per critique annotation: ``prompt``, ``response``, ``critique``
+``edit``       one per image_edit annotation (MagicBrush layout): ``before``, ``after`` (image bytes: the
+               item's after image or the annotator's upload; None when only ``after_url`` was given),
+               ``after_url``, ``instruction``, ``mask`` (one-channel PNG, 255 = edited region, or None)
 ``annotations``  any task type, one row per annotation, the raw value as JSON text
 =============  ===========================================================================================
 
@@ -27,7 +32,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
-import orjson
 import xxhash
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -35,8 +39,9 @@ from sqlalchemy.orm import Session
 from assay.annotate.models import REVIEW_ACCEPTED, REVIEW_REJECTED, Annotation, Item, Project, User
 from assay.core.record import derive_id, dumps
 
-FORMATS = ("sft", "dpo", "ratings", "critiques", "annotations")
-_TASK_OF_FORMAT = {"sft": "sft", "dpo": "preference", "ratings": "rating", "critiques": "critique"}
+FORMATS = ("sft", "dpo", "ratings", "critiques", "edit", "annotations")
+_TASKS_OF_FORMAT = {"sft": ("sft",), "dpo": ("preference",), "ratings": ("rating", "clip_rating"),
+                    "critiques": ("critique",), "edit": ("image_edit",)}
 EXPORT_VERSION = "1"
 
 
@@ -83,9 +88,10 @@ def export_rows(s: Session, project: Project, fmt: str, *, accepted_only: bool =
     stats = stats if stats is not None else Counter()
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}")
-    need = _TASK_OF_FORMAT.get(fmt)
-    if need and need != project.task_type:
-        raise ExportError(f"{fmt} export needs a {need} project; {project.name!r} is {project.task_type}")
+    need = _TASKS_OF_FORMAT.get(fmt)
+    if need and project.task_type not in need:
+        raise ExportError(f"{fmt} export needs a {' or '.join(need)} project; {project.name!r} is "
+                          f"{project.task_type}")
     lin = _project_lineage(project)
     result = _rows_query(s, project, accepted_only, include_gold)
     if fmt == "dpo":
@@ -100,13 +106,25 @@ def export_rows(s: Session, project: Project, fmt: str, *, accepted_only: bool =
         if fmt == "sft":
             row = {**ident, "messages": _messages(c, v["response"]), "prompt": c["prompt"],
                    "response": v["response"], "edited_from": c.get("response") or None}
+        elif fmt == "ratings" and project.task_type == "clip_rating":
+            video = c.get("video") or {}
+            row = {**ident, **{f"score_{d}": v["scores"].get(d) for d in project.config["dimensions"]},
+                   "physics_note": v.get("physics_note", ""), "prompt": c.get("prompt", ""),
+                   "video_path": video.get("path"), "start": video.get("start"), "end": video.get("end"),
+                   "keyframes": len(c.get("keyframes") or [])}
         elif fmt == "ratings":
             row = {**ident, **{f"score_{d}": v["scores"].get(d) for d in project.config["dimensions"]},
                    "comment": v.get("comment", ""), "prompt": c.get("prompt", ""), "response": c["response"]}
+        elif fmt == "edit":
+            after = c.get("after") if v.get("after_source") == "item" else v.get("after")
+            row = {**ident, "before": c["before"], "after": after, "after_url": v.get("after_url"),
+                   "after_source": v.get("after_source"), "instruction": v["instruction"], "mask": v.get("mask"),
+                   "mask_pixels": v.get("mask_pixels", 0), "width": c.get("width"), "height": c.get("height"),
+                   "caption": c.get("caption", "")}
         elif fmt == "critiques":
             row = {**ident, "prompt": c.get("prompt", ""), "response": c["response"], "critique": v["critique"]}
         else:
-            row = {**ident, "task_type": project.task_type, "value": orjson.dumps(v).decode()}
+            row = {**ident, "task_type": project.task_type, "value": dumps(v).decode()}
         stats["rows"] += 1
         yield {**row, **base}
 

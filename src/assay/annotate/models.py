@@ -25,7 +25,7 @@ from assay.core.record import _restore_bytes, dumps
 
 ROLES = ("admin", "reviewer", "annotator")  # global roles
 PROJECT_ROLES = ("reviewer", "annotator")  # roles inside a project
-TASK_TYPES = ("sft", "preference", "rating", "critique")
+TASK_TYPES = ("sft", "preference", "rating", "critique", "image_edit", "clip_rating")
 SLOT_OPEN, SLOT_LEASED, SLOT_SUBMITTED = "open", "leased", "submitted"
 REVIEW_PENDING, REVIEW_ACCEPTED, REVIEW_REJECTED = "pending", "accepted", "rejected"
 

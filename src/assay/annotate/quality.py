@@ -28,7 +28,7 @@ def _label_sets(project: Project, rows: list[Any]) -> dict[str, list[tuple[int, 
     """Named lists of (item, annotator, label) triples: one for preferences, one per rubric dimension for ratings."""
     if project.task_type == "preference":
         return {"choice": [(r.item_id, r.user_id, r.value["choice"]) for r in rows]}
-    if project.task_type == "rating":
+    if project.task_type in tasks.RUBRIC_TASKS:
         return {d: [(r.item_id, r.user_id, r.value["scores"][d]) for r in rows if d in r.value.get("scores", {})]
                 for d in project.config["dimensions"]}
     return {}

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from assay.annotate import auth, workflow
+from assay.annotate import auth, tasks, workflow
 from assay.annotate.app import (ANY_ROLE, REVIEWERS, authorize, claim_next, display_item, require_admin,
                                 require_caller, submit_answer)
 from assay.annotate.models import (REVIEW_PENDING, SLOT_LEASED, TASK_TYPES, Annotation, Assignment, Item, Membership,
@@ -69,8 +69,32 @@ def _held(s: Session, project: Project, user_id: int) -> Assignment | None:
                                              Assignment.status == SLOT_LEASED).order_by(Assignment.leased_at).limit(1))
 
 
+def _upload(form: Any, field: str, limit: int) -> bytes | None:
+    """The bytes of an uploaded file field (read at most ``limit + 1`` bytes: enough to tell it is too big), None
+    when the field is missing or empty."""
+    f = form.get(field)
+    if f is None or isinstance(f, str) or not getattr(f, "filename", None) and not getattr(f, "size", 0):
+        return None
+    data = f.file.read(limit + 1)
+    return data or None
+
+
+def _shown(project: Project, item: Item, assignment: Assignment, user_id: int) -> dict[str, Any]:
+    """The held item as this annotator sees it (their own A/B orientation)."""
+    swapped = tasks.sides_swapped(project.config, item.swapped, item.record_id, assignment.id, user_id)
+    return display_item(project, item, swapped)
+
+
 def _answer_from_form(project: Project, form: Any) -> dict[str, Any]:
     t = project.task_type
+    if t == "image_edit":
+        limit = int(project.config.get("max_upload_mb", 10) * 2**20)
+        return {"instruction": form.get("instruction", ""), "after_source": form.get("after_source", ""),
+                "after": _upload(form, "after_file", limit), "after_url": form.get("after_url", ""),
+                "mask": _upload(form, "mask", limit)}
+    if t == "clip_rating":
+        return {"scores": {d: form.get(f"score_{d}") for d in project.config["dimensions"]},
+                "physics_note": form.get("physics_note", "")}
     if t == "sft":
         return {"response": form.get("response", "")}
     if t == "preference":
@@ -179,13 +203,16 @@ def web_router() -> APIRouter:
         with db_of(request).read() as s:
             c, p, role = _authorize(s, request, project_id)
             a = _held(s, p, c.user_id)
-            item = display_item(p, s.get(Item, a.item_id)) if a else None
+            item = _shown(p, s.get(Item, a.item_id), a, c.user_id) if a else None
             mine = s.scalar(select(func.count()).where(Annotation.project_id == p.id, Annotation.user_id == c.user_id))
             return _render(request, "annotate.html", caller=c, project=p, role=role, assignment=a, item=item,
                            mine=mine, error=None, values={}, just_done=done)
 
     @r.post("/projects/{project_id}/submit")
     async def submit(project_id: int, request: Request) -> Response:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > tasks.MAX_FORM_BYTES:  # refuse before spooling a huge upload
+            raise HTTPException(413, f"the submission is larger than {tasks.MAX_FORM_BYTES // 2**20} MiB")
         form = await request.form()
         return await run_in_threadpool(_submit, project_id, request, form)
 
@@ -205,9 +232,10 @@ def web_router() -> APIRouter:
             with db.read() as s:
                 c, p, role = _authorize(s, request, project_id)
                 a = _held(s, p, c.user_id)
-                item = display_item(p, s.get(Item, a.item_id)) if a else None
+                item = _shown(p, s.get(Item, a.item_id), a, c.user_id) if a else None
+                values = {k: v for k, v in form.items() if isinstance(v, str)}
                 return _render(request, "annotate.html", status=e.status, caller=c, project=p, role=role,
-                               assignment=a, item=item, mine=None, error=str(e), values=dict(form), just_done=None)
+                               assignment=a, item=item, mine=None, error=str(e), values=values, just_done=None)
         return RedirectResponse(f"/projects/{project_id}/annotate?done={done.id}", status_code=303)
 
     @r.post("/projects/{project_id}/skip")
@@ -236,7 +264,7 @@ def web_router() -> APIRouter:
                              .join(User, User.id == Annotation.user_id)
                              .where(Annotation.project_id == p.id, Annotation.review_status == REVIEW_PENDING)
                              .order_by(Annotation.id).limit(50)).all()
-            shown = [(a, display_item(p, i) if not i.swapped else _unswapped(p, i), u, i) for a, i, u in rows]
+            shown = [(a, display_item(p, i, record_view=True), u, i) for a, i, u in rows]
             return _render(request, "review.html", caller=c, project=p, role=role, rows=shown)
 
     @r.post("/projects/{project_id}/review/{annotation_id}")
@@ -313,14 +341,6 @@ def web_router() -> APIRouter:
         return RedirectResponse(f"/admin?ok={quote(action)}", status_code=303)
 
     return r
-
-
-def _unswapped(project: Project, item: Item) -> dict[str, Any]:
-    """Reviewers see pairs in the record's orientation, matching the stored answers."""
-    shown = display_item(project, item)
-    c = shown["content"]
-    c["a"], c["b"] = c["b"], c["a"]
-    return shown
 
 
 def _safe_next(url: str) -> str:

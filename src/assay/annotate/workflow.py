@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import random
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable, Iterator, NamedTuple
 
 from sqlalchemy import and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -159,8 +159,8 @@ def add_items(s: Session, project: Project, records: Iterable[Any], *, gold: boo
     """Add Assay records to ``project`` (in the caller's transaction); duplicates by record id are counted, not
     re-added. Each regular item gets ``overlap`` open slots."""
     report = report or ImportReport()
-    if gold and project.task_type not in ("preference", "rating"):
-        raise WorkflowError("gold items need a checkable answer: preference and rating projects only")
+    if gold and project.task_type not in ("preference", *tasks.RUBRIC_TASKS):
+        raise WorkflowError("gold items need a checkable answer: preference, rating and clip_rating projects only")
     batch: list[tuple[Any, dict, Any]] = []
     for rec in records:
         if not isinstance(rec.id, str) or not rec.id or len(rec.id) > 128:
@@ -204,31 +204,69 @@ def add_items(s: Session, project: Project, records: Iterable[Any], *, gold: boo
     return report
 
 
+def pair_by_caption(records: Iterable[Any], report: ImportReport) -> Iterator[Any]:
+    """Image pairs (Pick-a-Pic) from single image-text records, e.g. several generations per prompt: records with
+    the same caption are paired in order of arrival (1st with 2nd, 3rd with 4th, ...). The pair's id derives from
+    both parents, its meta lists them (``parents``), its lineage is the first parent's. Unpaired images are counted
+    skips (``unpaired_image``); records without a caption and an image ``not_image_text``."""
+    from assay.core.record import Record, derive_id
+
+    waiting: dict[str, Any] = {}
+    for rec in records:
+        c = rec.content if isinstance(rec.content, dict) else {}
+        caption = c.get("caption") if isinstance(c.get("caption"), str) else None
+        if caption is None or c.get("image", c.get("image_path")) is None:
+            report.skip("not_image_text")
+            continue
+        first = waiting.pop(caption, None)
+        if first is None:
+            waiting[caption] = rec
+            continue
+        image_of = [r.content.get("image", r.content.get("image_path")) for r in (first, rec)]
+        meta = {"source": (first.meta or {}).get("source"), "parents": [first.id, rec.id],
+                "parent_meta": [first.meta or {}, rec.meta or {}]}
+        yield Record(derive_id(first.id, rec.id, "image_pair"), {"caption": caption, "image_a": image_of[0],
+                                                                 "image_b": image_of[1]}, "image_text",
+                     meta=meta, lineage=list(first.lineage))
+    for _ in waiting:
+        report.skip("unpaired_image")
+
+
 def import_records(db: Any, project_ref: str | int, paths: list[str], *, gold: bool = False,
-                   batch_size: int = 500) -> ImportReport:
+                   batch_size: int = 500, pair_images: bool = False) -> ImportReport:
     """Import pipeline output (Assay JSONL/Parquet, or foreign JSONL) into a project, keeping record ids, meta and
-    lineage. Read with Assay's own readers, so damaged lines are counted skips, not crashes."""
+    lineage. Read with Assay's own readers, so damaged lines are counted skips, not crashes. ``pair_images``: make
+    image pairs of image-text records that share a caption (:func:`pair_by_caption`)."""
     from assay.core.errors import ErrorLog
     from assay.io.sources import plan_shards, read_shard
 
     report = ImportReport()
     with db.read() as s:
-        project_id = find_project(s, project_ref).id
+        project = find_project(s, project_ref)
+        project_id = project.id
+    if pair_images and project.task_type != "preference":
+        raise WorkflowError("pairing images by caption makes preference items: use a preference project")
     errors = ErrorLog()
-    for shard in plan_shards(paths, shard_bytes=0):
-        chunk: list[Any] = []
-        for rec in read_shard(shard, errors, text_key=None):
-            if rec.drop is not None:
-                report.skip("dropped_record")
-                continue
-            chunk.append(rec)
-            if len(chunk) >= batch_size:
-                with db.write() as s:
-                    add_items(s, s.get(Project, project_id), chunk, gold=gold, report=report)
-                chunk = []
-        if chunk:
+
+    def live_records() -> Iterator[Any]:
+        for shard in plan_shards(paths, shard_bytes=0):
+            for rec in read_shard(shard, errors, text_key=None):
+                if rec.drop is not None:
+                    report.skip("dropped_record")
+                    continue
+                yield rec
+
+    stream = pair_by_caption(live_records(), report) if pair_images else live_records()
+    chunk: list[Any] = []
+    for rec in stream:
+        chunk.append(rec)
+        if len(chunk) >= batch_size:
             with db.write() as s:
                 add_items(s, s.get(Project, project_id), chunk, gold=gold, report=report)
+            chunk = []
+    if chunk:
+        with db.write() as s:
+            add_items(s, s.get(Project, project_id), chunk, gold=gold, report=report)
     report.input_errors = dict(errors.counts)
     if report.imported and db.write_engine.dialect.name == "postgresql":
         from sqlalchemy import text
@@ -365,8 +403,15 @@ def submit(s: Session, project: Project, user_id: int, assignment_id: int, value
            seconds: float | None = None) -> Submitted:
     """Record an answer (in the record's orientation) for a slot the user holds. Raises :class:`Conflict` if the slot
     was lost or already submitted. Two statements: the slot's conditional state change, the insert."""
+    context = None
+    if project.task_type == "image_edit":  # uploads are checked against the item (mask size, has an after image)
+        content = s.scalar(select(Item.content).join(Assignment, Assignment.item_id == Item.id)
+                           .where(Assignment.id == assignment_id, Assignment.project_id == project.id))
+        if content is None:
+            raise NotFound("no such assignment")
+        context = tasks.answer_context(project.task_type, content)
     try:
-        clean = tasks.validate_answer(project.task_type, project.config, value)
+        clean = tasks.validate_answer(project.task_type, project.config, value, context)
     except tasks.InvalidAnswer as e:
         raise WorkflowError(str(e)) from None
     if seconds is not None and not (0 <= seconds < 7 * 24 * 3600):

@@ -3,6 +3,8 @@
 from alembic import context
 
 from assay.annotate.models import Base
+import assay.knowledge.models  # noqa: E402,F401  (the knowledge tables live in this schema too)
+import assay.knowledge.network_models  # noqa: E402,F401  (the expert network tables, revision 0004)
 
 config = context.config
 target_metadata = Base.metadata
