@@ -71,7 +71,10 @@ def test_sharded_run_is_deterministic_and_accounts_for_every_record(tmp_path: Pa
         ("length_filter", "too_short"), ("test_exact_dedup", "duplicate"), ("sample", "sampled_out")}
     # output rolled over at max_records_per_file
     assert max(len(read_file(p)) for p in (tmp_path / "w1").glob("part-*")) <= 150
-    assert all(o["lineage"][-1]["step"] == "sample" for o in out1)
+    # every step once, in order: a global step's two phases (collect, apply) make one lineage entry
+    assert all([e["step"] for e in o["lineage"]] == ["length_filter", "test_exact_dedup", "sample"] for o in out1)
+    assert {tuple(e["step"] for e in r["lineage"]) for r in rej if r["drop"]["step"] == "test_exact_dedup"} == {
+        ("length_filter", "test_exact_dedup")}
 
 
 def read_file(p: Path) -> list:

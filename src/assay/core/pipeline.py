@@ -11,7 +11,7 @@ from time import perf_counter
 from typing import Callable, Iterable, Iterator
 
 from assay.core.record import Record
-from assay.core.step import Batch, Step, StepContext, StepStats
+from assay.core.step import Batch, GlobalStep, Step, StepContext, StepStats
 
 RejectSink = Callable[[Batch], None]
 
@@ -34,6 +34,9 @@ class _Accounted:
                  upstream: Iterable[Batch], ctx: StepContext, reject: RejectSink) -> None:
         self.step, self.stage, self.upstream, self.ctx, self.reject = step, stage, upstream, ctx, reject
         self.upstream_seconds = 0.0
+        # a global step runs in two phases (collect, then apply in the next segment): the records it keeps get its
+        # lineage entry once, in the apply phase; records it drops while collecting get it then
+        self.final_phase = not (isinstance(step, GlobalStep) and getattr(stage, "__name__", "") == "collect")
 
     def _input(self) -> Iterator[Batch]:
         stats = self.step.stats
@@ -67,10 +70,12 @@ class _Accounted:
             kept: Batch = []
             dropped: Batch = []
             for r in out:
-                r.lineage.append(entry)
                 if r.drop is None:
+                    if self.final_phase:
+                        r.lineage.append(entry)
                     kept.append(r)
                 else:
+                    r.lineage.append(entry)
                     dropped.append(r)
                     stats.drops[r.drop[1]] += 1
             if dropped:
