@@ -9,7 +9,7 @@ import threading
 from collections import Counter
 
 import pytest
-from annotate_support import (BACKENDS, api_login, cheap_password_hashing, make_database, preference_records,
+from annotate_support import (BACKENDS, api_login, make_database, preference_records,
                               sft_records, web_login)
 from sqlalchemy import func, select, update
 
@@ -17,14 +17,6 @@ from assay.annotate import workflow
 from assay.annotate.models import Annotation, Assignment, Item, Project
 
 PW = "password-123"
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request, tmp_path):
-    cheap_password_hashing()
-    database, cleanup = make_database(request.param, tmp_path)
-    yield database
-    cleanup()
 
 
 @pytest.fixture

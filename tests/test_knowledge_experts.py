@@ -12,7 +12,6 @@ import random
 import numpy as np
 import pytest
 from sqlalchemy import select
-from annotate_support import BACKENDS, cheap_password_hashing, make_database
 
 from assay.annotate import stats, workflow
 from assay.annotate.models import Item, Project, User
@@ -25,14 +24,6 @@ from assay.knowledge.routing import annotation_work, close_task, open_tasks, pat
 from assay.knowledge.store import KnowledgeStore
 
 PW = "password-123"
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request, tmp_path):
-    cheap_password_hashing()
-    database, cleanup = make_database(request.param, tmp_path)
-    yield database
-    cleanup()
 
 
 def _users(db, names):

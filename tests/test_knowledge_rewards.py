@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from annotate_support import BACKENDS, cheap_password_hashing, make_database
+from annotate_support import BACKENDS, make_database
 from sqlalchemy import select, text
 
 from assay.annotate import workflow
@@ -125,14 +125,6 @@ def test_unscorable_and_bad_reports_are_counted():
 
 
 # -- the ledger ----------------------------------------------------------------------------------------------------
-@pytest.fixture(params=BACKENDS)
-def db(request, tmp_path):
-    cheap_password_hashing()
-    database, cleanup = make_database(request.param, tmp_path)
-    yield database
-    cleanup()
-
-
 def _crowd_users(db, n):
     with db.write() as s:
         return [workflow.create_user(s, f"u{i}", "password-123").id for i in range(n)]

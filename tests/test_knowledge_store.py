@@ -10,7 +10,7 @@ import json
 import threading
 
 import pytest
-from annotate_support import BACKENDS, cheap_password_hashing, make_database
+from annotate_support import BACKENDS, make_database
 from sqlalchemy import text
 
 from assay.annotate import workflow
@@ -22,14 +22,6 @@ from assay.knowledge.store import KnowledgeStore
 PW = "password-123"
 FACT = dict(title="Aspirin and COX-1", content="Aspirin irreversibly acetylates cyclooxygenase-1 (COX-1).",
             domains=["medicine"], sources=[{"url": "https://en.wikipedia.org/wiki/Aspirin"}])
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request, tmp_path):
-    cheap_password_hashing()
-    database, cleanup = make_database(request.param, tmp_path)
-    yield database
-    cleanup()
 
 
 @pytest.fixture
