@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from annotate_support import cheap_password_hashing
+from testutil import free_port
 from typer.testing import CliRunner
 
 from assay.cli import app
@@ -109,19 +109,13 @@ def test_cli_lifecycle_and_offline_verify(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "no patch" in r.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_cli_serve_answers_rest(tmp_path):
     """`assay knowledge serve` in its own process: the server comes up on loopback and serves the (empty) feed."""
     import httpx
 
     cheap_password_hashing()
     db = str(tmp_path / "serve.db")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ASSAY_ANNOTATE_DB": db}
     proc = subprocess.Popen([sys.executable, "-m", "assay.cli", "knowledge", "serve", "--transport", "rest",
                              "--port", str(port), "--public-read", "--embedder", "hashed", "--log-level", "warning"],

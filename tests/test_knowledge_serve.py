@@ -8,13 +8,13 @@ import asyncio
 import copy
 import json
 import os
-import socket
 import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from testutil import free_port
 
 from annotate_support import cheap_password_hashing
 
@@ -191,12 +191,6 @@ def test_rest_public_read(kb, service):
 
 # -- MCP ------------------------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def http_server(service):
     """REST + MCP on a real uvicorn server on loopback, in a thread."""
@@ -204,7 +198,7 @@ def http_server(service):
 
     from assay.knowledge.server import build_app
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(build_app(service), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -51,3 +55,33 @@ def assay_cli(*args: str, timeout: float = 300, check: bool = True, **kw) -> sub
     if check and p.returncode != 0:
         raise AssertionError(f"assay {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def http_process(args: list[str], probe_url: str, *, timeout: float = 60, **popen):  # noqa: ANN003, ANN201
+    """Start a server process, wait until ``probe_url`` answers, yield the process, stop it at the end; a process that
+    dies or never answers fails with the end of its stderr."""
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(probe_url, timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    proc.kill()
+                    raise RuntimeError("server did not start: "
+                                       + proc.stderr.read().decode(errors="replace")[-2000:]) from None
+                time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(20)

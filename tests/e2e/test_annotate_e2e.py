@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from testutil import free_port, http_process
 
 CHROMIUM = Path(os.environ.get("ASSAY_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -21,12 +18,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 PW = "e2e-password"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -52,24 +43,10 @@ def server(tmp_path):
                                            lineage=lineage)])
     db.dispose()
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "assay.annotate.cli", "serve", "--db", str(db_path),
-                             "--port", str(port), "--workers", "1"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError("server did not start: " + proc.stderr.read().decode(errors="replace")[-2000:])
-            time.sleep(0.2)
-    yield base, db_path
-    proc.terminate()
-    proc.wait(20)
+    with http_process([sys.executable, "-m", "assay.annotate.cli", "serve", "--db", str(db_path), "--port", str(port),
+                       "--workers", "1"], base + "/healthz", env={**os.environ, "PYTHONUNBUFFERED": "1"}):
+        yield base, db_path
 
 
 def test_annotator_completes_preference_and_sft_items_in_chromium(server, tmp_path):
