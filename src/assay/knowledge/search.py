@@ -11,7 +11,10 @@
   afford. Postings grow by appending, so upserts are incremental.
 * **Dense**: every doc's text is embedded once with :mod:`assay.core.embeddings` (default: the offline MiniLM
   model; ``"hashed"`` needs no torch) into a float32 matrix; a query is one matrix-vector product (cosine, rows are
-  unit length).
+  unit length). Queries are embedded by the ONNX Runtime twin of the packaged MiniLM
+  (:class:`~assay.core.embeddings.OnnxMiniLMBackend`: the same vectors, about twice as fast per query on CPU) when
+  ``onnxruntime`` is installed and the export works; documents stay on the index's embedder (torch), so a snapshot
+  of vectors stays valid whichever encoder embeds the queries.
 * **Fusion**: reciprocal rank fusion (Cormack, Clarke and Büttcher, SIGIR 2009): each ranked list contributes
   ``1 / (RRF_K + rank)`` (rank from 1) to a doc's score, with ``RRF_K = 60`` as in the paper. RRF needs no score
   calibration between BM25 (unbounded) and cosine (-1..1), which is why it is the default.
@@ -32,6 +35,7 @@ on memory bandwidth, not on each other).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -53,6 +57,10 @@ BM25_B = 0.75
 #: by the other still gets both contributions
 FUSION_CANDIDATES = 100
 MODES = ("hybrid", "bm25", "dense")
+#: BLAS threads for the dense matrix-vector product (None: the BLAS default, one per core). The product reads the
+#: whole float32 matrix (150 MB at 100,000 x 384) and is bound by memory bandwidth: on 2 busy cores we measured
+#: 11.5 ms at the median with one thread against 16 ms with two (threads wait on each other), so one it is.
+DENSE_THREADS: int | None = 1
 
 _WORD_RE = re.compile(r"\w+")
 _SCHEMA = """
@@ -151,6 +159,8 @@ class HybridIndex:
         self._embedder_arg = embedder
         self._embedder: Any = None
         self._embedder_resolved = False
+        self._query_encoder: Any = None
+        self._query_encoder_resolved = False
         self._lock = threading.RLock()
         self._reset_memory()
         self._db: sqlite3.Connection | None = None
@@ -177,6 +187,9 @@ class HybridIndex:
         self._domain_slots: dict[str, array] = {}
         self._domain_cache: dict[str, np.ndarray] = {}
         self._slot_terms: list[np.ndarray] = []  # unique term ids of each slot (to undo df on removal)
+        # term id -> (slots, BM25 term-frequency weights) as numpy arrays, built on first query of the term; every
+        # write clears it (a write changes avgdl, hence every weight)
+        self._term_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._vocab: dict[str, int] = {}
         self._post_slots: list[array] = []
         self._post_tf: list[array] = []
@@ -195,6 +208,18 @@ class HybridIndex:
             self._embedder = _resolve_embedder(self._embedder_arg)
             self._embedder_resolved = True
         return self._embedder
+
+    @property
+    def query_encoder(self) -> Any:
+        """The backend that embeds queries: the ONNX Runtime twin of the embedder when there is one (the packaged
+        MiniLM with onnxruntime installed: same vectors, faster), else the embedder itself. Resolved on first use;
+        a failed ONNX export is reported once as a warning and torch is used from then on."""
+        if not self._query_encoder_resolved:
+            with self._lock:
+                if not self._query_encoder_resolved:
+                    self._query_encoder = _onnx_twin(self.embedder) or self.embedder
+                    self._query_encoder_resolved = True
+        return self._query_encoder
 
     def __len__(self) -> int:
         return self._n_alive
@@ -285,6 +310,7 @@ class HybridIndex:
     def _add(self, row: dict[str, Any]) -> None:
         """Append ``row`` as a new slot (memory only; the caller holds the lock)."""
         slot = len(self._doc_ids)
+        self._term_cache.clear()
         self._doc_ids.append(row["doc_id"])
         self._slot_of[row["doc_id"]] = slot
         code = self._patch_codes.setdefault(row["patch_id"], len(self._patch_codes))
@@ -327,6 +353,7 @@ class HybridIndex:
         if not self._alive.data[slot]:
             return
         self._alive.data[slot] = False
+        self._term_cache.clear()
         doc_id = self._doc_ids[slot]
         self._doc_ids[slot] = None
         self._slot_of.pop(doc_id, None)
@@ -340,8 +367,11 @@ class HybridIndex:
         self._multi_cache = None
 
     def embed(self, texts: Sequence[str]) -> np.ndarray | None:
-        """Vectors of ``texts`` from this index's embedder (None without one); pass a row as ``search(vector=)``."""
-        return self._encode(texts)
+        """Vectors of ``texts`` as queries (None without an embedder), from :attr:`query_encoder`; pass a row as
+        ``search(vector=)``."""
+        if self.embedder is None or not texts:
+            return None
+        return np.asarray(self.query_encoder.encode(list(texts)), dtype=np.float32)
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray | None:
         if self.embedder is None or not texts:
@@ -388,9 +418,9 @@ class HybridIndex:
             domains = [domains]
         qvec = None
         if vector is not None and mode != "bm25":
-            qvec = np.asarray(vector, dtype=np.float32).reshape(-1)
+            qvec = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(-1))
         elif mode != "bm25" and self.embedder is not None and query.strip():
-            qvec = self._encode([query])[0]  # outside the lock: the model is the slow part
+            qvec = self.embed([query])[0]  # outside the lock: the model is the slow part
         with self._lock:
             if self._n_alive == 0:
                 return []
@@ -466,7 +496,6 @@ class HybridIndex:
             if self._n_alive == 0:
                 return scores
             n = self._n_alive
-            avgdl = self._total_len / n if self._total_len > 0 else 1.0
             for tok in dict.fromkeys(tokenize(query)):
                 tid = self._vocab.get(tok)
                 if tid is None:
@@ -477,12 +506,26 @@ class HybridIndex:
                 idf = math.log((n - df + 0.5) / (df + 0.5))
                 if idf <= 0:
                     idf = 1e-6  # as FTS5: a word in more than half the docs still counts, barely
-                slots = np.frombuffer(self._post_slots[tid], dtype=np.int32)
-                tf = np.frombuffer(self._post_tf[tid], dtype=np.int32).astype(np.float64)
-                norm = BM25_K1 * (1.0 - BM25_B + BM25_B * self._doclen.data[slots] / avgdl)
-                scores[slots] += idf * tf * (BM25_K1 + 1.0) / (tf + norm)
+                slots, weights = self._term_weights(tid)
+                scores[slots] += idf * weights
             scores[~self._alive.view] = 0.0
             return scores
+
+    def _term_weights(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slots of term ``tid`` and its BM25 weight in each without the idf: ``tf (k1 + 1) / (tf + k1 (1 - b +
+        b dl / avgdl))``. Cached until the next write, so a repeated query word costs one scatter-add (the caller
+        holds the lock)."""
+        cached = self._term_cache.get(tid)
+        if cached is None:
+            if len(self._term_cache) >= 100_000:  # bound memory on an endless stream of distinct query words
+                self._term_cache.clear()
+            avgdl = self._total_len / self._n_alive if self._total_len > 0 else 1.0
+            # copies, not views: a view would pin the array's buffer and make the next append fail
+            slots = np.frombuffer(self._post_slots[tid], dtype=np.int32).copy()
+            tf = np.frombuffer(self._post_tf[tid], dtype=np.int32).astype(np.float64)
+            norm = BM25_K1 * (1.0 - BM25_B + BM25_B * self._doclen.data[slots] / avgdl)
+            cached = self._term_cache[tid] = (slots, tf * (BM25_K1 + 1.0) / (tf + norm))
+        return cached
 
     def _bm25_ranked(self, query: str, mask: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         scores = self.bm25_scores(query)
@@ -491,13 +534,14 @@ class HybridIndex:
 
     def _dense_ranked(self, qvec: np.ndarray, mask: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         n = len(self._doc_ids)
-        scores = self._emb[:n] @ qvec
+        with _blas_threads(DENSE_THREADS):
+            scores = self._emb[:n] @ qvec
         passing = int(np.count_nonzero(mask))
         if passing <= depth or passing < n // 8:  # few candidates: gather them
             candidates = np.flatnonzero(mask)
             return _top(candidates, scores[candidates], depth)
-        scores[~mask] = -np.inf  # many: rank the whole array, the filtered-out rows sink
-        slots = np.argpartition(-scores, depth - 1)[:depth]
+        np.copyto(scores, -np.inf, where=~mask)  # many: rank the whole array, the filtered-out rows sink
+        slots = np.argpartition(scores, n - depth)[n - depth:]  # no negated copy of 100,000 scores
         return _top(slots, scores[slots], depth)
 
     def _ensure_embedded(self) -> None:
@@ -645,6 +689,51 @@ class HybridIndex:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+_BLAS_CONTROLLER: Any = None
+
+
+def _blas_threads(threads: int | None) -> Any:
+    """A context limiting BLAS to ``threads`` threads (threadpoolctl, from the ``ml`` extra); a no-op context when
+    ``threads`` is None or threadpoolctl is missing."""
+    global _BLAS_CONTROLLER
+    if threads is None:
+        return contextlib.nullcontext()
+    if _BLAS_CONTROLLER is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ModuleNotFoundError:
+            _BLAS_CONTROLLER = False
+        else:
+            _BLAS_CONTROLLER = ThreadpoolController()
+    if _BLAS_CONTROLLER is False:
+        return contextlib.nullcontext()
+    return _BLAS_CONTROLLER.limit(limits=threads, user_api="blas")
+
+
+def _onnx_twin(embedder: Any) -> Any:
+    """The :class:`~assay.core.embeddings.OnnxMiniLMBackend` giving the same vectors as ``embedder``, loaded and
+    ready, or None: only for the packaged MiniLM on torch (the twin gets the same max_seq_length), with onnxruntime
+    installed. A failed
+    export (no ``onnx`` package, an exporter error) warns and returns None, so search falls back to torch."""
+    from assay.core import embeddings
+
+    if not isinstance(embedder, embeddings.SentenceTransformerBackend) or not embeddings.onnx_runtime_available():
+        return None
+    packaged = embeddings._safe_packaged_path()
+    if packaged is None or embedder.model_path != str(packaged):
+        return None
+    try:
+        twin = embeddings.OnnxMiniLMBackend(packaged, max_seq_length=embedder.max_seq_length)
+        twin.encode(["warm-up"])  # exports on the first run ever, then loads the session: fail here, not mid-query
+        return twin
+    except Exception as exc:  # an accelerator, not a requirement: any failure means torch (ORT errors are bare)
+        import warnings
+
+        warnings.warn(f"query embedding stays on torch: the ONNX Runtime encoder is unavailable ({exc})",
+                      RuntimeWarning, stacklevel=3)
+        return None
 
 
 def _spec_of(embedder: Any) -> dict[str, Any]:
