@@ -26,8 +26,10 @@ queries whose answer passage is among the top 5; MRR@10 = mean reciprocal rank o
 **Latency**: 100,000 patches synthesised from the real passages: each passage plus variations (a random 80% of its
 sentences in a random order, a random half of the passage joined with the start of another passage), spread over
 8 domains and 4 statuses with random validity intervals; a query is timed end to end (`HybridIndex.search`, k=5,
-status=accepted, at=now, latest_only) including the MiniLM embedding of the query, and again with the query vector
-computed beforehand (``vector=``) to show the index's own share. BM25 indexes every synthesised text; the dense
+status=accepted, at=now, latest_only) including the embedding of the query (MiniLM on ONNX Runtime when available), and
+again with the query vector computed beforehand (``vector=``) to show the index's own share; the dense side both
+approximate (faiss IVF-Flat, ``ann="auto"``) and exact (``ann="off"``), with the ANN's build time and its recall@10
+against the exact scan. BM25 indexes every synthesised text; the dense
 vectors are MiniLM's for the real passages and, for the variations, the passage's vector plus noise (see
 ``_variation_vectors``: embedding 100,000 texts would take most of an hour on 2 cores, and the query time does not
 depend on the values). The built index is kept in ``--index-dir`` (default
@@ -360,21 +362,35 @@ def run_latency(args: argparse.Namespace) -> None:
     sample = [rng.choice(queries) for _ in range(args.queries)]
     vectors = index.embed(sample)
     now = time.time()
+    if vectors is not None:
+        index.ann = "on"
+        index.search("", 5, mode="dense", vector=vectors[0])  # builds the approximate (IVF) index
+        print(f"approximate dense index (faiss IVF-Flat) built in {index.ann_build_seconds:.2f} s")
+        print_ann_agreement(index, vectors, now)
+    index.ann = "auto"
     for q in sample[:20]:  # warm-up (caches, first BLAS call)
         index.search(q, 5, status=["accepted"], at=now)
-    configs = (("hybrid, query embedding included", "hybrid", False),
-               ("hybrid, query vector precomputed", "hybrid", True),
-               ("bm25 only", "bm25", False),
-               ("dense, query embedding included", "dense", False),
-               ("dense, query vector precomputed", "dense", True),
-               ("query embedding alone (MiniLM, CPU)", None, False))
-    times: dict[str, list[float]] = {label: [] for label, _, _ in configs}
+    configs = (("hybrid, query embedding included, ANN", "hybrid", False, "auto"),
+               ("hybrid, query embedding included, exact", "hybrid", False, "off"),
+               ("hybrid, query vector precomputed, ANN", "hybrid", True, "auto"),
+               ("hybrid, query vector precomputed, exact", "hybrid", True, "off"),
+               ("bm25 only", "bm25", False, "auto"),
+               ("dense, query embedding included, ANN", "dense", False, "auto"),
+               ("dense, query vector precomputed, ANN", "dense", True, "auto"),
+               ("dense, query vector precomputed, exact", "dense", True, "off"),
+               ("query embedding alone (ONNX Runtime)", None, False, "auto"))
+    from assay.core.embeddings import OnnxMiniLMBackend
+
+    if not isinstance(index.query_encoder, OnnxMiniLMBackend):  # onnxruntime missing or its export failed
+        configs = configs[:-1] + (("query embedding alone (torch)", None, False, "auto"),)
+    times: dict[str, list[float]] = {label: [] for label, *_ in configs}
     load_before = os.getloadavg()[0]
     # every query runs in every configuration, in a rotating order, so that other work on the machine weighs on all
     # configurations alike
     for i, q in enumerate(sample):
         for j in range(len(configs)):
-            label, mode, with_vector = configs[(i + j) % len(configs)]
+            label, mode, with_vector, ann = configs[(i + j) % len(configs)]
+            index.ann = ann
             t = time.perf_counter()
             if mode is None:
                 index.embed([q])
@@ -382,16 +398,38 @@ def run_latency(args: argparse.Namespace) -> None:
                 index.search(q, 5, mode=mode, status=["accepted"], at=now,
                              vector=vectors[i] if with_vector and vectors is not None else None)
             times[label].append(time.perf_counter() - t)
+    index.ann = "auto"
     print(f"{len(index)} patches, {len(sample)} queries, k=5, status=accepted, at=now, latest_only; "
-          f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (2 cores):")
-    for label, _, _ in configs:
-        print(f"  {label:36} {_percentiles(times[label])}")
+          f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (2 cores); "
+          f"dense rankings by path: {index.dense_counts}:")
+    for label, *_ in configs:
+        print(f"  {label:40} {_percentiles(times[label])}")
+
+
+def print_ann_agreement(index: Any, vectors: Any, now: float, k: int = 10) -> None:
+    """Recall@k of the approximate dense search against the exact scan, over the benchmark's query vectors:
+    the share of the approximate top k whose cosine reaches the exact k-th best (so tied neighbours, e.g. the
+    identical vectors of a passage and its copies, count as agreement); unfiltered and with the latency filters."""
+    import numpy as np
+
+    for label, filters in (("no filter", {"latest_only": False}),
+                           ("status=accepted, at=now, latest_only", {"status": ["accepted"], "at": now})):
+        recalls = []
+        for vec in vectors:
+            index.ann = "off"
+            exact = index.search("", k, mode="dense", vector=vec, **filters)
+            index.ann = "on"
+            approx = index.search("", k, mode="dense", vector=vec, **filters)
+            kth = exact[-1][1]
+            recalls.append(np.mean([score >= kth - 1e-5 for _, score in approx]) if len(approx) == k else 0.0)
+        print(f"  ANN recall@{k} vs exact ({label}): {statistics.fmean(recalls):.3f} over {len(recalls)} queries")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quality", action="store_true", help="recall@5 of bm25, dense and hybrid")
-    ap.add_argument("--latency", action="store_true", help="p50/p99 query time over --patches patches")
+    ap.add_argument("--latency", action="store_true",
+                    help="p50/p99 query time over --patches patches, ANN and exact dense search")
     ap.add_argument("--embedder", default="minilm")
     ap.add_argument("--max-pages", type=int, default=None, help="quality: use only the first N pages")
     ap.add_argument("--patches", type=int, default=100_000)
