@@ -43,14 +43,10 @@ class ImageTextAlignmentParams(FilterParams):
     unscorable: Literal["keep", "drop"] = "keep"
 
 
-class ImageTextAlignment(Filter):
-    """Score image-caption agreement with a CLIP-family model (cosine → clip.score) and drop pairs below a
-    threshold."""
-
-    name = "image_text_alignment"
-    version = "1"
-    summary = "Cosine of image and caption embeddings (clip.score); drop pairs under a threshold (LAION: 0.28)"
-    Params: ClassVar = ImageTextAlignmentParams
+class AlignmentFilter(Filter):
+    """What image-caption and clip-caption alignment share: the embedder and threshold from ``model``/``threshold``
+    params, per-batch reasons for records that could not be scored, and the decision. Subclasses fill
+    ``self._unscored`` and ``signals["clip.score"]`` in ``score_batch``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -64,6 +60,35 @@ class ImageTextAlignment(Filter):
         p = self.params
         self.embedder = get_image_text_embedder(p.model, batch_size=p.batch_size, device=p.device)
         self.threshold = p.threshold if p.threshold is not None else default_threshold(self.embedder)
+
+    def applies(self, record: Record) -> bool:
+        """Whether this step scores ``record`` at all (others pass untouched)."""
+        return True
+
+    def kept_unscored(self) -> set[str]:
+        """Reasons for not scoring that keep the record (no evidence is not a low score)."""
+        return {"unscorable_image"} if self.params.unscorable == "keep" else set()
+
+    def decide(self, record: Record) -> str | None:
+        if record.drop is not None or not self.applies(record):
+            return None
+        reason = self._unscored.get(id(record))
+        if reason is not None:
+            return None if reason in self.kept_unscored() else reason
+        score = record.signals.get(SCORE_SIGNAL)
+        if score is None:
+            return None
+        return "low_clip_score" if score < self.threshold else None
+
+
+class ImageTextAlignment(AlignmentFilter):
+    """Score image-caption agreement with a CLIP-family model (cosine → clip.score) and drop pairs below a
+    threshold."""
+
+    name = "image_text_alignment"
+    version = "1"
+    summary = "Cosine of image and caption embeddings (clip.score); drop pairs under a threshold (LAION: 0.28)"
+    Params: ClassVar = ImageTextAlignmentParams
 
     def score_batch(self, batch: Batch) -> None:
         from assay.core.image_embeddings import ImageDecodeError, load_image
@@ -105,16 +130,3 @@ class ImageTextAlignment(Filter):
                 else:
                     r.signals[SCORE_SIGNAL] = round(float(s), 6)
                     self.count("scored")
-
-    def decide(self, record: Record) -> str | None:
-        if record.drop is not None:
-            return None
-        reason = self._unscored.get(id(record))
-        if reason == "unscorable_image" and self.params.unscorable == "keep":
-            return None
-        if reason is not None:
-            return reason
-        score = record.signals.get(SCORE_SIGNAL)
-        if score is None:
-            return None
-        return "low_clip_score" if score < self.threshold else None

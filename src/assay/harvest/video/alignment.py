@@ -18,10 +18,9 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from assay.core.record import Record
-from assay.core.step import Batch, Filter, FilterParams, StepContext
+from assay.core.step import Batch, FilterParams, StepContext
+from assay.harvest.image.alignment import SCORE_SIGNAL, AlignmentFilter
 from assay.harvest.video.keyframes import is_clip
-
-SCORE_SIGNAL = "clip.score"
 
 
 class VideoClipAlignmentParams(FilterParams):
@@ -38,25 +37,12 @@ class VideoClipAlignmentParams(FilterParams):
     unscorable: Literal["keep", "drop"] = "keep"
 
 
-class VideoClipAlignment(Filter):
+class VideoClipAlignment(AlignmentFilter):
     """Score caption-clip agreement from keyframe embeddings (clip.score); drop clips under a threshold."""
 
     name = "video_clip_alignment"
     version = "1"
     Params: ClassVar = VideoClipAlignmentParams
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.embedder: Any = None
-        self.threshold = 0.0
-        self._unscored: dict[int, str] = {}
-
-    def setup(self, ctx: StepContext) -> None:
-        from assay.core.image_embeddings import default_threshold, get_image_text_embedder
-
-        p: VideoClipAlignmentParams = self.params  # type: ignore[assignment]
-        self.embedder = get_image_text_embedder(p.model, batch_size=p.batch_size, device=p.device)
-        self.threshold = p.threshold if p.threshold is not None else default_threshold(self.embedder)
 
     def score_batch(self, batch: Batch) -> None:
         from assay.core.image_embeddings import ImageDecodeError, load_image
@@ -104,18 +90,9 @@ class VideoClipAlignment(Filter):
                 r.signals["clip.keyframe_scores"] = [round(float(s), 6) for s in v @ t]
                 self.count("scored")
 
-    def decide(self, record: Record) -> str | None:
-        if record.drop is not None or not is_clip(record):
-            return None
-        p: VideoClipAlignmentParams = self.params  # type: ignore[assignment]
-        reason = self._unscored.get(id(record))
-        if reason == "no_caption" and p.missing_caption == "keep":
-            return None
-        if reason == "unscorable_image" and p.unscorable == "keep":
-            return None
-        if reason is not None:
-            return reason
-        score = record.signals.get(SCORE_SIGNAL)
-        if score is None:
-            return None
-        return "low_clip_score" if score < self.threshold else None
+    def applies(self, record: Record) -> bool:
+        return is_clip(record)
+
+    def kept_unscored(self) -> set[str]:
+        keep = super().kept_unscored()
+        return keep | {"no_caption"} if self.params.missing_caption == "keep" else keep
