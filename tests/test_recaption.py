@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import io
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 import orjson
 import pytest
 from PIL import Image
-from testutil import assay_cli, read_output
+from testutil import LoopbackLLMServer, assay_cli, read_output
 
 from assay.core.record import Record
 from assay.core.step import StepContext
@@ -56,27 +53,15 @@ def clip_record(rid: str, colours: list[tuple[int, int, int]], times: list[float
     return Record(rid, content, "video", meta={"source": "/videos/a.mp4"})
 
 
-class VLMServer:
-    """``python -m assay.synthesize.backends.server --engine vlm`` in its own process."""
+class VLMServer(LoopbackLLMServer):
+    """The deterministic vision engine (``--engine vlm``) in its own process."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "assay.synthesize.backends.server", "--engine", "vlm",
-                                      "--port", "0", *args], stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line.startswith("listening on "), line
-        self.url = line.split()[-1]
-
-    def stats(self) -> dict[str, int]:
-        return httpx.get(self.url.removesuffix("/v1") + "/stats", timeout=10).json()
+        super().__init__("--engine", "vlm", *args)
 
     def backend(self, **extra: object) -> dict[str, object]:
         return {"kind": "openai", "base_url": self.url, "model": "describe", "api_key_env": "ASSAY_TEST_NO_KEY",
                 "backoff": 0.05, **extra}
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from typing import Iterator
 
 import httpx
 import pytest
+from testutil import LoopbackLLMServer
 
 from assay.synthesize.backends import BackendConfig, make_backend
 from assay.synthesize.backends.base import (BackendError, Completion, LLMBackend, LLMRequest, OnComplete,
@@ -222,21 +223,9 @@ def test_killed_run_loses_nothing_that_finished(local: LlamaCppBackend, tmp_path
 
 
 # -- the HTTP backend against a real server on loopback ----------------------------------------------------------
-class Server:
+class Server(LoopbackLLMServer):
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "assay.synthesize.backends.server", "--port", "0",
-                                      "--threads", "1", *args], stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line.startswith("listening on "), line
-        self.url = line.split()[-1]
-
-    def stats(self) -> dict[str, int]:
-        return httpx.get(self.url.removesuffix("/v1") + "/stats", timeout=10).json()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=20)
+        super().__init__("--threads", "1", *args)
 
 
 @pytest.fixture

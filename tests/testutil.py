@@ -85,3 +85,25 @@ def http_process(args: list[str], probe_url: str, *, timeout: float = 60, **pope
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+class LoopbackLLMServer:
+    """``python -m assay.synthesize.backends.server --port 0 ARGS…`` in its own process: a real OpenAI-compatible
+    server on loopback (``--engine vlm`` for the vision test engine); ``url`` is its ``/v1`` base."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "assay.synthesize.backends.server", "--port", "0", *args],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("listening on "), line
+        self.url = line.split()[-1]
+
+    def stats(self) -> dict[str, int]:
+        import httpx
+
+        return httpx.get(self.url.removesuffix("/v1") + "/stats", timeout=10).json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
