@@ -162,3 +162,28 @@ class Annotation(Base):
     reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     review_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     reviewed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class LoginThrottle(Base):
+    """Failed logins per key (``user:<name as typed>`` or ``ip:<address>``) in the current window, and until when the
+    key is refused without checking a password (a backoff after a few failures, a lockout after many)."""
+
+    __tablename__ = "login_throttle"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[float] = mapped_column(Float)
+    last_failure: Mapped[float] = mapped_column(Float, index=True)
+    blocked_until: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class AuthEvent(Base):
+    """The security audit log: failed logins, lockouts, and what admins did to accounts (unlock, deactivate,
+    reactivate, password change). ``actor`` is the admin's username, or ``cli`` for the shell."""
+
+    __tablename__ = "auth_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[float] = mapped_column(Float, default=now, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    username: Mapped[str] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    actor: Mapped[str | None] = mapped_column(String(64), nullable=True)
