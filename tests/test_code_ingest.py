@@ -160,6 +160,29 @@ def test_tar_and_zip_archives_and_repo_lists(tmp_path: Path):
                                                        "vendored"]
 
 
+def test_archive_member_paths_are_normalised(tmp_path: Path):
+    """Tar members named ``../../x.py`` (or ``/abs.py``, ``a/../b.py``) kept that path in meta.path."""
+    members = {"../../x.py": "x = 1\n", "/etc/abs.py": "a = 1\n", "pkg/../b.py": "b = 1\n", "./c/./d.py": "d = 1\n",
+               "x.py": "again = 1\n"}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, text in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text.encode()))
+    (tmp_path / "evil.tar").write_bytes(buf.getvalue())
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as z:
+        for name, text in members.items():
+            z.writestr(name, text)
+    for archive in ("evil.tar", "evil.zip"):
+        out = ingest(str(tmp_path / archive))
+        kept = {r.meta["path"]: r.content for r in out if r.drop is None}
+        assert kept == {"x.py": "x = 1\n", "etc/abs.py": "a = 1\n", "b.py": "b = 1\n", "c/d.py": "d = 1\n"}
+        # "x.py" is also spelled "../../x.py": the second one is reported, under its own spelling (distinct id)
+        assert [(r.drop, r.meta["path"]) for r in out if r.drop] == [(("code_ingest", "duplicate_path"), "x.py")]
+        assert len({r.id for r in out}) == len(out)
+
+
 def test_bad_repositories_are_counted_skips_not_crashes(tmp_path: Path):
     (tmp_path / "broken.tar.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     (tmp_path / "link_target.py").write_text("x = 1\n")

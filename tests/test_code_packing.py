@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from assay.core.record import Record
 from assay.core.step import StepContext
 from assay.harvest.code.graph import dependency_order, strongly_connected_components
-from assay.harvest.code.imports import dependency_edges, go_imports, js_imports, python_imports
+from assay.harvest.code.imports import (dependency_edges, go_imports, js_imports, python_import_scope,
+                                        python_imports)
 from assay.harvest.code.packing import RepoPack
 from assay.harvest.code.tokens import regex_tokens, regex_tokens_reference
 
@@ -142,6 +143,75 @@ def test_python_import_statements_match_a_full_ast_walk_on_real_files():
         checked += 1
     assert extras <= 0.02 * statements, (extras, statements)
     assert checked > 20
+
+
+def test_click_compat_is_packed_before_every_file_that_imports_it():
+    """The user's case: click's _compat.py is imported by most of click, and a TYPE_CHECKING-only import (and a
+    function-local one) closed a cycle that put it after all of them."""
+    root = SITE / "click"
+    files = {p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in sorted(root.rglob("*.py"))}
+    importers = [path for path, text in files.items() if "\nfrom ._compat import " in text]
+    assert len(importers) >= 5
+    [sample] = pack(repo_records(files, "click"), max_tokens=10**7)
+    order = sample.meta["files"]
+    assert sorted(order) == sorted(files)
+    late = [p for p in importers if order.index(p) < order.index("_compat.py")]
+    assert late == [], (order, late)
+
+
+def test_import_scope_module_function_and_type_checking():
+    text = """from __future__ import annotations
+import os
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    from .core import Context
+    import typing_extensions as te
+else:
+    from .runtime import Context
+if t.TYPE_CHECKING:
+    from .a import A
+if not TYPE_CHECKING:
+    from .b import B
+try:
+    import simplejson as json
+except ImportError:
+    import json
+class Config:
+    from .defaults import DEFAULTS
+    def load(self):
+        \"\"\"Docstring
+Example, at column 0:
+        \"\"\"
+        from .loader import load
+        return load()
+def helper(
+    a: int,
+) -> None:
+    import subprocess
+    if a:
+        from .deep import d
+async def coro():
+    import asyncio
+"""
+    scope = {m.group(1): python_import_scope(text, m.start())
+             for m in __import__("re").finditer(r"^[ \t]*(?:from|import) ([\w.]+)", text, __import__("re").M)}
+    assert scope == {"__future__": "module", "os": "module", "typing": "module", ".core": "type_checking",
+                     "typing_extensions": "type_checking", ".runtime": "module", ".a": "type_checking",
+                     ".b": "module", "simplejson": "module", "json": "module", ".defaults": "module",
+                     ".loader": "function", "subprocess": "function", ".deep": "function", "asyncio": "function"}
+    kept = {module for _, module, _ in python_imports(text, runtime_only=True)}
+    assert kept == {"__future__", "os", "typing", "runtime", "b", "simplejson", "json", "defaults"}
+    assert len(python_imports(text)) == 15  # without runtime_only: every statement, as before
+
+
+def test_a_standard_library_name_inside_a_package_is_not_the_packages_own_module():
+    pkg = {"__init__.py": ("Python", "from .core import run\n"), "types.py": ("Python", "X = 1\n"),
+           "core.py": ("Python", "from types import TracebackType\nimport io\nfrom . import types\n"),
+           "io.py": ("Python", "")}
+    assert dependency_edges(pkg, "click")["core.py"] == {"types.py"}  # via `from . import types` only
+    scripts = {"tools/run.py": ("Python", "import types\nimport helpers\n"), "tools/types.py": ("Python", ""),
+               "tools/helpers.py": ("Python", "")}  # a script's folder is on sys.path: its neighbours win
+    assert dependency_edges(scripts)["tools/run.py"] == {"tools/types.py", "tools/helpers.py"}
 
 
 def test_js_ts_and_go_imports():

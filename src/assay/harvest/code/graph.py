@@ -5,9 +5,10 @@ after the files it imports whenever the imports form no cycle. Cycles are the st
 the graph (Tarjan's algorithm, iterative so that deep chains cannot overflow the stack). The components are
 ordered by Kahn's algorithm on the condensed graph, taking among the ready components the one whose smallest path
 sorts first, so the order depends only on the files and their imports, never on input order or hashing. Inside a
-cycle the files are ordered by a depth-first walk that starts at the smallest path and visits imports in path
-order, emitting a file after its imports (post-order): every import edge of the cycle is respected but the one
-that closes the cycle.
+cycle some import edge must point forwards; the files are ordered by Eades, Lin & Smyth's greedy heuristic for a
+small feedback arc set: files importing nothing left go first, files nothing left imports go last, and otherwise
+the file most imported and least importing goes first (ties: imported by more files of the whole repository, then
+the smaller path). A module that many files import (click's ``_compat.py``) thus comes before its importers.
 """
 
 from __future__ import annotations
@@ -65,29 +66,44 @@ def strongly_connected_components(nodes: list[str], edges: dict[str, Iterable[st
     return components
 
 
-def _order_cycle(members: list[str], succ: dict[str, list[str]]) -> list[str]:
-    """Post-order DFS inside one component from its smallest member (members sorted), imports in path order."""
-    inside = set(members)
-    seen: set[str] = set()
-    out: list[str] = []
-    for start in members:
-        if start in seen:
-            continue
-        seen.add(start)
-        work = [(start, 0)]
-        while work:
-            node, i = work[-1]
-            children = [c for c in succ[node] if c in inside]
-            if i < len(children):
-                work[-1] = (node, i + 1)
-                child = children[i]
-                if child not in seen:
-                    seen.add(child)
-                    work.append((child, 0))
-                continue
-            work.pop()
-            out.append(node)
-    return out
+def _order_cycle(members: list[str], succ: dict[str, list[str]], importers: dict[str, int]) -> list[str]:
+    """Order one component so that few of its import edges point forwards (greedy, Eades-Lin-Smyth).
+
+    ``importers``: for each file, how many files of the repository import it (the tie-break)."""
+    left = set(members)
+    imports = {n: {c for c in succ[n] if c in left} for n in members}
+    imported_by: dict[str, set[str]] = {n: set() for n in members}
+    for n in members:
+        for c in imports[n]:
+            imported_by[c].add(n)
+    front: list[str] = []
+    back: list[str] = []
+
+    def remove(n: str) -> None:
+        left.discard(n)
+        for c in imports[n]:
+            imported_by[c].discard(n)
+        for a in imported_by[n]:
+            imports[a].discard(n)
+
+    while left:
+        changed = True
+        while changed:
+            changed = False
+            for n in sorted(left):
+                if not imports[n]:  # imports nothing that is still to be placed: it can go first
+                    front.append(n)
+                    remove(n)
+                    changed = True
+                elif not imported_by[n]:  # nothing still to be placed imports it: it can go last
+                    back.append(n)
+                    remove(n)
+                    changed = True
+        if left:
+            n = min(left, key=lambda m: (len(imports[m]) - len(imported_by[m]), -importers.get(m, 0), m))
+            front.append(n)
+            remove(n)
+    return front + back[::-1]
 
 
 def dependency_order(nodes: Iterable[str], edges: dict[str, Iterable[str]]) -> tuple[list[str], list[list[str]]]:
@@ -96,6 +112,10 @@ def dependency_order(nodes: Iterable[str], edges: dict[str, Iterable[str]]) -> t
     known = set(nodes)
     succ = {n: sorted(set(d for d in edges.get(n, ()) if d in known and d != n)) for n in nodes}
     components = strongly_connected_components(nodes, succ)
+    importers = {n: 0 for n in nodes}
+    for n in nodes:
+        for d in succ[n]:
+            importers[d] += 1
     comp_of = {n: k for k, comp in enumerate(components) for n in comp}
     # condensed graph: component -> components it depends on
     waiting = [0] * len(components)  # number of dependency components not emitted yet
@@ -113,7 +133,7 @@ def dependency_order(nodes: Iterable[str], edges: dict[str, Iterable[str]]) -> t
     while ready:
         _, k = heapq.heappop(ready)
         comp = components[k]
-        order.extend(comp if len(comp) == 1 else _order_cycle(comp, succ))
+        order.extend(comp if len(comp) == 1 else _order_cycle(comp, succ, importers))
         for a in sorted(dependents[k]):
             waiting[a] -= 1
             if waiting[a] == 0:

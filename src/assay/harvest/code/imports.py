@@ -6,7 +6,9 @@ it, the standard library or installed packages, are ignored):
 * **Python**: ``import a.b`` and ``from .x import y`` statements. Each statement is found by a line-anchored
   regular expression and then parsed with :mod:`ast` (so parentheses, aliases, commas and continuation lines are
   handled as Python does), which is ~50× faster than parsing whole files with ``ast.parse`` on real code and
-  finds the same statements (imports inside functions and ``if TYPE_CHECKING:`` blocks included). Absolute
+  finds the same statements. Only imports that run when the module is imported make edges: those inside
+  functions (run when called, often placed there to break a cycle) and under ``if TYPE_CHECKING:`` (never run) are
+  left out, as they do not say which file must be read first (:func:`python_import_scope`). Absolute
   names are looked up in the repository's module table, built for the roots ``""``, ``src/``, ``lib/`` and
   ``python/``, and, when the repository's top folder is itself a package (an installed package, whose files
   import ``requests.api`` from inside ``requests/``), under the repository's name. ``from p import n`` depends on
@@ -26,6 +28,7 @@ from __future__ import annotations
 import ast
 import posixpath
 import re
+import sys
 from collections import defaultdict
 from typing import Iterable
 
@@ -37,13 +40,88 @@ _PY_IMPORT_LINE = re.compile(
     r"|import[ \t]+(?:[^\n\\]|\\\n){0,4000})",
     re.M)
 _PY_ROOTS = ("", "src/", "lib/", "python/")
+#: inside a package, ``import types`` is the standard library's, never the package's own types.py (Python 3
+#: absolute imports); a script's folder, being on sys.path, can shadow it
+_STDLIB = frozenset(sys.stdlib_module_names)
 
 
-def python_imports(text: str) -> list[tuple[int, str, tuple[str, ...]]]:
+#: the first line of a compound statement (block header)
+_PY_HEADER = re.compile(r"(?:async[ \t]+)?(def|class|if|elif|else|for|while|try|except|finally|with|match|case)\b")
+_PY_TYPE_CHECKING_IF = re.compile(r"if[ \t]+(?:[A-Za-z_][\w.]*\.)?TYPE_CHECKING[ \t]*(?::|and\b)")
+
+
+def python_import_scope(text: str, line_start: int, memo: dict[int, str] | None = None) -> str:
+    """When the import statement on the line starting at ``line_start`` runs: ``"module"`` (when the module is
+    imported: at module level, in a class body, a ``try`` or an ``if``), ``"function"`` (inside a ``def``: only
+    when it is called) or ``"type_checking"`` (under ``if TYPE_CHECKING:``: never at run time).
+
+    Walks back line by line to the enclosing block headers, stopping at the first ``def`` or ``if TYPE_CHECKING``
+    (a header is a line with less indentation ending with ``:``; other less-indented lines are continuation lines
+    or string contents and are passed over; ``) -> None:`` sends the walk to the ``def (`` that opened it).
+    ``memo`` (line start → scope of import lines already judged, in text order) makes a file's walks linear: an
+    earlier import at the same or an outer level of the walk has the answer."""
+    memo = {} if memo is None else memo
+    line_end = text.find("\n", line_start)
+    first = text[line_start:line_end if line_end >= 0 else len(text)]
+    limit = len(first) - len(first.lstrip(" \t"))
+    pending: int | None = None  # the indentation of a multi-line header whose first line is further up
+    pos = line_start
+    scope = "module"
+    while pos > 0 and limit > 0:
+        start = text.rfind("\n", 0, pos - 1) + 1
+        line = text[start:pos - 1]
+        pos = start
+        code = line.lstrip(" \t")
+        if not code or code[0] == "#":
+            continue
+        indent = len(line) - len(code)
+        if pending is not None:
+            header = _PY_HEADER.match(code) if indent < limit else None
+            # the header that opened the pending ") -> None:" line; or a whole header line, which no header's
+            # continuation can hold: the pending line was text inside a string
+            if header is None or (indent > pending and not _ends_with_colon(code)):
+                continue
+            pending = None
+        else:
+            if indent > limit:
+                continue
+            known = memo.get(start)
+            if known is not None:
+                scope = known
+                break
+            if indent == limit or not _ends_with_colon(code):
+                continue
+            header = _PY_HEADER.match(code)
+            if header is None:
+                pending = indent
+                continue
+        if header.group(1) == "def":
+            scope = "function"
+            break
+        if _PY_TYPE_CHECKING_IF.match(code):
+            scope = "type_checking"
+            break
+        limit = indent
+    memo[line_start] = scope
+    return scope
+
+
+def _ends_with_colon(code: str) -> bool:
+    code = code.rstrip()
+    if code.endswith(":"):
+        return True
+    return "#" in code and code.split("#", 1)[0].rstrip().endswith(":")
+
+
+def python_imports(text: str, runtime_only: bool = False) -> list[tuple[int, str, tuple[str, ...]]]:
     """``(level, module, names)`` of each import statement: ``from ..a import b, c`` → ``(2, "a", ("b", "c"))``,
-    ``import a.b`` → ``(0, "a.b", ())``."""
+    ``import a.b`` → ``(0, "a.b", ())``. With ``runtime_only``, only the statements that run when the module is
+    imported (see :func:`python_import_scope`): function-local and ``TYPE_CHECKING`` imports are left out."""
     out: list[tuple[int, str, tuple[str, ...]]] = []
+    memo: dict[int, str] = {}
     for m in _PY_IMPORT_LINE.finditer(text):
+        if runtime_only and python_import_scope(text, m.start(), memo) != "module":
+            continue
         stmt = m.group(0).strip()
         try:
             tree = ast.parse(stmt)
@@ -83,6 +161,8 @@ def resolve_python(path: str, imports: list[tuple[int, str, tuple[str, ...]]], t
     deps: set[str] = set()
     package = path.rsplit(".", 1)[0].split("/")[:-1]  # an __init__ file's package is its folder, as for modules
     folder = posixpath.dirname(path)
+    in_package = posixpath.join(folder, "__init__.py") in python_files
+    top_is_package = "__init__.py" in python_files
     for level, module, names in imports:
         if level:
             if level - 1 > len(package):
@@ -93,16 +173,24 @@ def resolve_python(path: str, imports: list[tuple[int, str, tuple[str, ...]]], t
         else:
             full = module
             local = posixpath.join(folder, *module.split(".")) if folder else module.replace(".", "/")
+        stdlib = not level and module.split(".", 1)[0] in _STDLIB
+
+        def lookup(key: str) -> str | None:
+            target = table.get(key)
+            if target is not None and stdlib and top_is_package and _path_of(key) == _module_path(target):
+                return None  # `import types` in click/_compat.py: the standard library, not click/types.py
+            return target
+
         found = False
         for name in names:  # from p import n: the submodule p.n when it exists
-            target = table.get(f"{full}.{name}" if full else name)
+            target = lookup(f"{full}.{name}" if full else name)
             if target is not None:
                 deps.add(target)
                 found = True
         if not found and full:
             parts = full.split(".")
             while parts:  # the longest prefix that is a module of the repository
-                target = table.get(".".join(parts))
+                target = lookup(".".join(parts))
                 if target is not None:
                     deps.add(target)
                     found = True
@@ -110,13 +198,24 @@ def resolve_python(path: str, imports: list[tuple[int, str, tuple[str, ...]]], t
                 if level:
                     break
                 parts = parts[:-1]
-        if not found and local is not None:  # a script's neighbour: `import utils` next to utils.py
+        if not found and local is not None and not (stdlib and in_package):
+            # a script's neighbour: `import utils` next to utils.py (inside a package, a bare standard library
+            # name is the standard library's)
             for cand in (f"{local}.py", f"{local}/__init__.py"):
                 if cand in python_files:
                     deps.add(cand)
                     break
     deps.discard(path)
     return deps
+
+
+def _path_of(dotted: str) -> str:
+    return dotted.replace(".", "/")
+
+
+def _module_path(path: str) -> str:
+    """``a/b.py`` and ``a/b/__init__.py`` → ``a/b``."""
+    return path.rsplit(".", 1)[0].removesuffix("/__init__").removesuffix("__init__")
 
 
 # -- JavaScript / TypeScript ------------------------------------------------------------------------------------------
@@ -226,7 +325,7 @@ def dependency_edges(files: dict[str, tuple[str | None, str]], repo_name: str | 
     edges: dict[str, set[str]] = {}
     for p, (lang, text) in files.items():
         if lang == "Python" or p.endswith((".py", ".pyi")):
-            deps = resolve_python(p, python_imports(text), table, python_files)
+            deps = resolve_python(p, python_imports(text, runtime_only=True), table, python_files)
         elif lang in JS_LANGUAGES:
             deps = resolve_js(p, js_imports(text), paths)
         elif lang == "Go" and go_mods:

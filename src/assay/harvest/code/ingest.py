@@ -21,7 +21,8 @@ file has one, its own ``spdx`` header. Ids are ``stable_id(location@commit, path
 Files that are not source code are emitted *dropped* (they go to ``rejected/`` with their reason, content left
 empty when it was never read): ``vendored``, ``lock_file``, ``generated``, ``minified``, ``binary``,
 ``too_large`` (over ``max_file_bytes``, checked before reading), ``not_utf8``, ``empty``, ``unknown_language``,
-``excluded_language``, ``symlink``, ``bad_path`` (a file name that is not UTF-8), ``unreadable``. A repository
+``excluded_language``, ``symlink``, ``bad_path`` (a file name that is not UTF-8), ``duplicate_path`` (an archive
+member whose normalised name another member already has: ``x.py`` and ``./../x.py``), ``unreadable``. A repository
 that cannot be opened is itself rejected (``unreadable_repo``) and logged in ``errors.jsonl``.
 
 Installed packages (a folder inside ``site-packages``) carry their license in the ``*.dist-info`` next to them:
@@ -142,11 +143,13 @@ class CodeIngest(Step):
             if repo.commit:
                 base_meta["commit"] = repo.commit
             base_meta.update(lic)
-            for path, reason in repo.problems:
+            for k, (path, reason) in enumerate(repo.problems):
                 path = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # JSON-safe
                 self.count(f"file.skipped:{reason.split(':', 1)[0]}")
-                kind = reason if reason in ("symlink", "bad_path") else "unreadable"
-                yield Record(stable_id(repo_key, path), "", "code", {**base_meta, "path": path},
+                kind = reason if reason in ("symlink", "bad_path", "duplicate_path") else "unreadable"
+                # a duplicate shares its path with the file kept: its id must not
+                key = f"{path}\0duplicate {k}" if kind == "duplicate_path" else path
+                yield Record(stable_id(repo_key, key), "", "code", {**base_meta, "path": path},
                              drop=(self.name, kind))
             for f in repo.files:
                 yield self._file_record(repo, repo_key, base_meta, f.path, f.size, ctx)

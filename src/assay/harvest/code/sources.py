@@ -125,12 +125,16 @@ class TarSource(RepoSource):
         super().__init__(str(path), "tar")
         self._tar = tarfile.open(path, "r:*")
         self.commit = _commit_like(self._tar.pax_headers.get("comment"))
-        members = {}
+        members: dict[str, tarfile.TarInfo] = {}
         for m in self._tar.getmembers():
             if m.isfile():
-                members[_clean_member_name(m.name)] = m
+                name = _clean_member_name(m.name)
+                if name in members:  # "x.py" and "../x.py": the first one is the file, the other is reported
+                    self.problems.append((m.name, "duplicate_path"))  # as spelled: its id must differ
+                else:
+                    members[name] = m
             elif m.issym() or m.islnk():
-                self.problems.append((m.name, "symlink"))
+                self.problems.append((_clean_member_name(m.name), "symlink"))
         prefix = _common_folder(list(members))
         self._members = {}
         for name, m in members.items():
@@ -157,7 +161,14 @@ class ZipSource(RepoSource):
         super().__init__(str(path), "zip")
         self._zip = zipfile.ZipFile(path)
         self.commit = _commit_like(self._zip.comment.decode("ascii", "replace"))
-        infos = {i.filename: i for i in self._zip.infolist() if not i.is_dir()}
+        infos: dict[str, zipfile.ZipInfo] = {}
+        for i in self._zip.infolist():
+            if not i.is_dir():
+                name = _clean_member_name(i.filename)
+                if name in infos:
+                    self.problems.append((i.filename, "duplicate_path"))
+                else:
+                    infos[name] = i
         prefix = _common_folder(list(infos))
         self._infos = {}
         for name, info in infos.items():
@@ -180,9 +191,16 @@ class ZipSource(RepoSource):
 
 
 def _clean_member_name(name: str) -> str:
-    while name.startswith("./"):
-        name = name[2:]
-    return name.lstrip("/")
+    """An archive member's name as a path inside the repository: ``./a``, ``/a``, ``../../a`` and ``b/../a`` are
+    all ``a`` (an archive cannot place a file outside the repository, nor give it two spellings)."""
+    parts: list[str] = []
+    for part in name.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part and part != ".":
+            parts.append(part)
+    return "/".join(parts)
 
 
 def _commit_like(value: str | None) -> str | None:
