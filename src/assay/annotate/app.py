@@ -79,6 +79,37 @@ def require_admin(caller: auth.Caller) -> None:
         raise HTTPException(403, "admins only")
 
 
+def client_address(request: Request) -> str | None:
+    """The client's address for login throttling: the socket peer, or the client a trusted proxy names (uvicorn
+    rewrites it from ``X-Forwarded-For`` only for ``--forwarded-allow-ips``)."""
+    return request.client.host if request.client else None
+
+
+ACCOUNT_ACTIONS = ("deactivate", "reactivate", "unlock", "password")
+
+
+def account_action(s: Session, username: str, action: str, actor: str, password: str | None = None) -> None:
+    """An admin's action on an account (API and admin page share it)."""
+    if action == "deactivate":
+        workflow.set_active(s, username, False, actor)
+    elif action == "reactivate":
+        workflow.set_active(s, username, True, actor)
+    elif action == "unlock":
+        workflow.find_user(s, username)
+        auth.unlock(s, username, actor)
+    elif action == "password":
+        if not password:
+            raise workflow.WorkflowError('send {"password": "…"} (8+ characters)')
+        workflow.set_password(s, username, password, actor)
+    else:
+        raise HTTPException(404, f"unknown action {action!r}: one of {', '.join(ACCOUNT_ACTIONS)}")
+
+
+def secure_cookies(request: Request) -> bool:
+    """Cookies get the Secure flag when the request came over https, or always with ``serve --secure-cookies``."""
+    return request.url.scheme == "https" or bool(getattr(request.app.state, "secure_cookies", False))
+
+
 # -- how items look to an annotator --------------------------------------------------------------------------------
 def media_url(project_id: int, item_id: int, name: str, record_view: bool = False) -> str:
     """Where the browser fetches an item's image or video: the app's own authenticated endpoint, never the source."""
@@ -155,9 +186,10 @@ def submit_answer(db: Database, request: Request, project_id: int, assignment_id
     with db.read() as s:
         c, p, _ = authorize(s, request, project_id, mutate=True, csrf=csrf)
         row = s.execute(select(Item.swapped, Item.record_id).join(Assignment, Assignment.item_id == Item.id)
-                        .where(Assignment.id == assignment_id, Assignment.project_id == p.id)).first()
-    if row is None:
-        raise HTTPException(404, "no such assignment")
+                        .where(Assignment.id == assignment_id, Assignment.project_id == p.id,
+                               Assignment.user_id == c.user_id)).first()
+    if row is None:  # a missing id and somebody else's slot get the same answer
+        raise HTTPException(404, workflow.NOT_YOURS)
     swapped = tasks.sides_swapped(p.config, bool(row.swapped), row.record_id, assignment_id, c.user_id)
     value = to_stored_answer(p, swapped, value)
     with db.write() as s:
@@ -192,6 +224,10 @@ def project_json(s: Session, project: Project, role: str, user_id: int) -> dict[
 class LoginBody(BaseModel):
     username: str = Field(max_length=64)
     password: str = Field(max_length=1024)
+
+
+class PasswordBody(BaseModel):
+    password: str = Field(min_length=8, max_length=1024)
 
 
 class UserBody(BaseModel):
@@ -239,15 +275,14 @@ def api_router() -> APIRouter:
 
     @r.post("/login")
     def login(body: LoginBody, request: Request) -> dict[str, Any]:
-        db = db_of(request)
-        with db.read() as s:  # the slow password check holds no write lock
-            user = auth.authenticate(s, body.username, body.password)
-        if user is None:
+        try:
+            done = auth.login(db_of(request), body.username, body.password, client_address(request))
+        except auth.LoginThrottled as e:
+            raise HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after)}) from None
+        if done is None:
             raise HTTPException(401, "wrong username or password")
-        with db.write() as s:
-            token, csrf = auth.create_session(s, user)
-        return {"token": token, "csrf_token": csrf, "user": {"id": user.id, "username": user.username,
-                                                             "role": user.role}}
+        return {"token": done.token, "csrf_token": done.csrf_token,
+                "user": {"id": done.user_id, "username": done.username, "role": done.role}}
 
     @r.post("/logout")
     def logout(request: Request) -> dict[str, Any]:
@@ -270,8 +305,30 @@ def api_router() -> APIRouter:
     def list_users(request: Request) -> list[dict[str, Any]]:
         with db_of(request).read() as s:
             require_admin(require_caller(s, request))
-            return [{"id": u.id, "username": u.username, "role": u.role, "active": u.active}
-                    for u in s.scalars(select(User).order_by(User.id))]
+            users = s.scalars(select(User).order_by(User.id)).all()
+            blocked = auth.account_blocks(s, [u.username for u in users])
+            return [{"id": u.id, "username": u.username, "role": u.role, "active": u.active,
+                     "locked_until": blocked.get(u.username)} for u in users]
+
+    @r.post("/users/{username}/{action}")
+    def user_action(username: str, action: str, request: Request, body: PasswordBody | None = None
+                    ) -> dict[str, Any]:
+        """Admin actions on an account: ``deactivate`` / ``reactivate`` (offboarding: all sessions end at once),
+        ``unlock`` (end a login lockout), ``password`` (``{"password"}``; all sessions end)."""
+        with db_of(request).write() as s:
+            c = require_caller(s, request, mutate=True)
+            require_admin(c)
+            account_action(s, username, action, c.username, body.password if body else None)
+            u = workflow.find_user(s, username)
+            return {"username": u.username, "active": u.active}
+
+    @r.get("/audit")
+    def audit_log(request: Request, limit: int = 100, username: str | None = None) -> list[dict[str, Any]]:
+        """The security audit log, newest first (admins)."""
+        with db_of(request).read() as s:
+            require_admin(require_caller(s, request))
+            return [{"at": e.at, "kind": e.kind, "username": e.username, "ip": e.ip, "actor": e.actor}
+                    for e in auth.recent_events(s, limit, username)]
 
     @r.post("/users", status_code=201)
     def create_user(body: UserBody, request: Request) -> dict[str, Any]:
@@ -446,7 +503,8 @@ def api_router() -> APIRouter:
 
     @r.get("/projects/{project_id}/export")
     def export(project_id: int, request: Request, format: str = "annotations", accepted_only: bool = False,
-               aggregate: str = "majority") -> StreamingResponse:
+               aggregate: str = "majority", min_votes: int | None = None, layout: str = "string"
+               ) -> StreamingResponse:
         from assay.annotate.export import export_rows
         from assay.core.record import dumps
 
@@ -454,7 +512,8 @@ def api_router() -> APIRouter:
             c, p, _ = authorize(s, request, project_id, REVIEWERS)
             try:
                 rows = [dumps(row) + b"\n" for row in export_rows(s, p, format, accepted_only=accepted_only,
-                                                                    aggregate=aggregate)]
+                                                                    aggregate=aggregate, min_votes=min_votes,
+                                                                    layout=layout)]
             except ValueError as e:
                 raise HTTPException(400, str(e)) from None
         return StreamingResponse(iter(rows), media_type="application/x-ndjson",
@@ -480,9 +539,12 @@ class SecurityHeaders:
                (b"referrer-policy", b"same-origin"),
                (b"content-security-policy", b"default-src 'self'; img-src 'self'; media-src 'self'; style-src 'self'; "
                                             b"script-src 'self'; frame-ancestors 'none'; form-action 'self'")]
+    HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, hsts: bool = False) -> None:
+        """``hsts``: also send Strict-Transport-Security (the app is only reached over https)."""
         self.app = app
+        self.headers = self.HEADERS + [self.HSTS] if hsts else self.HEADERS
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -491,16 +553,18 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + self.HEADERS
+                message["headers"] = list(message.get("headers", [])) + self.headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(db_url: str | None = None, *, migrate: bool = False, database: Database | None = None) -> FastAPI:
+def create_app(db_url: str | None = None, *, migrate: bool = False, database: Database | None = None,
+               secure_cookies: bool | None = None) -> FastAPI:
     """The annotation server. ``db_url``: a SQLite path or ``postgresql://...`` (default: ``ASSAY_ANNOTATE_DB``,
     else ``assay-annotate.db``). The schema must be migrated (``assay annotate migrate``, done by ``serve``), or
-    pass ``migrate=True``."""
+    pass ``migrate=True``. ``secure_cookies`` (default: ``ASSAY_ANNOTATE_SECURE_COOKIES=1``): the app is served
+    over https only (behind a TLS proxy): cookies always carry the Secure flag and responses send HSTS."""
     from fastapi.staticfiles import StaticFiles
 
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -512,6 +576,9 @@ def create_app(db_url: str | None = None, *, migrate: bool = False, database: Da
         db.migrate()
     app = FastAPI(title="Assay annotate", docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
     app.state.db = db
+    if secure_cookies is None:
+        secure_cookies = os.environ.get("ASSAY_ANNOTATE_SECURE_COOKIES") == "1"
+    app.state.secure_cookies = secure_cookies
 
     @app.exception_handler(workflow.WorkflowError)
     def _workflow_error(request: Request, exc: workflow.WorkflowError):  # noqa: ANN202
@@ -527,7 +594,7 @@ def create_app(db_url: str | None = None, *, migrate: bool = False, database: Da
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         return error_page(request, exc.status_code, str(exc.detail))
 
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, hsts=secure_cookies)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

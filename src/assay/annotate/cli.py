@@ -1,7 +1,8 @@
 """``assay annotate …``: run the annotation server and manage it from the shell.
 
     assay annotate serve --db team.db --workers 2
-    assay annotate create-user alice --role annotator          # asks for the password
+    assay annotate create-user alice --role annotator          # asks for the password (or --password-env VAR)
+    assay annotate deactivate alice                            # offboarding: her sessions end at once
     assay annotate create-project prefs --task preference --overlap 3 --gold-rate 0.1 --guidelines guide.md
     assay annotate create-project picks --task preference --sides assignment     # Pick-a-Pic image pairs
     assay annotate create-project edits --task image_edit                         # MagicBrush instructions + masks
@@ -11,7 +12,9 @@
     assay annotate export prefs --format dpo --output prefs.parquet
     assay annotate stats prefs
 
-``--db`` takes a SQLite file (default ``assay-annotate.db`` or ``$ASSAY_ANNOTATE_DB``) or ``postgresql://…``.
+``--db`` takes a SQLite file (default ``assay-annotate.db`` or ``$ASSAY_ANNOTATE_DB``) or ``postgresql://…``. Every
+command brings a fresh or older database up to the current schema first. Errors are one line on stderr (``error:
+…``, exit status 2), never a traceback.
 """
 
 from __future__ import annotations
@@ -30,10 +33,13 @@ DB_OPTION = typer.Option(None, "--db", help="SQLite file or postgresql://… URL
                                             "assay-annotate.db).")
 
 
-def _db(url: str | None):  # noqa: ANN202
+def _db(url: str | None, **options):  # noqa: ANN202, ANN003
+    """The database, with its schema brought up to date (a fresh file gets the whole schema)."""
     from assay.annotate.db import Database
 
-    return Database(url)
+    d = Database(url, **options)
+    d.ensure_schema()
+    return d
 
 
 def _fail(msg: str) -> None:
@@ -41,13 +47,39 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
+def _first_line(e: BaseException) -> str:
+    lines = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return lines[0].strip() if lines else type(e).__name__
+
+
 def _run(fn):  # noqa: ANN001, ANN202
+    """Run a command's work; what a user can cause (bad input, a missing file, a database that is not there) ends
+    in one line on stderr instead of a traceback."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from assay.annotate.db import SchemaError
+    from assay.annotate.export import ExportError
     from assay.annotate.workflow import WorkflowError
 
     try:
         return fn()
-    except WorkflowError as e:
+    except (WorkflowError, ExportError, SchemaError, CommandError) as e:
         _fail(str(e))
+    except json.JSONDecodeError as e:
+        _fail(f"not valid JSON: {e}")
+    except OSError as e:
+        _fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
+    except SQLAlchemyError as e:
+        _fail(f"database error: {_first_line(e)}")
+
+
+def _password(password_env: str | None, prompt: str) -> str:
+    if not password_env:
+        return typer.prompt(prompt, hide_input=True, confirmation_prompt=True)
+    if password_env not in os.environ:
+        _fail(f"environment variable {password_env} is not set")
+    return os.environ[password_env]
 
 
 @app.command()
@@ -55,8 +87,7 @@ def migrate(db: Optional[str] = DB_OPTION) -> None:
     """Create or upgrade the database schema."""
     from assay.annotate.db import current_revision
 
-    d = _db(db)
-    d.migrate()
+    d = _run(lambda: _db(db))
     typer.echo(f"schema at revision {current_revision(d.write_engine)} ({d.url.split('@')[-1]})")
 
 
@@ -68,21 +99,34 @@ def serve(db: Optional[str] = DB_OPTION,
           migrate_first: bool = typer.Option(True, "--migrate/--no-migrate", help="Upgrade the schema first."),
           sqlite_sync: str = typer.Option("NORMAL", help="SQLite synchronous mode: NORMAL survives a killed server; "
                                                          "FULL also survives a power cut."),
-          log_level: str = typer.Option("warning", help="uvicorn log level.")) -> None:
+          log_level: str = typer.Option("warning", help="uvicorn log level."),
+          secure_cookies: bool = typer.Option(False, "--secure-cookies", "--behind-https",
+                                              help="The app is reached over https only (e.g. behind a TLS proxy): "
+                                                   "cookies always get the Secure flag, responses send HSTS."),
+          forwarded_allow_ips: str = typer.Option("127.0.0.1", help="Proxies whose X-Forwarded-For/-Proto are "
+                                                                   "trusted (comma-separated; the client address "
+                                                                   "counts for login throttling).")) -> None:
     """Run the web app and API (http://HOST:PORT)."""
     import uvicorn
 
+    from assay.annotate.auth import hash_slots
     from assay.annotate.db import Database
 
-    d = Database(db, sqlite_sync=sqlite_sync)
-    if migrate_first:
-        d.migrate()  # once, here, not racing in every worker
+    def prepare() -> Database:
+        d = Database(db, sqlite_sync=sqlite_sync)
+        if migrate_first:
+            d.ensure_schema()  # once, here, not racing in every worker
+        return d
+    d = _run(prepare)
     os.environ["ASSAY_ANNOTATE_DB"] = d.url
     os.environ["ASSAY_ANNOTATE_SQLITE_SYNC"] = sqlite_sync
+    os.environ["ASSAY_ANNOTATE_SECURE_COOKIES"] = "1" if secure_cookies else "0"
+    # the cores are shared by the workers: each verifies its share of passwords at a time
+    os.environ.setdefault("ASSAY_ANNOTATE_HASH_SLOTS", str(max(1, hash_slots() // max(1, workers))))
     d.dispose()
     typer.echo(f"serving {d.url.split('@')[-1]} on http://{host}:{port} with {workers} worker(s)", err=True)
     uvicorn.run("assay.annotate.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, access_log=False)
+                log_level=log_level, access_log=False, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips)
 
 
 @app.command("create-user")
@@ -93,31 +137,82 @@ def create_user(username: str, role: str = typer.Option("annotator", help="admin
     """Create a user (password asked twice, or taken from --password-env)."""
     from assay.annotate import workflow
 
-    password = os.environ.get(password_env, "") if password_env else typer.prompt(
-        "Password", hide_input=True, confirmation_prompt=True)
-    d = _db(db)
+    password = _password(password_env, "Password")
 
     def go() -> None:
-        with d.write() as s:
+        with _db(db).write() as s:
             u = workflow.create_user(s, username, password, role)
             typer.echo(f"user {u.username} ({u.role}) id {u.id}")
     _run(go)
 
 
 @app.command("set-password")
-def set_password(username: str, password_env: Optional[str] = typer.Option(None), db: Optional[str] = DB_OPTION) -> None:
-    """Change a user's password."""
+def set_password(username: str, password_env: Optional[str] = typer.Option(None, help="Read the password from this "
+                                                                                       "environment variable."),
+                 db: Optional[str] = DB_OPTION) -> None:
+    """Change a user's password; the user's existing sessions end at once."""
     from assay.annotate import workflow
 
-    password = os.environ.get(password_env, "") if password_env else typer.prompt(
-        "New password", hide_input=True, confirmation_prompt=True)
-    d = _db(db)
+    password = _password(password_env, "New password")
 
     def go() -> None:
-        with d.write() as s:
-            workflow.set_password(s, username, password)
+        with _db(db).write() as s:
+            workflow.set_password(s, username, password, actor="cli")
     _run(go)
-    typer.echo(f"password of {username} changed")
+    typer.echo(f"password of {username} changed; their sessions ended")
+
+
+@app.command()
+def deactivate(username: str, db: Optional[str] = DB_OPTION) -> None:
+    """Offboard a user: they can no longer log in, their sessions end at once, the items they hold go back to the
+    queue (their annotations stay)."""
+    from assay.annotate import workflow
+
+    def go() -> None:
+        with _db(db).write() as s:
+            workflow.set_active(s, username, False, actor="cli")
+    _run(go)
+    typer.echo(f"{username} deactivated; their sessions ended")
+
+
+@app.command()
+def reactivate(username: str, db: Optional[str] = DB_OPTION) -> None:
+    """Let a deactivated user log in again."""
+    from assay.annotate import workflow
+
+    def go() -> None:
+        with _db(db).write() as s:
+            workflow.set_active(s, username, True, actor="cli")
+    _run(go)
+    typer.echo(f"{username} reactivated")
+
+
+@app.command()
+def unlock(username: str, db: Optional[str] = DB_OPTION) -> None:
+    """End a login lockout (too many failed logins) before it runs out."""
+    from assay.annotate import auth, workflow
+
+    def go() -> None:
+        with _db(db).write() as s:
+            workflow.find_user(s, username)
+            auth.unlock(s, username, actor="cli")
+    _run(go)
+    typer.echo(f"{username} unlocked")
+
+
+@app.command()
+def audit(username: Optional[str] = typer.Option(None, "--user", help="Only events of this user (or by this admin)."),
+          limit: int = typer.Option(50, help="How many events, newest first."),
+          db: Optional[str] = DB_OPTION) -> None:
+    """The security audit log: failed logins, lockouts, unlocks, deactivations, password changes (JSON lines)."""
+    from assay.annotate import auth
+
+    def go() -> None:
+        with _db(db).read() as s:
+            for e in auth.recent_events(s, limit, username):
+                typer.echo(json.dumps({"at": e.at, "kind": e.kind, "username": e.username, "ip": e.ip,
+                                       "actor": e.actor}))
+    _run(go)
 
 
 @app.command("create-project")
@@ -143,21 +238,24 @@ def create_project(name: str,
 
     text = guidelines or ""
     if text.startswith("@"):
-        text = Path(text[1:]).read_text(encoding="utf-8")
-    cfg = json.loads(config) if config else {}
+        text = _run(lambda: Path(text[1:]).read_text(encoding="utf-8"))
+    cfg = _run(lambda: json.loads(config)) if config else {}
+    if not isinstance(cfg, dict):
+        _fail("--config must be a JSON object")
     if dimensions:
         cfg["dimensions"] = [d.strip() for d in dimensions.split(",") if d.strip()]
     if scale:
         lo, _, hi = scale.partition("-")
+        if not (lo.strip().isdigit() and hi.strip().isdigit()):
+            _fail(f"--scale must look like 1-5, not {scale!r}")
         cfg["scale"] = [int(lo), int(hi)]
     if sides:
         if sides not in ("item", "assignment", "fixed"):
             _fail("--sides must be item, assignment or fixed")
         cfg["randomize_sides"] = {"item": True, "assignment": "assignment", "fixed": False}[sides]
-    d = _db(db)
 
     def go() -> None:
-        with d.write() as s:
+        with _db(db).write() as s:
             p = workflow.create_project(s, name, task, guidelines=text, config=cfg, overlap=overlap,
                                         gold_rate=gold_rate, lease_seconds=lease, review=review)
             typer.echo(f"project {p.name} ({p.task_type}, overlap {p.overlap}) id {p.id}")
@@ -170,10 +268,8 @@ def add_member(project: str, username: str, role: str = typer.Option("annotator"
     """Give a user access to a project."""
     from assay.annotate import workflow
 
-    d = _db(db)
-
     def go() -> None:
-        with d.write() as s:
+        with _db(db).write() as s:
             workflow.add_member(s, workflow.find_project(s, project), username, role)
     _run(go)
     typer.echo(f"{username} is {role} of {project}")
@@ -189,8 +285,7 @@ def import_(project: str, inputs: list[str] = typer.Argument(..., help="Pipeline
     """Import records (Assay JSONL/Parquet output, or plain JSONL) into a project."""
     from assay.annotate import workflow
 
-    d = _db(db)
-    report = _run(lambda: workflow.import_records(d, project, inputs, gold=gold, pair_images=pair_by_caption))
+    report = _run(lambda: workflow.import_records(_db(db), project, inputs, gold=gold, pair_images=pair_by_caption))
     typer.echo(f"imported {report.imported}, duplicates {report.duplicates}, skipped {sum(report.skipped.values())}"
                + (f" {report.skipped}" if report.skipped else "")
                + (f", input errors {report.input_errors}" if report.input_errors else ""))
@@ -205,17 +300,16 @@ def export(project: str,
            include_gold: bool = typer.Option(False, help="Include gold items."),
            aggregate: str = typer.Option("majority", help="dpo: majority, dawid-skene, or none (a row per "
                                                            "annotation)."),
+           min_votes: Optional[int] = typer.Option(None, help="dpo: only items with at least this many votes "
+                                                             "(default: the project's overlap, i.e. complete items)."),
+           layout: str = typer.Option("string", help="dpo: string (prompt/chosen/rejected as text) or "
+                                                     "conversational (TRL's chat layout: lists of messages)."),
            db: Optional[str] = DB_OPTION) -> None:
     """Export annotations to a training format, with lineage."""
-    from assay.annotate.export import ExportError
     from assay.annotate.export import export as do_export
 
-    try:
-        res = _run(lambda: do_export(_db(db), project, format, output, accepted_only=accepted_only,
-                                     include_gold=include_gold, aggregate=aggregate))
-    except ExportError as e:
-        _fail(str(e))
-        return
+    res = _run(lambda: do_export(_db(db), project, format, output, accepted_only=accepted_only,
+                                 include_gold=include_gold, aggregate=aggregate, min_votes=min_votes, layout=layout))
     typer.echo(f"{res['rows']} rows -> {res['path']}" + (f" (left out: {res['left_out']})" if res["left_out"] else ""))
 
 
@@ -225,10 +319,8 @@ def stats(project: str, db: Optional[str] = DB_OPTION) -> None:
     from assay.annotate import workflow
     from assay.annotate.quality import project_quality
 
-    d = _db(db)
-
     def go() -> None:
-        with d.read() as s:
+        with _db(db).read() as s:
             p = workflow.find_project(s, project)
             out = {"progress": workflow.progress(s, p), **project_quality(s, p)}
             typer.echo(json.dumps(out, indent=1, default=str))

@@ -55,6 +55,10 @@ def _sqlite_engine(url: str, immediate: bool, synchronous: str) -> Engine:
     return engine
 
 
+class SchemaError(RuntimeError):
+    """The database schema cannot be used by this version of Assay."""
+
+
 class Database:
     """Engines and sessions for one database URL. ``write()`` and ``read()`` are context managers giving a session
     that commits (write) or rolls back (read) at the end."""
@@ -93,6 +97,21 @@ class Database:
     def migrate(self, revision: str = "head") -> None:
         """Create or upgrade the schema to ``revision`` with Alembic."""
         upgrade(self.write_engine, revision)
+
+    def ensure_schema(self) -> bool:
+        """Bring a fresh or older database up to this version's schema (nothing to do when it is current); True
+        when it migrated. Raises :class:`SchemaError` for a database made by a newer Assay."""
+        from alembic.script import ScriptDirectory
+
+        scripts = ScriptDirectory.from_config(alembic_config(self.write_engine))
+        current = current_revision(self.write_engine)
+        if current in scripts.get_heads():
+            return False
+        if current is not None and current not in {r.revision for r in scripts.walk_revisions()}:
+            raise SchemaError(f"the database is at schema revision {current!r}, which this version of Assay does not "
+                              f"know: upgrade Assay")
+        self.migrate()
+        return True
 
     def dispose(self) -> None:
         self.write_engine.dispose()

@@ -4,8 +4,11 @@
 format         rows
 =============  ===========================================================================================
 ``sft``        one per SFT annotation: ``messages`` (system, earlier turns, the prompt, the written response)
-``dpo``        one per preference item with a strict-majority (or Dawid-Skene) winner: ``prompt``,
-               ``chosen``, ``rejected``, vote counts and rationales; ties and split votes are left out and counted
+``dpo``        one per complete preference item (votes >= ``min_votes``, default the project's overlap) with a
+               strict-majority (or Dawid-Skene) winner: ``prompt``, ``chosen``, ``rejected``, vote counts and
+               rationales; incomplete items, ties and split votes are left out and counted. ``layout``:
+               ``string`` (text columns) or ``conversational`` (TRL's chat layout: ``prompt`` is the list of
+               messages before the answer, ``chosen``/``rejected`` one assistant message each)
 ``ratings``    one per rating annotation: a column per rubric dimension, ``comment``; for ``clip_rating``
                projects ``physics_note`` and the clip (``video_path``, ``start``, ``end``) instead of
                ``response``
@@ -40,6 +43,7 @@ from assay.annotate.models import REVIEW_ACCEPTED, REVIEW_REJECTED, Annotation, 
 from assay.core.record import derive_id, dumps
 
 FORMATS = ("sft", "dpo", "ratings", "critiques", "edit", "annotations")
+DPO_LAYOUTS = ("string", "conversational")
 _TASKS_OF_FORMAT = {"sft": ("sft",), "dpo": ("preference",), "ratings": ("rating", "clip_rating"),
                     "critiques": ("critique",), "edit": ("image_edit",)}
 EXPORT_VERSION = "1"
@@ -72,22 +76,32 @@ def _base(project: Project, item: Item, lineage_entry: dict[str, str]) -> dict[s
             "meta": dumps(item.meta or {}).decode(), "lineage": list(item.lineage or []) + [lineage_entry]}
 
 
-def _messages(content: dict[str, Any], response: str) -> list[dict[str, str]]:
+def _prompt_messages(content: dict[str, Any]) -> list[dict[str, str]]:
+    """The conversation up to the answer: system prompt, earlier turns, the user's prompt."""
     msgs = []
     if content.get("system"):
         msgs.append({"role": "system", "content": content["system"]})
     msgs.extend({"role": m["role"], "content": m["content"]} for m in content.get("context", []))
     msgs.append({"role": "user", "content": content["prompt"]})
-    msgs.append({"role": "assistant", "content": response})
     return msgs
 
 
+def _messages(content: dict[str, Any], response: str) -> list[dict[str, str]]:
+    return [*_prompt_messages(content), {"role": "assistant", "content": response}]
+
+
 def export_rows(s: Session, project: Project, fmt: str, *, accepted_only: bool = False, include_gold: bool = False,
-                aggregate: str = "majority", stats: Counter | None = None) -> Iterator[dict[str, Any]]:
-    """The rows of ``fmt`` for ``project`` (see the module table). ``stats`` counts what was left out and why."""
+                aggregate: str = "majority", min_votes: int | None = None, layout: str = "string",
+                stats: Counter | None = None) -> Iterator[dict[str, Any]]:
+    """The rows of ``fmt`` for ``project`` (see the module table). ``stats`` counts what was left out and why.
+    ``min_votes`` and ``layout``: dpo only."""
     stats = stats if stats is not None else Counter()
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}")
+    if layout not in DPO_LAYOUTS:
+        raise ExportError(f"layout must be one of {', '.join(DPO_LAYOUTS)}")
+    if min_votes is not None and min_votes < 1:
+        raise ExportError("min_votes must be at least 1")
     need = _TASKS_OF_FORMAT.get(fmt)
     if need and project.task_type not in need:
         raise ExportError(f"{fmt} export needs a {' or '.join(need)} project; {project.name!r} is "
@@ -95,7 +109,8 @@ def export_rows(s: Session, project: Project, fmt: str, *, accepted_only: bool =
     lin = _project_lineage(project)
     result = _rows_query(s, project, accepted_only, include_gold)
     if fmt == "dpo":
-        yield from _dpo_rows(s, project, result, lin, aggregate, stats)
+        yield from _dpo_rows(s, project, result, lin, aggregate, stats,
+                             project.overlap if min_votes is None else min_votes, layout)
         return
     for ann, item, username in result:
         base = _base(project, item, lin)
@@ -130,7 +145,7 @@ def export_rows(s: Session, project: Project, fmt: str, *, accepted_only: bool =
 
 
 def _dpo_rows(s: Session, project: Project, result: Any, lin: dict[str, str], aggregate: str,
-              stats: Counter) -> Iterator[dict[str, Any]]:
+              stats: Counter, min_votes: int, layout: str) -> Iterator[dict[str, Any]]:
     per_item: dict[int, tuple[Item, list[tuple[Annotation, str]]]] = {}
     for ann, item, username in result:
         per_item.setdefault(item.id, (item, []))[1].append((ann, username))
@@ -143,6 +158,9 @@ def _dpo_rows(s: Session, project: Project, result: Any, lin: dict[str, str], ag
     elif aggregate not in ("majority", "none"):
         raise ExportError("aggregate must be majority, dawid-skene or none")
     for item_id, (item, anns) in per_item.items():
+        if len(anns) < min_votes:  # still being annotated: a single vote is not a preference yet
+            stats["left_out_incomplete"] += 1
+            continue
         c = item.content
         groups = [[x] for x in anns] if aggregate == "none" else [anns]
         for group in groups:
@@ -156,8 +174,14 @@ def _dpo_rows(s: Session, project: Project, result: Any, lin: dict[str, str], ag
                 stats["left_out_tie" if winner == "tie" else "left_out_no_majority"] += 1
                 continue
             chosen, rejected = (c["a"], c["b"]) if winner == "a" else (c["b"], c["a"])
+            prompt: Any = c.get("prompt", "")
+            if layout == "conversational":
+                if c.get("kind") == "image":
+                    raise ExportError("the conversational layout is for text pairs; export image pairs as string")
+                prompt = _prompt_messages(c)
+                chosen, rejected = ([{"role": "assistant", "content": x}] for x in (chosen, rejected))
             ids = [a.id for a, _ in group]
-            row = {"id": derive_id(item.record_id, "dpo", *ids), "prompt": c.get("prompt", ""), "chosen": chosen,
+            row = {"id": derive_id(item.record_id, "dpo", *ids), "prompt": prompt, "chosen": chosen,
                    "rejected": rejected, "kind": c.get("kind", "text"),
                    "votes": {k: votes.get(k, 0) for k in ("a", "b", "tie")},
                    "rationales": [a.value.get("rationale", "") for a, _ in group if a.value.get("rationale")],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -18,15 +18,20 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from assay.annotate import auth, tasks, workflow
-from assay.annotate.app import (ANY_ROLE, REVIEWERS, authorize, claim_next, display_item, require_admin,
-                                require_caller, submit_answer)
-from assay.annotate.models import (REVIEW_PENDING, SLOT_LEASED, TASK_TYPES, Annotation, Assignment, Item, Membership,
-                                   Project, User)
+from assay.annotate.app import (ACCOUNT_ACTIONS, ANY_ROLE, REVIEWERS, account_action, authorize, claim_next,
+                                client_address, display_item, require_admin, require_caller, secure_cookies,
+                                submit_answer)
+from assay.annotate.markup import render_markdown
+from assay.annotate.models import (REVIEW_ACCEPTED, REVIEW_PENDING, REVIEW_REJECTED, SLOT_LEASED, TASK_TYPES,
+                                   Annotation, Assignment, Item, Membership, Project, User)
 from assay.annotate.models import Session as LoginSession
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.filters["markdown"] = render_markdown
+REVIEW_PAGE_SIZE = 50
+REVIEW_STATUSES = (REVIEW_PENDING, REVIEW_ACCEPTED, REVIEW_REJECTED, "all")
 
 
 class NeedLogin(Exception):
@@ -121,10 +126,17 @@ def web_router() -> APIRouter:
     # -- login ---------------------------------------------------------------------------------------------------
     @r.get("/login")
     def login_form(request: Request, next: str = "/", error: str | None = None) -> HTMLResponse:
+        return _login_page(request, next, error)
+
+    def _login_page(request: Request, next_url: str, error: str | None, status: int = 200,
+                    retry_after: int | None = None) -> HTMLResponse:
         token = secrets.token_urlsafe(24)
-        resp = _render(request, "login.html", login_csrf=token, next=_safe_next(next), error=error, caller=None)
+        resp = _render(request, "login.html", status=status, login_csrf=token, next=_safe_next(next_url),
+                       error=error, retry_after=retry_after, caller=None)
         resp.set_cookie(auth.LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", max_age=3600)
+                        secure=secure_cookies(request), max_age=3600)
+        if retry_after:
+            resp.headers["Retry-After"] = str(retry_after)
         return resp
 
     @r.post("/login")
@@ -137,16 +149,16 @@ def web_router() -> APIRouter:
         cookie = request.cookies.get(auth.LOGIN_CSRF_COOKIE, "")
         if not cookie or not secrets.compare_digest(cookie, str(form.get("csrf_token", ""))):
             return RedirectResponse(f"/login?error=expired&next={quote(next_url)}", status_code=303)
-        db = db_of(request)
-        with db.read() as s:  # the slow password check holds no write lock
-            user = auth.authenticate(s, str(form.get("username", ""))[:64], str(form.get("password", ""))[:1024])
-        if user is None:
+        try:
+            done = auth.login(db_of(request), str(form.get("username", "")), str(form.get("password", ""))[:1024],
+                              client_address(request))
+        except auth.LoginThrottled as e:
+            return _login_page(request, next_url, "throttled", status=429, retry_after=e.retry_after)
+        if done is None:
             return RedirectResponse(f"/login?error=wrong&next={quote(next_url)}", status_code=303)
-        with db.write() as s:
-            token, _csrf = auth.create_session(s, user)
         resp = RedirectResponse(next_url, status_code=303)
-        resp.set_cookie(auth.SESSION_COOKIE, token, httponly=True, samesite="lax",
-                        secure=request.url.scheme == "https", max_age=auth.SESSION_SECONDS)
+        resp.set_cookie(auth.SESSION_COOKIE, done.token, httponly=True, samesite="lax",
+                        secure=secure_cookies(request), max_age=auth.SESSION_SECONDS)
         resp.delete_cookie(auth.LOGIN_CSRF_COOKIE)
         return resp
 
@@ -257,15 +269,33 @@ def web_router() -> APIRouter:
 
     # -- review and dashboard ------------------------------------------------------------------------------------
     @r.get("/projects/{project_id}/review")
-    def review_page(project_id: int, request: Request) -> Response:
+    def review_page(project_id: int, request: Request, status: str = REVIEW_PENDING, annotator: str = "",
+                    page: int = 1) -> Response:
+        """Annotations to review, 50 a page, filtered by review status (``all`` for any) and annotator."""
+        if status not in REVIEW_STATUSES:
+            raise HTTPException(400, f"status must be one of {', '.join(REVIEW_STATUSES)}")
         with db_of(request).read() as s:
             c, p, role = _authorize(s, request, project_id, REVIEWERS)
+            where = [Annotation.project_id == p.id]
+            if status != "all":
+                where.append(Annotation.review_status == status)
+            if annotator:
+                where.append(User.username == annotator)
+            total = s.scalar(select(func.count()).select_from(Annotation).join(User, User.id == Annotation.user_id)
+                             .where(*where))
+            pages = max(1, -(-total // REVIEW_PAGE_SIZE))
+            page = min(max(1, page), pages)
             rows = s.execute(select(Annotation, Item, User.username).join(Item, Item.id == Annotation.item_id)
-                             .join(User, User.id == Annotation.user_id)
-                             .where(Annotation.project_id == p.id, Annotation.review_status == REVIEW_PENDING)
-                             .order_by(Annotation.id).limit(50)).all()
+                             .join(User, User.id == Annotation.user_id).where(*where)
+                             .order_by(Annotation.id).limit(REVIEW_PAGE_SIZE)
+                             .offset((page - 1) * REVIEW_PAGE_SIZE)).all()
             shown = [(a, display_item(p, i, record_view=True), u, i) for a, i, u in rows]
-            return _render(request, "review.html", caller=c, project=p, role=role, rows=shown)
+            annotators = s.scalars(select(User.username).join(Annotation, Annotation.user_id == User.id)
+                                   .where(Annotation.project_id == p.id).distinct().order_by(User.username)).all()
+            here = {"status": status, "annotator": annotator}
+            return _render(request, "review.html", caller=c, project=p, role=role, rows=shown, total=total,
+                           page=page, pages=pages, statuses=REVIEW_STATUSES, annotators=annotators, filters=here,
+                           page_url=lambda n: f"/projects/{p.id}/review?{urlencode({**here, 'page': n})}")
 
     @r.post("/projects/{project_id}/review/{annotation_id}")
     async def review(project_id: int, annotation_id: int, request: Request) -> Response:
@@ -277,7 +307,9 @@ def web_router() -> APIRouter:
             c, p, _ = _authorize(s, request, project_id, REVIEWERS, mutate=True, csrf=str(form.get("csrf_token", "")))
             workflow.review(s, p, c.user_id, annotation_id, str(form.get("decision", "")),
                             str(form.get("note", "")))
-        return RedirectResponse(f"/projects/{project_id}/review", status_code=303)
+        back = _safe_next(str(form.get("back", "")))  # the review page (with its filters and page) it came from
+        return RedirectResponse(back if back.startswith(f"/projects/{project_id}/review") else
+                                f"/projects/{project_id}/review", status_code=303)
 
     @r.get("/projects/{project_id}/dashboard")
     def dashboard(project_id: int, request: Request) -> Response:
@@ -311,7 +343,7 @@ def web_router() -> APIRouter:
             users = s.scalars(select(User).order_by(User.id)).all()
             projects = s.scalars(select(Project).order_by(Project.id)).all()
             return _render(request, "admin.html", caller=c, users=users, projects=projects, task_types=TASK_TYPES,
-                           error=error, ok=ok)
+                           locked=auth.account_blocks(s, [u.username for u in users]), error=error, ok=ok)
 
     @r.post("/admin/{action}")
     async def admin_action(action: str, request: Request) -> Response:
@@ -334,6 +366,8 @@ def web_router() -> APIRouter:
                 elif action == "members":
                     p = workflow.find_project(s, f.get("project", ""))
                     workflow.add_member(s, p, f.get("username", ""), f.get("role", "annotator"))
+                elif action in ACCOUNT_ACTIONS:
+                    account_action(s, f.get("username", ""), action, c.username, f.get("password"))
                 else:
                     raise HTTPException(404)
         except (workflow.WorkflowError, ValueError) as e:

@@ -9,7 +9,8 @@ which commits in batches itself. The queue rules:
   SKIP LOCKED`` so concurrent annotators never wait on each other; on SQLite write transactions are serialised by
   ``BEGIN IMMEDIATE``. The unique ``(item_id, user_id)`` constraint makes "k distinct annotators" a schema fact.
 * **Leases.** A claimed slot is leased for the project's ``lease_seconds``. Asking again returns (and renews) the
-  slot you hold. An expired lease is claimable by anybody: abandoned work returns to the queue. A submission is
+  slot you hold. An expired lease is claimable by anybody, and is handed out before any open slot: abandoned work
+  returns to the front of the queue. A submission is
   accepted while you still hold the slot, even after expiry, as long as nobody else has claimed it.
 * **Gold.** Gold items (known answers) are served so that an annotator's gold share tracks ``gold_rate``: before
   each regular slot, if gold so far < rate × (annotations + 1), an unseen gold item is served instead. Every annotator
@@ -29,7 +30,7 @@ from sqlalchemy import and_, bindparam, case, delete, func, insert, select, upda
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from assay.annotate import tasks
+from assay.annotate import auth, tasks
 from assay.annotate.auth import hash_password
 from assay.annotate.models import (PROJECT_ROLES, REVIEW_ACCEPTED, REVIEW_PENDING, REVIEW_REJECTED, ROLES,
                                    SLOT_LEASED, SLOT_OPEN, SLOT_SUBMITTED, TASK_TYPES, Annotation, Assignment, Item,
@@ -50,6 +51,9 @@ class Conflict(WorkflowError):
     status = 409
 
 
+NOT_YOURS = "no such assignment for you (a slot whose lease ran out may have gone to somebody else)"
+
+
 # -- users and projects --------------------------------------------------------------------------------------------
 def create_user(s: Session, username: str, password: str, role: str = "annotator") -> User:
     username = username.strip()
@@ -67,13 +71,39 @@ def create_user(s: Session, username: str, password: str, role: str = "annotator
     return user
 
 
-def set_password(s: Session, username: str, password: str) -> None:
+def find_user(s: Session, username: str) -> User:
     user = s.scalar(select(User).where(User.username == username))
     if user is None:
         raise NotFound(f"no user {username!r}")
+    return user
+
+
+def set_password(s: Session, username: str, password: str, actor: str | None = None) -> None:
+    """Change a password; every existing login of the user ends at once."""
+    user = find_user(s, username)
     if len(password) < 8:
         raise WorkflowError("password must have at least 8 characters")
     user.password_hash = hash_password(password)
+    auth.revoke_sessions(s, user.id)
+    auth.audit(s, "password_changed", user.username, actor=actor)
+
+
+def set_active(s: Session, username: str, active: bool, actor: str | None = None) -> User:
+    """Deactivate (offboard) or reactivate a user. Deactivating ends every login of the user at once and returns
+    the slots they hold to the queue; their annotations stay."""
+    user = find_user(s, username)
+    if not active and actor == user.username:
+        raise WorkflowError("you cannot deactivate yourself")
+    user.active = active
+    if not active:
+        auth.revoke_sessions(s, user.id)
+        s.execute(update(Assignment).where(Assignment.user_id == user.id, Assignment.status == SLOT_LEASED,
+                                           Assignment.slot.is_not(None))
+                  .values(status=SLOT_OPEN, user_id=None, leased_at=None, lease_expires=None))
+        s.execute(delete(Assignment).where(Assignment.user_id == user.id, Assignment.status == SLOT_LEASED,
+                                           Assignment.slot.is_(None)))
+    auth.audit(s, "reactivated" if active else "deactivated", user.username, actor=actor)
+    return user
 
 
 def create_project(s: Session, name: str, task_type: str, *, guidelines: str = "", config: dict | None = None,
@@ -114,9 +144,7 @@ def find_project(s: Session, ref: str | int) -> Project:
 def add_member(s: Session, project: Project, username: str, role: str = "annotator") -> Membership:
     if role not in PROJECT_ROLES:
         raise WorkflowError(f"project role must be one of {', '.join(PROJECT_ROLES)}")
-    user = s.scalar(select(User).where(User.username == username))
-    if user is None:
-        raise NotFound(f"no user {username!r}")
+    user = find_user(s, username)
     m = s.get(Membership, (project.id, user.id))
     if m is None:
         m = Membership(project_id=project.id, user_id=user.id, role=role)
@@ -128,9 +156,7 @@ def add_member(s: Session, project: Project, username: str, role: str = "annotat
 
 
 def remove_member(s: Session, project: Project, username: str) -> None:
-    user = s.scalar(select(User).where(User.username == username))
-    if user is None:
-        raise NotFound(f"no user {username!r}")
+    user = find_user(s, username)
     s.execute(delete(Membership).where(Membership.project_id == project.id, Membership.user_id == user.id))
     # their open leases go back to the queue at once
     s.execute(update(Assignment).where(Assignment.project_id == project.id, Assignment.user_id == user.id,
@@ -232,6 +258,16 @@ def pair_by_caption(records: Iterable[Any], report: ImportReport) -> Iterator[An
         report.skip("unpaired_image")
 
 
+def lift_foreign_meta(rec: Any) -> Any:
+    """A plain JSON line's ``"meta"`` object becomes the record's meta (where gold answers, ``meta["gold"]``, and
+    provenance live), as the API import does; Assay records are returned unchanged."""
+    if isinstance(rec.content, dict) and isinstance(rec.content.get("meta"), dict):
+        content = dict(rec.content)
+        rec.meta = {**(rec.meta or {}), **content.pop("meta")}
+        rec.content = content
+    return rec
+
+
 def import_records(db: Any, project_ref: str | int, paths: list[str], *, gold: bool = False,
                    batch_size: int = 500, pair_images: bool = False) -> ImportReport:
     """Import pipeline output (Assay JSONL/Parquet, or foreign JSONL) into a project, keeping record ids, meta and
@@ -250,11 +286,12 @@ def import_records(db: Any, project_ref: str | int, paths: list[str], *, gold: b
 
     def live_records() -> Iterator[Any]:
         for shard in plan_shards(paths, shard_bytes=0):
-            for rec in read_shard(shard, errors, text_key=None):
+            # plain JSON keeps its own "id" as the record id (exports join back to the source by it)
+            for rec in read_shard(shard, errors, text_key=None, id_key="id"):
                 if rec.drop is not None:
                     report.skip("dropped_record")
                     continue
-                yield rec
+                yield lift_foreign_meta(rec)
 
     stream = pair_by_caption(live_records(), report) if pair_images else live_records()
     chunk: list[Any] = []
@@ -355,13 +392,13 @@ def _queue_statements(dialect: str) -> dict[str, Any]:
 
 
 def _claim_regular(s: Session, project: Project, user_id: int, t: float, avoid_item: int | None) -> Claim | None:
-    """Claim one slot with a single ``UPDATE ... WHERE id = (first claimable slot) RETURNING``: open slots first,
-    then slots whose lease ran out."""
+    """Claim one slot with a single ``UPDATE ... WHERE id = (first claimable slot) RETURNING``: slots whose lease ran
+    out first (abandoned work finishes before new work starts), then open slots."""
     conn = s.connection()
     q = _queue_statements(conn.dialect.name)
     params = {"p": project.id, "u": user_id, "t": t, "exp": t + project.lease_seconds,
               "avoid": -1 if avoid_item is None else avoid_item}
-    for name in ("claim_open", "claim_expired"):
+    for name in ("claim_expired", "claim_open"):
         row = conn.execute(q[name], params).first()
         if row is not None:
             return Claim(row[0], row[1], params["exp"])
@@ -395,7 +432,7 @@ def next_assignment(s: Session, project: Project, user_id: int, avoid_item: int 
 def held_assignment(s: Session, project: Project, user_id: int, assignment_id: int) -> Assignment:
     a = s.get(Assignment, assignment_id)
     if a is None or a.project_id != project.id or a.user_id != user_id:
-        raise NotFound("no such assignment for you")
+        raise NotFound(NOT_YOURS)
     return a
 
 
@@ -406,9 +443,10 @@ def submit(s: Session, project: Project, user_id: int, assignment_id: int, value
     context = None
     if project.task_type == "image_edit":  # uploads are checked against the item (mask size, has an after image)
         content = s.scalar(select(Item.content).join(Assignment, Assignment.item_id == Item.id)
-                           .where(Assignment.id == assignment_id, Assignment.project_id == project.id))
+                           .where(Assignment.id == assignment_id, Assignment.project_id == project.id,
+                                  Assignment.user_id == user_id))
         if content is None:
-            raise NotFound("no such assignment")
+            raise NotFound(NOT_YOURS)
         context = tasks.answer_context(project.task_type, content)
     try:
         clean = tasks.validate_answer(project.task_type, project.config, value, context)
@@ -421,12 +459,23 @@ def submit(s: Session, project: Project, user_id: int, assignment_id: int, value
     q = _queue_statements(conn.dialect.name)
     row = conn.execute(q["submit"], {"a": assignment_id, "p": project.id, "u": user_id, "t": t}).first()
     if row is None:
-        raise Conflict("this slot is no longer yours (lease taken over, released or already submitted)")
+        raise _not_yours(s, project, user_id, assignment_id)
     ann_id = conn.execute(q["annotate"], {
         "project_id": project.id, "item_id": row.item_id, "assignment_id": assignment_id, "user_id": user_id,
         "value": clean, "is_gold": row.slot is None, "seconds": seconds, "created_at": t,
         "review_status": REVIEW_PENDING}).scalar_one()
     return Submitted(ann_id, row.item_id)
+
+
+def _not_yours(s: Session, project: Project, user_id: int, assignment_id: int) -> WorkflowError:
+    """Why a submission found no slot leased to the user: the one answer (404) for an id that does not exist and for
+    somebody else's slot, so assignment ids reveal nothing; 409 only for the user's own slot that is done or given
+    back."""
+    owner = s.scalar(select(Assignment.user_id).where(Assignment.id == assignment_id,
+                                                      Assignment.project_id == project.id))
+    if owner != user_id:
+        return NotFound(NOT_YOURS)
+    return Conflict("this slot is no longer leased to you (already submitted or released)")
 
 
 def release(s: Session, project: Project, user_id: int, assignment_id: int) -> None:
