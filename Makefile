@@ -27,13 +27,16 @@ $(PEERS)/.installed:
 
 # system packages some tests use, from Debian (needs root + apt; elsewhere those tests say what is missing):
 # the Python and PostgreSQL manuals (real HTML, PSF and PostgreSQL licenses), Chromium for the browser test,
-# bubblewrap for the code sandbox, libGL and glib for OpenCV (opencv-python, pulled by scenedetect and rapidocr)
+# bubblewrap for the code sandbox, real RGBA logos and photos for the image tests (adwaita-icon-theme: CC-BY-SA 3.0 /
+# LGPL-3; mate-backgrounds: GPL-2+), libGL and glib for OpenCV (opencv-python, pulled by scenedetect and rapidocr)
 system-deps:
 	@missing=""; \
 	[ -d /usr/share/doc/python3.11/html ] || missing="$$missing python3-doc"; \
 	[ -d /usr/share/doc/postgresql-doc-15/html ] || missing="$$missing postgresql-doc-15"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	[ -d /usr/share/icons/Adwaita/512x512 ] || missing="$$missing adwaita-icon-theme"; \
+	[ -d /usr/share/backgrounds/mate/nature ] || missing="$$missing mate-backgrounds"; \
 	ldconfig -p | grep -q 'libGL\.so\.1 ' || missing="$$missing libgl1"; \
 	ldconfig -p | grep -q 'libgthread-2\.0\.so\.0 ' || missing="$$missing libglib2.0-0"; \
 	if [ -n "$$missing" ]; then \

@@ -364,6 +364,34 @@ def test_dedup_hashes_undecoded_records_and_passes_broken_ones() -> None:
     assert out[1].signals["image.phash"] == str(imagehash.phash(Image.open(io.BytesIO(out[1].content["image"]))))
 
 
+#: real RGBA logos: Debian's Adwaita icon theme (CC-BY-SA 3.0 / LGPL-3; `make system-deps` installs it)
+ADWAITA_ICONS = sorted(Path("/usr/share/icons/Adwaita/512x512").glob("*/*.png"))
+
+
+def test_dedup_finds_the_jpeg_flattened_copy_of_a_transparent_logo() -> None:
+    """Issue 15 §3: pHash of an RGBA logo hashed the colours under its transparent pixels, so the logo and its copy
+    flattened onto white as a JPEG differed by up to 58 bits and were not found as duplicates."""
+    assert len(ADWAITA_ICONS) >= 20, "needs adwaita-icon-theme (make system-deps)"
+    records: list[Record] = []
+    seen: list[imagehash.ImageHash] = []  # 20 logos that look different (Adwaita has near-identical folder icons)
+    for path in ADWAITA_ICONS:
+        logo = Image.open(path)
+        assert logo.mode == "RGBA"
+        flat = Image.new("RGB", logo.size, (255, 255, 255))
+        flat.paste(logo, mask=logo.getchannel("A"))
+        looks = imagehash.phash(flat)
+        if any(looks - other <= 12 for other in seen):
+            continue
+        i = len(seen)
+        seen.append(looks)
+        records += [rec(f"logo{i}", path.read_bytes()), rec(f"copy{i}", encode(resized(flat, 0.5), "JPEG", quality=80))]
+        if len(seen) == 20:
+            break
+    out = run(ImageDedup(), _decode(records))
+    dropped = {r.id: r.signals["image_dedup.cluster"] for r in out if r.drop}
+    assert dropped == {f"copy{i}": f"logo{i}" for i in range(20)}  # each copy found, as a copy of its own logo
+
+
 # -- the LAION recipe, end to end ---------------------------------------------------------------------------------
 def _laion_input(folder: Path) -> dict[str, str]:
     """Two WebDataset shards: good pairs, cross-shard duplicates, boilerplate captions, tiny/odd images, a corrupt

@@ -102,20 +102,39 @@ def load_image(value: ImageLike) -> Any:
                 raise ImageDecodeError(f"not an image: {type(value).__name__}")
             img = Image.open(io.BytesIO(bytes(value)))
             img.load()
-        if img.mode != "RGB":
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                canvas = Image.new("RGB", rgba.size, (255, 255, 255))  # transparency over white, as a browser shows it
-                canvas.paste(rgba, mask=rgba.getchannel("A"))
-                img = canvas
-            else:
-                img = img.convert("RGB")
-        return img
+        img = flatten_alpha(img)
+        return img if img.mode == "RGB" else img.convert("RGB")
     except ImageDecodeError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, ZeroDivisionError, struct.error,
             Image.DecompressionBombError, MemoryError) as e:  # what malformed files make Pillow's decoders raise
         raise ImageDecodeError(f"cannot decode image: {e}") from e
+
+
+#: the background transparent pixels are composed onto: white, as a browser shows a transparent image on a page
+ALPHA_BACKGROUND = (255, 255, 255)
+
+
+def has_alpha(img: Any) -> bool:
+    """Whether a PIL image has transparency (an alpha channel, or a palette with a transparent entry)."""
+    return img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (img.mode in ("P", "L", "RGB")
+                                                                 and "transparency" in img.info)
+
+
+def flatten_alpha(img: Any) -> Any:
+    """``img`` composed onto :data:`ALPHA_BACKGROUND` as RGB when it has transparency; other images unchanged.
+
+    The colours stored under fully transparent pixels are invisible but arbitrary (black, leftovers of an edit):
+    anything that looks at pixels (a hash, a model) must see what a viewer sees, which is the image over a
+    background. A logo and its copy flattened to JPEG then look alike."""
+    from PIL import Image
+
+    if not has_alpha(img):
+        return img
+    rgba = img.convert("RGBA")
+    canvas = Image.new("RGB", rgba.size, ALPHA_BACKGROUND)
+    canvas.paste(rgba, mask=rgba.getchannel("A"))
+    return canvas
 
 
 def image_to_data_uri(image: ImageLike) -> str:
