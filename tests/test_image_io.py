@@ -139,7 +139,26 @@ def test_garbage_and_empty_files_do_not_crash(tmp_path: Path) -> None:
     empty = tmp_path / "empty.tar"
     empty.write_bytes(b"")
     errors = ErrorLog()
-    assert list(read_webdataset(str(empty), errors)) == [] and len(errors) == 0
+    assert list(read_webdataset(str(empty), errors)) == []
+    assert errors.counts == {"empty_file": 1} and errors.entries[0]["offset"] == 0
+
+
+def test_empty_tar_shard_is_logged_in_errors_jsonl(tmp_path: Path) -> None:
+    """Issue 15 §3: a 0-byte .tar shard (an interrupted download) was skipped without a word in errors.jsonl."""
+    import orjson
+
+    from testutil import assay_cli
+
+    (tmp_path / "in").mkdir()
+    write_tar(tmp_path / "in" / "00000.tar", _samples(3))
+    (tmp_path / "in" / "00001.tar").write_bytes(b"")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: t\ninput: {format: webdataset}\noutput: {format: webdataset}\nsteps:\n  - image_decode\n")
+    assay_cli("run", str(recipe), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-w", "1", "--no-report")
+    logged = [orjson.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_bytes().splitlines()]
+    assert [(e["kind"], Path(e["source"]).name, e["offset"]) for e in logged] == [("empty_file", "00001.tar", 0)]
+    stats = orjson.loads((tmp_path / "out" / "stats.json").read_bytes())
+    assert stats["input"]["records_read"] == 3 and stats["errors"] == {"empty_file": 1}
 
 
 def test_sample_without_image_and_bad_json_are_counted(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ The tar is parsed here rather than with :mod:`tarfile` so that damage is counted
 checksum is wrong is logged (``corrupt_tar_header``, with file and offset) and reading resynchronises at the next
 valid header; a member cut short by the end of the file is logged (``truncated_member``) and its sample skipped; a
 file that ends without the end-of-archive blocks is logged (``truncated_file``) after every complete sample has been
-delivered. Samples without an image member are skipped and counted (``missing_image``).
+delivered; a 0-byte file is logged (``empty_file``). Samples without an image member are skipped and counted
+(``missing_image``).
 """
 
 from __future__ import annotations
@@ -141,6 +142,8 @@ def iter_tar_members(path: str, f: IO[bytes], errors: ErrorLog) -> Iterator[tupl
         if len(block) < BLOCK:
             if resyncing_from is not None:
                 errors.add("corrupt_tar_header", path, resyncing_from, "no valid tar header after this offset")
+            elif offset == 0 and not block:
+                errors.add("empty_file", path, 0, "the tar is 0 bytes long (an interrupted download or copy?)")
             elif offset > 0 or block:
                 errors.add("truncated_file", path, offset, "tar ends without its end-of-archive blocks")
             return
