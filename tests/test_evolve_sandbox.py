@@ -161,3 +161,109 @@ def test_no_file_descriptors_leak() -> None:
             SB.run(["/usr/bin/true"], files={"../escape": "x"})
     SB.run(["/usr/bin/does-not-exist"])
     assert open_fds() == before
+
+
+# -- issue 14 §1: host data, /dev, memory --------------------------------------------------------------------------
+def test_minimal_read_only_dev_and_shm_capped_by_scratch() -> None:
+    """/dev holds four devices and links; /dev/shm is the private /tmp: POSIX shared memory and semaphores work, and
+    writes stop at the scratch cap (ENOSPC) instead of filling host memory."""
+    code = """
+import errno, json, os
+import multiprocessing as mp
+from multiprocessing import shared_memory
+lock = mp.Lock()
+shm = shared_memory.SharedMemory(create=True, size=4096)
+shm.buf[:2] = b"ok"
+names = sorted(os.listdir("/dev"))
+try:
+    open("/dev/new", "w")
+    dev = "written"
+except OSError as e:
+    dev = errno.errorcode[e.errno]
+written = 0
+try:
+    with open("/dev/shm/fill", "wb") as f:
+        for _ in range(40):
+            f.write(b"x" * (1 << 20))
+            f.flush()
+            written += 1
+except OSError as e:
+    stop = errno.errorcode[e.errno]
+print(json.dumps({"dev": names, "new": dev, "shm_mb": written, "stop": stop, "shm": bytes(shm.buf[:2]).decode(),
+                  "in_tmp": "fill" in os.listdir("/tmp"), "null": open("/dev/urandom", "rb").read(8) != b""}))
+shm.close()
+shm.unlink()
+"""
+    r = SB.run_python(code, limits=SB.limits.with_(scratch_mb=8))
+    assert r.ok, r.stderr
+    import json
+
+    got = json.loads(r.stdout)
+    assert got["dev"] == ["fd", "null", "random", "shm", "stderr", "stdin", "stdout", "urandom", "zero"]
+    assert got["new"] == "EROFS"
+    assert got["stop"] == "ENOSPC" and 5 <= got["shm_mb"] <= 8
+    assert got["shm"] == "ok" and got["in_tmp"] and got["null"]
+
+
+def test_program_environment_is_only_the_sandbox_env() -> None:
+    from assay.evolve.escapes import canary_in_environment
+    from assay.evolve.sandbox import SANDBOX_ENV
+
+    sb = Sandbox(SB.limits, env={"MY_SETTING": "1"})
+    with canary_in_environment() as canary:
+        r = sb.run_python("import os, json; print(json.dumps(dict(os.environ)))")
+    assert r.ok and canary not in r.stdout
+    import json
+
+    assert json.loads(r.stdout) == {**SANDBOX_ENV, "MY_SETTING": "1", "PWD": "/sandbox"}
+
+
+def test_mmap_enomem_is_a_memory_limit() -> None:
+    """Issue 15 §5: an mmap beyond the limit fails with ENOMEM (OSError, not MemoryError): that is `memory_limit`."""
+    r = SB.run_python("import mmap\nm = mmap.mmap(-1, 2 << 30)\n", limits=SB.limits.with_(memory_mb=512))
+    assert r.status == "memory_limit", (r.status, r.stderr[-300:])
+    assert "Cannot allocate memory" in r.stderr and "memory limit" in r.error_summary()
+
+
+def test_execution_feedback_reports_mmap_enomem_as_memory_limit() -> None:
+    from assay.evolve.execution import CodeChecker, CodeTask
+
+    task = CodeTask(problem="p", solution="import mmap\ndef f():\n    return mmap.mmap(-1, 2 << 30)\n",
+                    tests="assert f() is not None")
+    (res,) = CodeChecker(Sandbox(SB.limits.with_(memory_mb=512))).check([task])
+    assert res.status == "memory_limit"
+
+
+def test_memory_limit_mechanism_is_reported() -> None:
+    from assay.evolve import cgroup
+
+    expected = cgroup.detect()
+    d = SB.describe()["memory_limit"]
+    assert d["by"] == expected.by and d["note"]
+    assert SB.run_python("pass").memory_limit_by == expected.by
+    if expected.by == "rlimit_as":  # say why no cgroup
+        assert "RLIMIT_AS" in d["note"] and "cgroup" in d["note"]
+
+
+def test_unusable_cgroup_falls_back_to_rlimit_as_with_the_reason(tmp_path) -> None:
+    from assay.evolve import cgroup
+
+    (tmp_path / "cgroup.subtree_control").write_text("memory pids\n")  # looks like one, but is not a cgroup fs
+    limiter = cgroup.detect(str(tmp_path))
+    assert limiter.by == "rlimit_as" and str(tmp_path) in limiter.note and "cgroup v2" in limiter.note
+    assert not list(tmp_path.glob("assay-sandbox-*"))  # nothing left behind
+    sb = Sandbox(SB.limits, cgroup=str(tmp_path / "missing"))
+    assert sb.memory.by == "rlimit_as" and "missing" in sb.memory.note
+    r = sb.run_python("x = bytearray(3 << 30)", limits=sb.limits.with_(memory_mb=256))
+    assert r.status == "memory_limit" and r.memory_limit_by == "rlimit_as"
+
+
+def test_cgroup_files_are_parsed(tmp_path) -> None:
+    from assay.evolve import cgroup
+
+    (tmp_path / "mountinfo").write_text(
+        "30 25 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n"
+        "31 25 0:27 / /sys/fs/cgroup/memory rw,nosuid shared:5 - cgroup cgroup rw,memory\n")
+    (tmp_path / "cgroup").write_text("4:memory:/x\n0::/user.slice/user-1000.slice/session-2.scope\n")
+    assert cgroup.cgroup2_mounts(str(tmp_path / "mountinfo")) == ["/sys/fs/cgroup"]
+    assert cgroup.own_cgroup(str(tmp_path / "cgroup")) == "/user.slice/user-1000.slice/session-2.scope"

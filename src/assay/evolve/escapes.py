@@ -8,6 +8,8 @@ sandbox-check`` prints it; the test suite asserts every attack is contained.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import socket
@@ -16,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from assay.evolve.sandbox import Limits, RunResult, Sandbox
 
@@ -270,6 +272,190 @@ time.sleep(1.5)  # stay alive while the host looks at this process
                         + ", ".join(f"{c[1]}: errno {c[3]}" for c in calls))
 
 
+#: the variable the environment probe plants, with a fresh random value, in the parent's environment
+CANARY_VAR = "ASSAY_SANDBOX_CANARY_SECRET"
+#: bwrap options that would show the sandbox's set-up (host paths, variables) in a command line seen inside
+BWRAP_OPTIONS = ("--ro-bind", "--setenv", "--seccomp", "--tmpfs", "--uid", "--unshare-all")
+
+_READ_PROCESSES = """
+import json, os
+seen = {"os.environ": json.dumps(dict(os.environ))}
+for pid in sorted((d for d in os.listdir("/proc") if d.isdigit()), key=int):
+    for what in ("environ", "cmdline"):
+        try:
+            with open(f"/proc/{pid}/{what}", "rb") as f:
+                seen[f"/proc/{pid}/{what}"] = f.read().decode("utf-8", "replace").replace("\\x00", " ")
+        except OSError as e:
+            seen[f"/proc/{pid}/{what}"] = "unreadable: " + type(e).__name__
+print(json.dumps(seen))
+"""
+
+
+@contextlib.contextmanager
+def canary_in_environment() -> Iterator[str]:
+    """Put a fresh secret in this process's environment (as an API key would be) for the duration."""
+    value = "sk-canary-" + secrets.token_hex(16)
+    old = os.environ.get(CANARY_VAR)
+    os.environ[CANARY_VAR] = value
+    try:
+        yield value
+    finally:
+        if old is None:
+            os.environ.pop(CANARY_VAR, None)
+        else:
+            os.environ[CANARY_VAR] = old
+
+
+def _processes_seen(r: RunResult) -> dict[str, str]:
+    try:
+        seen = json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {}
+    return seen if isinstance(seen, dict) else {}
+
+
+def attack_host_environment(sb: Sandbox) -> EscapeResult:
+    """Read the host's environment: a canary secret in the parent's environment, looked for in ``os.environ`` and
+    in ``/proc/*/environ`` and ``/proc/*/cmdline`` of every process visible inside."""
+    with canary_in_environment() as canary:
+        r = sb.run_python(_READ_PROCESSES)
+    seen = _processes_seen(r)
+    leaked = sorted(k for k, v in seen.items() if canary in v)
+    readable = sorted(k for k, v in seen.items() if k.startswith("/proc/") and not v.startswith("unreadable"))
+    contained = r.ok and "/proc/1/environ" in seen and not leaked and canary not in r.stdout + r.stderr
+    return EscapeResult("read the host's environment (canary secret)", contained, r.status, r.wall_seconds,
+                        f"canary found in: {', '.join(leaked) or 'nothing'}; read {len(readable)} files of "
+                        f"{len({k.split('/')[2] for k in readable})} processes"
+                        + ("" if r.ok else f"; {_tail(r.stderr)}"))
+
+
+def attack_pid1_command_line(sb: Sandbox) -> EscapeResult:
+    """Read the sandbox's set-up from ``/proc/1/cmdline`` (bwrap's command line: host paths, variables set)."""
+    r = sb.run_python(_READ_PROCESSES)
+    seen = _processes_seen(r)
+    shown = sorted(k for k, v in seen.items() if k.endswith("/cmdline") and any(o in v.split() for o in BWRAP_OPTIONS))
+    contained = r.ok and "/proc/1/cmdline" in seen and not shown
+    return EscapeResult("read the sandbox's set-up from /proc/1/cmdline", contained, r.status, r.wall_seconds,
+                        f"command lines showing bwrap options: {', '.join(shown) or 'none'}; /proc/1/cmdline = "
+                        f"{seen.get('/proc/1/cmdline', '?')[:120]!r}")
+
+
+def _shmem_kb() -> int:
+    """The host's shared memory in use (``Shmem`` of /proc/meminfo: tmpfs files, SysV and POSIX shm), in kB."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("Shmem:"):
+                return int(line.split()[1])
+    return 0
+
+
+@contextlib.contextmanager
+def _peak_shmem_growth() -> Iterator[list[int]]:
+    """Sample the host's shared memory while the block runs; yields a list that receives the peak growth in MB."""
+    base = _shmem_kb()
+    peak = [base]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _shmem_kb())
+            time.sleep(0.02)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    out: list[int] = []
+    try:
+        yield out
+    finally:
+        stop.set()
+        t.join(2)
+        out.append((peak[0] - base) // 1024)
+
+
+def attack_dev_writes(sb: Sandbox) -> EscapeResult:
+    """Write into ``/dev`` and fill ``/dev/shm`` with 40 x 15 MB (memory-backed filesystems: host memory)."""
+    code = """
+import os, time
+out = []
+for path in ["/dev/pwned", "/dev/null.d/x", "/dev/mqueue/x"]:
+    try:
+        with open(path, "w") as f:
+            f.write("x")
+        out.append("WROTE " + path)
+    except OSError as e:
+        out.append("refused " + path + ": " + e.strerror)
+written = 0
+try:
+    for i in range(40):
+        with open(f"/dev/shm/fill{i}", "wb") as f:
+            f.write(b"x" * (15 << 20))
+        written += 15
+except OSError as e:
+    out.append("shm stopped: " + e.strerror)
+time.sleep(0.5)  # hold it while the host looks
+print("SHM_MB", written, "|", "; ".join(out))
+"""
+    limits = sb.limits.with_(file_size_mb=max(sb.limits.file_size_mb, 16))
+    with _peak_shmem_growth() as growth:
+        r = sb.run_python(code, limits=limits)
+    line = next((x for x in r.stdout.splitlines() if x.startswith("SHM_MB")), "")
+    written = int(line.split()[1]) if line else -1
+    dev_writes = "WROTE" in line
+    cap = limits.scratch_mb
+    contained = (r.ok and not dev_writes and 0 <= written <= cap and "shm stopped" in line
+                 and growth[0] < 2 * cap + 64)
+    return EscapeResult("write into /dev and fill /dev/shm (40 x 15 MB)", contained, r.status, r.wall_seconds,
+                        f"wrote {written} MB to /dev/shm (scratch cap {cap} MB); host shared memory grew "
+                        f"{growth[0]} MB at most; {line.partition('|')[2].strip() or _tail(r.stderr)}")
+
+
+def attack_memory_outside_limit(sb: Sandbox) -> EscapeResult:
+    """Hold memory the address-space limit does not see: SysV shared memory segments (made, filled, detached) and
+    memfd files filled with ``write``, twice the memory limit each."""
+    limits = sb.limits.with_(memory_mb=256)
+    code = """
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+libc.shmdt.argtypes = [ctypes.c_void_p]
+chunk, sysv, memfd, notes = 128, 0, 0, []
+for _ in range(4):
+    sid = libc.shmget(0, chunk << 20, 0o1600)
+    if sid < 0:
+        notes.append(f"shmget errno {ctypes.get_errno()}")
+        break
+    addr = libc.shmat(sid, None, 0)
+    if addr is None or addr == ctypes.c_void_p(-1).value:
+        notes.append(f"shmat errno {ctypes.get_errno()}")
+        break
+    ctypes.memset(addr, 1, chunk << 20)
+    libc.shmdt(addr)
+    sysv += chunk
+fds = []
+try:
+    for _ in range(32):
+        fd = os.memfd_create("hold")
+        for _ in range(15):
+            os.write(fd, b"x" * (1 << 20))
+        fds.append(fd)
+        memfd += 15
+except OSError as e:
+    notes.append(f"memfd {type(e).__name__}")
+time.sleep(0.5)
+print("HELD", sysv, memfd, "|", "; ".join(notes))
+"""
+    with _peak_shmem_growth() as growth:
+        r = sb.run_python(code, limits=limits)
+    line = next((x for x in r.stdout.splitlines() if x.startswith("HELD")), "")
+    sysv, memfd = (int(x) for x in line.split()[1:3]) if line else (-1, -1)
+    contained = line != "" and sysv + memfd <= limits.memory_mb and growth[0] < limits.memory_mb
+    return EscapeResult("hold memory outside the address-space limit (SysV shm, memfd)", contained, r.status,
+                        r.wall_seconds, f"held {sysv} MB of SysV shared memory and {memfd} MB of memfd files "
+                        f"(limit {limits.memory_mb} MB); host shared memory grew {growth[0]} MB at most; "
+                        f"{line.partition('|')[2].strip() or _tail(r.stderr)}")
+
+
 ATTACKS: dict[str, Callable[[Sandbox], EscapeResult]] = {
     "network": attack_network,
     "write_outside": attack_write_outside,
@@ -279,6 +465,10 @@ ATTACKS: dict[str, Callable[[Sandbox], EscapeResult]] = {
     "infinite_loop": attack_infinite_loop,
     "print_1gb": attack_print_1gb,
     "privileges": attack_privileges,
+    "host_environment": attack_host_environment,
+    "pid1_command_line": attack_pid1_command_line,
+    "dev_writes": attack_dev_writes,
+    "memory_outside_limit": attack_memory_outside_limit,
 }
 
 
@@ -293,4 +483,5 @@ def run_escape_suite(sandbox: Sandbox | None = None, only: list[str] | None = No
     return [fn(sb) for name, fn in ATTACKS.items() if only is None or name in only]
 
 
-__all__ = ["ATTACKS", "ESCAPE_LIMITS", "EscapeResult", "RunResult", "run_escape_suite"]
+__all__ = ["ATTACKS", "CANARY_VAR", "ESCAPE_LIMITS", "EscapeResult", "RunResult", "canary_in_environment",
+           "run_escape_suite"]

@@ -10,18 +10,29 @@ careful reading of how the program ended.
 What the sandboxed program gets:
 
 * **no network**: a new, empty network namespace (only its own loopback); nothing on the host is reachable;
+* **nothing of the host's environment**: bwrap itself is started with an empty environment, and its options
+  (the mounts, the variables set inside) reach it through a memory file (``--args FD``), so no process visible
+  inside (``/proc/*/environ``, ``/proc/*/cmdline``) carries host data; PID 1 inside is bwrap's small init, whose
+  command line is ``bwrap --args N -- <the command>``. The program's environment is :data:`SANDBOX_ENV` plus what
+  the caller passes in ``env=``;
 * **a read-only view of the system**: ``/usr`` (and the ``/bin``, ``/lib*`` links), the dynamic-linker cache and
-  the ``/etc/alternatives`` links, read-only; no ``/home``, ``/root``, ``/work``, ``/var``, host ``/tmp``, no
-  device nodes beyond ``null``/``zero``/``random``/``urandom``/``tty``;
-* **a private writable scratch dir** ``/sandbox`` (its working directory) and a private ``/tmp``: size-capped tmpfs
-  mounts that vanish with the sandbox; the program's files are copied in from memory;
+  the ``/etc/alternatives`` links, read-only; no ``/home``, ``/root``, ``/work``, ``/var``, host ``/tmp``;
+* **a minimal, read-only** ``/dev``: the devices ``null``, ``zero``, ``random`` and ``urandom``, the ``fd``,
+  ``stdin``, ``stdout`` and ``stderr`` links, and ``/dev/shm``, a link to the private ``/tmp`` (so POSIX shared
+  memory and semaphores work and count against the scratch cap; the host's ``/dev/shm`` is never touched);
+* **a private writable scratch dir** ``/sandbox`` (its working directory) and a private ``/tmp``: tmpfs mounts of
+  ``Limits.scratch_mb`` each that vanish with the sandbox; the program's files are copied in from memory;
 * **an unprivileged identity**: uid/gid 65534 inside a new user namespace, no capabilities, no further user
   namespaces. When Assay itself runs as root (CI, containers), bubblewrap is started as uid 65534 too, so the
   sandbox is not root on the host either: without this a root-mapped sandbox would ignore ``RLIMIT_NPROC``;
-* **limits** (:class:`Limits`): CPU seconds, address space (memory), processes/threads, file size, open files, no
-  core dumps (set by ``prlimit`` inside the new user namespace, so the process limit counts only the sandbox's own
-  processes: Linux >= 5.14 counts ``RLIMIT_NPROC`` per user namespace); a wall-clock timeout; stdout and stderr
-  each capped (the program is killed once it exceeds the cap).
+* **limits** (:class:`Limits`): CPU seconds, memory, processes/threads, file size, open files, no core dumps (set
+  by ``prlimit`` inside the new user namespace, so the process limit counts only the sandbox's own processes:
+  Linux >= 5.14 counts ``RLIMIT_NPROC`` per user namespace); a wall-clock timeout; stdout and stderr each capped
+  (the program is killed once it exceeds the cap). Memory is capped by a cgroup v2 ``memory.max`` (all processes
+  of the run together, real memory) where the machine delegates one (:mod:`assay.evolve.cgroup`), else by
+  ``RLIMIT_AS`` (address space, per process); ``describe()`` and every :class:`RunResult` say which. The seccomp
+  filter denies SysV shared memory and message queues and ``memfd_create``, memory that ``RLIMIT_AS`` would not
+  see.
 
 :meth:`Sandbox.run` returns a :class:`RunResult` whose ``status`` says how the program ended: ``ok``, ``error``
 (non-zero exit, e.g. a failed assertion), ``timeout``, ``cpu_limit``, ``memory_limit``, ``file_size_limit``,
@@ -47,7 +58,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping, Sequence
 
-from assay.evolve import seccomp
+from assay.evolve import cgroup, seccomp
 
 #: the uid/gid the sandboxed program runs as (inside), and the host uid bubblewrap is started as when we are root
 SANDBOX_UID = 65534
@@ -56,6 +67,14 @@ DEFAULT_PYTHON = "/usr/bin/python3"
 #: host paths made visible read-only (when they exist); symlinks (merged /usr) are recreated as symlinks
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_PATHS = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime")
+#: the device nodes bound into the sandbox's /dev
+DEVICES = ("null", "zero", "random", "urandom")
+#: the environment of every sandboxed program (plus ``Sandbox(env=...)``); nothing comes from the host
+SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": SCRATCH, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+               "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8",
+               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+#: what a program prints when an allocation failed (Python's MemoryError, mmap/fork ENOMEM, C++ bad_alloc)
+OUT_OF_MEMORY_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc")
 STATUSES = ("ok", "error", "timeout", "cpu_limit", "memory_limit", "file_size_limit", "output_limit", "killed",
             "sandbox_error")
 
@@ -70,11 +89,11 @@ class Limits:
 
     cpu_seconds: float = 10.0  # RLIMIT_CPU (SIGXCPU, then SIGKILL one second later)
     wall_seconds: float = 20.0  # killed after this much real time
-    memory_mb: int = 1024  # RLIMIT_AS: address space; Python raises MemoryError beyond it
+    memory_mb: int = 1024  # cgroup memory.max where delegated, else RLIMIT_AS (address space: MemoryError beyond)
     processes: int = 32  # RLIMIT_NPROC: processes and threads of the sandbox user in its namespace
     file_size_mb: int = 16  # RLIMIT_FSIZE: largest file the program may write (SIGXFSZ)
     open_files: int = 256  # RLIMIT_NOFILE
-    scratch_mb: int = 64  # size of the /sandbox and /tmp tmpfs mounts (each)
+    scratch_mb: int = 64  # size of the /sandbox and /tmp tmpfs mounts (each; /dev/shm is a link into /tmp)
     output_bytes: int = 1 << 20  # per stream; the program is killed when stdout or stderr exceeds it
 
     def with_(self, **changes: Any) -> "Limits":
@@ -92,6 +111,7 @@ class RunResult:
     wall_seconds: float
     truncated: bool = False  # an output stream hit its cap
     detail: str = ""  # a short explanation for non-ok statuses
+    memory_limit_by: str = ""  # "cgroup" (memory.max) or "rlimit_as" (address space)
 
     @property
     def ok(self) -> bool:
@@ -103,7 +123,7 @@ class RunResult:
             return ""
         head = {"timeout": "Timed out (the program ran too long, probably an infinite loop).",
                 "cpu_limit": "Exceeded the CPU time limit (probably an infinite loop or a too slow algorithm).",
-                "memory_limit": "Exceeded the memory limit (MemoryError).",
+                "memory_limit": "Exceeded the memory limit (out of memory).",
                 "output_limit": "Printed too much output.",
                 "file_size_limit": "Tried to write a too large file.",
                 "killed": f"Killed by a signal ({self.detail}).",
@@ -146,18 +166,21 @@ class Sandbox:
     ``python`` is the interpreter :meth:`run_python` uses inside the sandbox (default the system's
     ``/usr/bin/python3``: Assay's own virtualenv is not visible inside). ``ro_binds`` adds host paths, read-only, at
     the same place inside (e.g. another interpreter's prefix, a venv with numpy). ``env`` adds environment variables
-    (the host environment is never passed in).
+    (the host environment is never passed in). ``cgroup`` names a delegated cgroup v2 directory for the memory
+    limit (default: ``$ASSAY_SANDBOX_CGROUP``, else found if there is one, else ``RLIMIT_AS``).
     """
 
     def __init__(self, limits: Limits | None = None, *, python: str = DEFAULT_PYTHON,
                  ro_binds: Sequence[str] = (), env: Mapping[str, str] | None = None, use_seccomp: bool = True,
-                 bwrap: str | None = None, prlimit: str | None = None) -> None:
+                 bwrap: str | None = None, prlimit: str | None = None, cgroup: str | None = None) -> None:
         self.limits = limits or Limits()
         self.python = python
         self.ro_binds = [str(Path(p)) for p in ro_binds]
         self.env = dict(env or {})
         self.bwrap = bwrap or shutil.which("bwrap") or "/usr/bin/bwrap"
         self.prlimit = prlimit or shutil.which("prlimit") or "/usr/bin/prlimit"
+        self.setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+        self.memory = _detect_memory_limiter(cgroup)
         self.seccomp_filter = seccomp.build_filter() if use_seccomp else None
         self.as_root = os.geteuid() == 0
         self._checked = False
@@ -171,7 +194,10 @@ class Sandbox:
             "namespaces": ["user", "pid", "net", "ipc", "uts", "cgroup", "mount"],
             "host_uid": SANDBOX_UID if self.as_root else os.geteuid(), "sandbox_uid": SANDBOX_UID,
             "visible_read_only": [p for p in SYSTEM_PATHS + ETC_PATHS if os.path.lexists(p)] + self.ro_binds,
-            "writable": [SCRATCH, "/tmp"], "limits": asdict(self.limits),
+            "writable": [SCRATCH, "/tmp"], "devices": [f"/dev/{d}" for d in DEVICES] + ["/dev/shm -> /tmp"],
+            "environment": sorted({**SANDBOX_ENV, **self.env}), "host_environment": "none (bwrap starts from an "
+            "empty environment; its options come through a memory file)",
+            "memory_limit": {"by": self.memory.by, "note": self.memory.note}, "limits": asdict(self.limits),
             "seccomp": seccomp.denied_syscalls() if self.seccomp_filter else "not available on this architecture",
         }
 
@@ -233,9 +259,10 @@ class Sandbox:
                              limits)
 
     # -- internals -----------------------------------------------------------------------------------------------
-    def _bwrap_args(self, limits: Limits, fds: list[int], files: Mapping[str, str | bytes],
-                    status_fd: int) -> list[str]:
-        args = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+    def _bwrap_options(self, limits: Limits, fds: list[int], files: Mapping[str, str | bytes],
+                       status_fd: int) -> list[str]:
+        """bwrap's options (everything before the command); they reach bwrap through ``--args FD``."""
+        args = ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
                 "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox"]
         for path in SYSTEM_PATHS:
             if os.path.islink(path):
@@ -251,7 +278,7 @@ class Sandbox:
         fds += [passwd, group]
         args += ["--ro-bind-data", str(passwd), "/etc/passwd", "--ro-bind-data", str(group), "/etc/group"]
         size = str(limits.scratch_mb * 1024 * 1024)
-        args += ["--proc", "/proc", "--dev", "/dev",
+        args += ["--proc", "/proc", *_minimal_dev(),
                  "--size", size, "--perms", "1777", "--tmpfs", "/tmp",
                  "--size", size, "--perms", "0755", "--tmpfs", SCRATCH]
         made_dirs: set[str] = set()
@@ -265,25 +292,38 @@ class Sandbox:
             fd = _memfd(rel, data)
             fds.append(fd)
             args += ["--perms", "0644", "--file", str(fd), f"{SCRATCH}/{rel}"]
-        # the root of the mount tree is bwrap's own tmpfs: make it (and /etc in it) read-only too
-        args += ["--remount-ro", "/", "--chdir", SCRATCH, "--clearenv"]
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": SCRATCH, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
-               "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8",
-               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **self.env}
-        for k, v in env.items():
+        # the root of the mount tree is bwrap's own tmpfs: make it (and /etc in it) read-only too, and /dev
+        args += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", SCRATCH, "--clearenv"]
+        for k, v in {**SANDBOX_ENV, **self.env}.items():
             args += ["--setenv", k, v]
         args += ["--json-status-fd", str(status_fd)]
         if self.seccomp_filter is not None:
             sfd = _memfd("seccomp", self.seccomp_filter)
             fds.append(sfd)
             args += ["--seccomp", str(sfd)]
-        cpu = max(1, int(round(limits.cpu_seconds)))
-        mem = limits.memory_mb * 1024 * 1024
-        fsize = limits.file_size_mb * 1024 * 1024
-        args += ["--", self.prlimit, f"--cpu={cpu}:{cpu + 1}", f"--as={mem}:{mem}",
-                 f"--nproc={limits.processes}:{limits.processes}", f"--fsize={fsize}:{fsize}",
-                 f"--nofile={limits.open_files}:{limits.open_files}", "--core=0:0", "--"]
         return args
+
+    def _prlimit(self, limits: Limits) -> list[str]:
+        """The ``prlimit`` command that sets the run's rlimits inside the sandbox, then runs the program."""
+        cpu = max(1, int(round(limits.cpu_seconds)))
+        fsize = limits.file_size_mb * 1024 * 1024
+        args = [self.prlimit, f"--cpu={cpu}:{cpu + 1}", f"--nproc={limits.processes}:{limits.processes}",
+                f"--fsize={fsize}:{fsize}", f"--nofile={limits.open_files}:{limits.open_files}", "--core=0:0"]
+        if self.memory.by == "rlimit_as":
+            mem = limits.memory_mb * 1024 * 1024
+            args.append(f"--as={mem}:{mem}")
+        return args + ["--"]
+
+    def _launcher(self, group: cgroup.RunGroup | None) -> tuple[list[str], dict[str, Any]]:
+        """What starts bwrap: the command prefix and Popen's privilege drop. Run as root, bwrap is started as
+        uid 65534; with a cgroup, a shell first moves itself into the run's group (while it still may)."""
+        if group is None:
+            drop = {"user": SANDBOX_UID, "group": SANDBOX_UID, "extra_groups": []} if self.as_root else {}
+            return [], drop
+        prefix = ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', group.procs_file]
+        if self.as_root:
+            prefix += [self.setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--"]
+        return prefix, {}
 
     def _run(self, argv: Sequence[str], files: Mapping[str, str | bytes], stdin: str | bytes,
              limits: Limits) -> RunResult:
@@ -292,22 +332,31 @@ class Sandbox:
         fds: list[int] = []
         status_r, status_w = os.pipe()
         started = time.monotonic()
+        group: cgroup.RunGroup | None = None
         try:
             try:
-                args = self._bwrap_args(limits, fds, files, status_w) + [str(a) for a in argv]
+                options = self._bwrap_options(limits, fds, files, status_w)
+                fds.append(_memfd("bwrap-args", _nul_joined(options)))
+                command = [self.bwrap, "--args", str(fds[-1]), "--", *self._prlimit(limits), *map(str, argv)]
             except BaseException:
                 os.close(status_r)
                 raise
             stdin_fd = _memfd("stdin", stdin.encode("utf-8", "surrogatepass") if isinstance(stdin, str) else stdin)
             fds.append(stdin_fd)
-            drop = {"user": SANDBOX_UID, "group": SANDBOX_UID, "extra_groups": []} if self.as_root else {}
             try:
-                proc = subprocess.Popen(args, stdin=stdin_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        pass_fds=tuple(fds) + (status_w,), start_new_session=True, close_fds=True,
-                                        **drop)
+                if self.memory.by == "cgroup":
+                    group = self.memory.new_group(limits.memory_mb)
+                prefix, drop = self._launcher(group)
+                # env={}: bwrap's own environment is visible inside (/proc/1/environ of its init), so it gets none
+                proc = subprocess.Popen(prefix + command, stdin=stdin_fd, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, pass_fds=tuple(fds) + (status_w,), env={},
+                                        start_new_session=True, close_fds=True, **drop)
             except OSError as e:
                 os.close(status_r)
-                return RunResult("sandbox_error", None, "", "", 0.0, detail=f"cannot start bwrap: {e}")
+                if group is not None:
+                    group.remove()
+                return RunResult("sandbox_error", None, "", "", 0.0, detail=f"cannot start bwrap: {e}",
+                                 memory_limit_by=self.memory.by)
         finally:
             os.close(status_w)
             for fd in fds:
@@ -320,8 +369,14 @@ class Sandbox:
             proc.wait()
             status_json = _read_all(status_r)
             os.close(status_r)
+            oom = group is not None and group.oom_killed()
+            if group is not None:
+                group.remove()
         wall = time.monotonic() - started
-        return _classify(proc.returncode, status_json, out, err, truncated, timed_out, wall, limits)
+        result = _classify(proc.returncode, status_json, out, err, truncated, timed_out, wall, limits, oom,
+                           self.memory.by)
+        result.memory_limit_by = self.memory.by
+        return result
 
     @staticmethod
     def _collect(proc: subprocess.Popen, limits: Limits, started: float) -> tuple[bytes, bytes, bool, bool]:
@@ -365,6 +420,37 @@ class Sandbox:
         return bytes(bufs[out_fd]), bytes(bufs[err_fd]), truncated, timed_out
 
 
+_limiters: dict[str | None, cgroup.MemoryLimiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def _detect_memory_limiter(explicit: str | None) -> cgroup.MemoryLimiter:
+    """:func:`cgroup.detect`, once per process and cgroup asked for (it makes and removes a test group)."""
+    key = explicit or os.environ.get(cgroup.ENV_VAR)
+    with _limiters_lock:
+        if key not in _limiters:
+            _limiters[key] = cgroup.detect(key)
+        return _limiters[key]
+
+
+def _minimal_dev() -> list[str]:
+    """bwrap options for a small read-only /dev: four devices, the fd links, /dev/shm pointing into /tmp."""
+    args = ["--size", str(64 * 1024), "--perms", "0755", "--tmpfs", "/dev"]
+    for name in DEVICES:
+        args += ["--dev-bind", f"/dev/{name}", f"/dev/{name}"]
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2"), ("shm", "/tmp")):
+        args += ["--symlink", target, f"/dev/{name}"]
+    return args
+
+
+def _nul_joined(options: Sequence[str]) -> bytes:
+    """``--args`` format: each option NUL-terminated (an option holding a NUL would be split: refused)."""
+    if any("\x00" in o for o in options):
+        raise ValueError("sandbox options (env values, paths) must not contain NUL characters")
+    return b"".join(os.fsencode(o) + b"\x00" for o in options)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """Kill bwrap (its process group); bwrap's PID-1 child dies with it (``--die-with-parent``), and with PID 1 the
     kernel kills every other process of the sandbox's PID namespace."""
@@ -388,7 +474,7 @@ def _read_all(fd: int) -> bytes:
 
 
 def _classify(returncode: int | None, status_json: bytes, out: bytes, err: bytes, truncated: bool, timed_out: bool,
-              wall: float, limits: Limits) -> RunResult:
+              wall: float, limits: Limits, oom_killed: bool = False, memory_by: str = "rlimit_as") -> RunResult:
     stdout = out.decode("utf-8", "replace")
     stderr = err.decode("utf-8", "replace")
     child_started = False
@@ -414,6 +500,10 @@ def _classify(returncode: int | None, status_json: bytes, out: bytes, err: bytes
         return result("sandbox_error", stderr.strip()[-500:] or f"bwrap exited with {returncode}")
     if exit_code is None:
         exit_code = returncode
+    memory = (f"memory > {limits.memory_mb} MB (cgroup memory.max)" if memory_by == "cgroup"
+              else f"address space > {limits.memory_mb} MB")
+    if oom_killed:
+        return result("memory_limit", memory + "; OOM-killed")
     if exit_code == 0:
         return result("ok")
     if exit_code in (126, 127) and stderr.startswith("prlimit: failed to execute"):
@@ -424,15 +514,15 @@ def _classify(returncode: int | None, status_json: bytes, out: bytes, err: bytes
             return result("cpu_limit", f"CPU time > {limits.cpu_seconds} s")
         if sig == signal.SIGXFSZ:
             return result("file_size_limit", f"file larger than {limits.file_size_mb} MB")
-        if sig == signal.SIGKILL and "MemoryError" not in stderr:
+        if sig == signal.SIGKILL and not any(m in stderr for m in OUT_OF_MEMORY_MARKERS):
             return result("killed", "SIGKILL (CPU hard limit or out of memory)")
         if sig in (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGSYS, signal.SIGKILL):
-            if "MemoryError" in stderr or "Cannot allocate memory" in stderr:
-                return result("memory_limit", f"address space > {limits.memory_mb} MB")
+            if any(m in stderr for m in OUT_OF_MEMORY_MARKERS):
+                return result("memory_limit", memory)
             return result("killed", _signal_name(sig))
     tail = stderr[-2000:]
-    if "MemoryError" in tail:
-        return result("memory_limit", f"address space > {limits.memory_mb} MB")
+    if any(m in tail for m in OUT_OF_MEMORY_MARKERS):  # MemoryError, and mmap/fork failing with ENOMEM
+        return result("memory_limit", memory)
     if "[Errno 27] File too large" in tail:  # Python ignores SIGXFSZ: the write fails with EFBIG instead
         return result("file_size_limit", f"file larger than {limits.file_size_mb} MB")
     return result("error", f"exit code {exit_code}")

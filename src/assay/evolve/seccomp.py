@@ -10,7 +10,11 @@ stepping stones of kernel exploits and sandbox escapes:
   cannot read), which makes glibc fall back to ``clone``, whose flags the filter does check;
 * debugging other processes: ``ptrace``, ``process_vm_readv/writev``;
 * kernel keyrings, eBPF, perf events, userfaultfd, io_uring (large attack surfaces);
-* modules, kexec, reboot, swap, accounting, clock setting, ``open_by_handle_at``.
+* modules, kexec, reboot, swap, accounting, clock setting, ``open_by_handle_at``;
+* memory that lives outside a process's address space, which ``RLIMIT_AS`` (the memory limit where no cgroup is
+  delegated) would not count: SysV shared memory and message queues (``shmget``, ``msgget``: segments outlive
+  their mapping until the sandbox ends) and ``memfd_create``/``memfd_secret`` (anonymous files filled by
+  ``write``).
 
 Denied calls fail with ``EPERM`` so a program sees an ordinary error. A call made with another ABI than the native
 one (i386 ``int 0x80`` or x32 on x86-64) kills the process: denying by number only works for one numbering.
@@ -51,7 +55,7 @@ CLONE_NEW_FLAGS = (0x00020000  # CLONE_NEWNS
 # syscalls shared by the generic table (aarch64) and x86-64 from number 424 on
 _NEW_API = {"pidfd_send_signal": 424, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
             "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
-            "clone3": 435, "mount_setattr": 442}
+            "clone3": 435, "mount_setattr": 442, "memfd_secret": 447}
 
 ARCHES: dict[str, dict[str, object]] = {
     "x86_64": {
@@ -65,7 +69,7 @@ ARCHES: dict[str, dict[str, object]] = {
                  "swapoff": 168, "acct": 163, "settimeofday": 164, "clock_settime": 227, "clock_adjtime": 305,
                  "adjtimex": 159, "open_by_handle_at": 304, "name_to_handle_at": 303, "process_vm_readv": 310,
                  "process_vm_writev": 311, "quotactl": 179, "lookup_dcookie": 212,
-                 "vhangup": 153, "syslog": 103,
+                 "vhangup": 153, "syslog": 103, "shmget": 29, "msgget": 68, "memfd_create": 319,
                  **{k: v for k, v in _NEW_API.items() if k != "clone3" and k != "pidfd_send_signal"}},
     },
     "aarch64": {
@@ -79,7 +83,7 @@ ARCHES: dict[str, dict[str, object]] = {
                  "swapoff": 225, "acct": 89, "settimeofday": 170, "clock_settime": 112, "clock_adjtime": 266,
                  "adjtimex": 171, "open_by_handle_at": 265, "name_to_handle_at": 264, "process_vm_readv": 270,
                  "process_vm_writev": 271, "quotactl": 60, "lookup_dcookie": 18,
-                 "vhangup": 58, "syslog": 116,
+                 "vhangup": 58, "syslog": 116, "shmget": 194, "msgget": 186, "memfd_create": 279,
                  **{k: v for k, v in _NEW_API.items() if k != "clone3" and k != "pidfd_send_signal"}},
     },
 }
