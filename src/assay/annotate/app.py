@@ -346,7 +346,7 @@ def api_router() -> APIRouter:
             else:
                 rows = list(s.execute(select(Project, Membership.role).join(
                     Membership, Membership.project_id == Project.id).where(Membership.user_id == c.user_id)
-                    .order_by(Project.id)).tuples())
+                    .order_by(Project.id)))
             return [{"id": p.id, "name": p.name, "task_type": p.task_type, "role": role} for p, role in rows]
 
     @r.post("/projects", status_code=201)

@@ -185,7 +185,7 @@ def web_router() -> APIRouter:
             else:
                 rows = list(s.execute(select(Project, Membership.role).join(
                     Membership, Membership.project_id == Project.id).where(Membership.user_id == c.user_id)
-                    .order_by(Project.id)).tuples())
+                    .order_by(Project.id)))
             mine = dict(s.execute(select(Annotation.project_id, func.count()).where(Annotation.user_id == c.user_id)
                                   .group_by(Annotation.project_id)).all())
             return _render(request, "projects.html", caller=c, projects=rows, mine=mine)
