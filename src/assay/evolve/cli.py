@@ -82,10 +82,16 @@ def metrics(
     text_key: Optional[str] = typer.Option(None, "--text-key", help="Text field of foreign JSON (default: whole object)."),
     embedder: str = typer.Option("minilm", "--embedder", help="minilm, hashed or none."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    bootstrap: int = typer.Option(100, "--bootstrap", "-b", help="Same-size anchor subsamples to compare with."),
+    z: float = typer.Option(3.0, "--z", help="Collapse: bootstrap standard deviations beyond the anchor's mean…"),
+    min_change: float = typer.Option(0.10, "--min-change", help="…and at least this relative change from it."),
+    min_metrics: int = typer.Option(2, "--min-metrics", help="Flag collapse when this many metrics cross."),
+    fail_on_collapse: bool = typer.Option(False, "--fail-on-collapse", help="Exit with status 1 when a metric "
+                                                                            "flags collapse."),
 ) -> None:
-    """Collapse metrics of a synthetic set against a human anchor set."""
+    """Collapse metrics of a synthetic set against a human anchor set, compared with same-size anchor subsamples."""
     from assay.core.errors import ErrorLog
-    from assay.evolve.collapse import collapse_metrics
+    from assay.evolve.collapse import CollapseThresholds, collapse_metrics
     from assay.evolve.loop import text_of
     from assay.io.sources import plan_shards, read_shard
 
@@ -105,16 +111,39 @@ def metrics(
         from assay.core.embeddings import get_backend
 
         emb = get_backend(embedder, dim=4096) if embedder == "hashed" else get_backend(embedder)
-    result = collapse_metrics(texts(synthetic), texts(anchor), emb)
+    result = collapse_metrics(texts(synthetic), texts(anchor), emb, n_boot=bootstrap,
+                              thresholds=CollapseThresholds(z=z, min_change=min_change,
+                                                                   min_metrics=min_metrics))
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
-        return
-    t = Table(title="collapse metrics")
+    else:
+        _print_collapse(result)
+    if fail_on_collapse and result["collapse"]:
+        raise typer.Exit(1)
+
+
+def _print_collapse(result: dict) -> None:
+    t = Table(title="collapse metrics (whole sets)")
     t.add_column("metric")
     t.add_column("value", justify="right")
     for k, v in result.items():
-        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+        if not isinstance(v, dict):
+            t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     console.print(t)
+    sm = result["size_matched"]
+    t = Table(title=f"against {sm['n_boot']} anchor subsamples of the same size ({sm['size']} texts)")
+    for col in ("metric", "synthetic", "anchor mean", "anchor 95%", "z", "change", "collapsed"):
+        t.add_column(col, justify="left" if col == "metric" else "right")
+    for name, m in sm["metrics"].items():
+        t.add_row(name, f"{m['synthetic']:.4f}", f"{m['anchor_mean']:.4f}",
+                  f"[{m['anchor_lo']:.4f}, {m['anchor_hi']:.4f}]", f"{m['z']:+.1f}", f"{m['change']:+.1%}",
+                  "[bold red]yes[/]" if m["collapsed"] else "no")
+    console.print(t)
+    if sm["flagged"] is None:
+        console.print(f"collapse: not judged ({sm['note']})")
+    else:
+        console.print("collapse: [bold red]FLAGGED[/] by " + ", ".join(sm["collapsed_metrics"]) if sm["flagged"]
+                      else "collapse: not flagged (every metric within the thresholds of same-size anchor subsamples)")
 
 
 @app.command("sandbox-check")

@@ -19,6 +19,18 @@ collapse towards a few modes (Shumailov et al., Nature 2024). These metrics comp
   regions of the human data are no longer represented.
 
 Tokens are lowercased words and punctuation marks (``\\w+|[^\\w\\s]``); tail/head recall use words only.
+
+Every metric depends on the size of the set: ten texts have a Vendi score of at most 10 and use few of the anchor's
+rare words, however human they are. :func:`size_matched` therefore compares the synthetic set with *anchor
+subsamples of the same size* (a bootstrap): each draw splits the anchor into a subsample ``S`` of ``m`` texts and
+the rest ``R``; the anchor's baseline is ``metric(S)`` (``metric(S, R)`` for tail recall and coverage), the
+synthetic value ``metric(syn)`` (``metric(syn, R)``), with ``m = min(len(syn), len(anchor) // 2)`` (larger synthetic
+sets are subsampled to ``m`` per draw). A metric counts as collapsed when the synthetic value is on the collapsed
+side of the baseline by more than :attr:`CollapseThresholds.z` bootstrap standard deviations *and* by at least
+:attr:`CollapseThresholds.min_change` of the baseline mean; the set is flagged when
+:attr:`CollapseThresholds.min_metrics` metrics are. A generator trained on the whole anchor also knows ``R``: on
+tail recall and coverage it can score above a fresh human sample even while collapsing, so those two flag only
+severe losses; their trend over rounds is the signal to watch.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import math
 import random
 import re
 from collections import Counter
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -105,7 +118,12 @@ def self_bleu(texts: Sequence[str], max_n: int = 4, sample: int | None = 1000, s
     ``sample`` texts, that many hypotheses are drawn at random (references are always all the other texts).
     Returns 0.0 for fewer than two texts.
     """
-    docs = [tokenize(t) for t in texts]
+    return _self_bleu_tokens([tokenize(t) for t in texts], max_n, sample, seed, epsilon)
+
+
+def _self_bleu_tokens(docs: Sequence[Sequence[str]], max_n: int = 4, sample: int | None = 1000, seed: int = 0,
+                      epsilon: float = 0.1) -> float:
+    """:func:`self_bleu` of already tokenised texts."""
     if len(docs) < 2:
         return 0.0
     top: list[dict[tuple[str, ...], tuple[int, int, int]]] = []  # n-gram -> (best count, its doc, second best)
@@ -174,7 +192,11 @@ def vendi_score(embeddings: np.ndarray, q: float = 1.0) -> float:
     n = x.shape[0]
     if n == 0:
         return 0.0
-    k = (x.T @ x) / n if x.shape[1] < n else (x @ x.T) / n
+    return _vendi_of_kernel((x.T @ x) / n if x.shape[1] < n else (x @ x.T) / n, q)
+
+
+def _vendi_of_kernel(k: np.ndarray, q: float = 1.0) -> float:
+    """The Vendi score from K/n (or the dual XᵀX/n), K a cosine similarity matrix."""
     w = np.linalg.eigvalsh(k)
     p = w[w > 0]
     if q == 1:
@@ -191,11 +213,18 @@ def embedding_coverage(anchor: np.ndarray, synthetic: np.ndarray, k: int = 5) ->
     s = _unit_rows(np.atleast_2d(synthetic))
     if len(a) < 2 or s.size == 0 or len(s) == 0:
         return 0.0
-    k = max(1, min(k, len(a) - 1))
-    dist_aa = 1.0 - a @ a.T
+    return _coverage_of_similarities(a @ a.T, a @ s.T, k)
+
+
+def _coverage_of_similarities(sim_aa: np.ndarray, sim_as: np.ndarray, k: int = 5) -> float:
+    """:func:`embedding_coverage` from the anchor×anchor and anchor×synthetic cosine similarities."""
+    if len(sim_aa) < 2 or sim_as.size == 0:
+        return 0.0
+    k = max(1, min(k, len(sim_aa) - 1))
+    dist_aa = 1.0 - sim_aa
     np.fill_diagonal(dist_aa, np.inf)
     radius = np.partition(dist_aa, k - 1, axis=1)[:, k - 1]
-    nearest_syn = (1.0 - a @ s.T).min(axis=1)
+    nearest_syn = (1.0 - sim_as).min(axis=1)
     return float(np.mean(nearest_syn <= radius + 1e-9))
 
 
@@ -209,12 +238,16 @@ def tail_recall(anchor_texts: Sequence[str], synthetic_texts: Sequence[str], n: 
     """How much of the anchor's rare vocabulary (word n-grams in at most ``max_df`` anchor documents) the synthetic
     set still uses: ``tail_recall``; ``head_recall`` for the top decile of anchor n-grams by document frequency;
     ``tail_size`` and ``head_size`` are how many n-grams each group has."""
+    return _tail_recall_sets(_doc_ngrams(anchor_texts, n), _doc_ngrams(synthetic_texts, n), max_df)
+
+
+def _tail_recall_sets(anchor_docs: Iterable[set[tuple[str, ...]]], synthetic_docs: Iterable[set[tuple[str, ...]]],
+                      max_df: int = 1) -> dict[str, float]:
+    """:func:`tail_recall` of per-document n-gram sets."""
     df: Counter = Counter()
-    for grams in _doc_ngrams(anchor_texts, n):
+    for grams in anchor_docs:
         df.update(grams)
-    synthetic: set[tuple[str, ...]] = set()
-    for grams in _doc_ngrams(synthetic_texts, n):
-        synthetic |= grams
+    synthetic: set[tuple[str, ...]] = set().union(*synthetic_docs)
     tail = [g for g, c in df.items() if c <= max_df]
     ranked = sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))
     head = [g for g, _ in ranked[:max(1, len(ranked) // 10)]] if ranked else []
@@ -226,12 +259,129 @@ def tail_recall(anchor_texts: Sequence[str], synthetic_texts: Sequence[str], n: 
     }
 
 
+# -- size-matched comparison and the collapse flag ----------------------------------------------------------------
+#: the metrics that flag collapse, and whether a *higher* value means a more diverse set
+COLLAPSE_METRICS: dict[str, bool] = {"distinct_1": True, "distinct_2": True, "self_bleu": False, "vendi": True,
+                                     "tail_recall": True, "embedding_coverage": True}
+
+
+@dataclass(frozen=True)
+class CollapseThresholds:
+    """When a metric counts as collapsed: beyond ``z`` bootstrap standard deviations of the size-matched anchor
+    baseline on the collapsed side, *and* at least ``min_change`` (relative) away from its mean; the set is flagged
+    when ``min_metrics`` metrics are. One lexical metric alone is not enough: a human sample that happens to hold a
+    few long, repetitive texts can push distinct-1 alone past 3 standard deviations (the bootstrap distribution
+    of distinct-n is skewed), while collapse moves several metrics at once. ``min_change`` keeps a large anchor
+    (tiny bootstrap spread) from flagging differences nobody would call collapse."""
+
+    z: float = 3.0
+    min_change: float = 0.10
+    min_metrics: int = 2
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+class _Texts:
+    """One set's texts prepared once for many subsample draws: tokens, uni/bigrams, word sets and, with
+    embeddings, the cosine similarities within the set (``sim``) and to the anchor (``sim_anchor``, set later)."""
+
+    def __init__(self, texts: Sequence[str], embeddings: np.ndarray | None) -> None:
+        self.tokens = [tokenize(t) for t in texts]
+        self.grams = {n: [ngrams(t, n) for t in self.tokens] for n in (1, 2)}
+        self.words = _doc_ngrams(texts, 1)
+        self.emb = None if embeddings is None else _unit_rows(np.atleast_2d(embeddings))
+        self.sim = None if self.emb is None else self.emb @ self.emb.T
+        self.sim_anchor: np.ndarray | None = None  # anchor × this set
+
+    def distinct(self, idx: Sequence[int], n: int) -> float:
+        total = sum(len(self.grams[n][i]) for i in idx)
+        return len(set().union(*(self.grams[n][i] for i in idx))) / total if total else 0.0
+
+    def set_metrics(self, idx: Sequence[int], seed: int) -> dict[str, float]:
+        out = {"distinct_1": self.distinct(idx, 1), "distinct_2": self.distinct(idx, 2),
+               "self_bleu": _self_bleu_tokens([self.tokens[i] for i in idx], seed=seed)}
+        if self.sim is not None:
+            out["vendi"] = _vendi_of_kernel(self.sim[np.ix_(idx, idx)] / len(idx))
+        return out
+
+    def against(self, idx: Sequence[int], reference: "_Texts", ref_idx: Sequence[int]) -> dict[str, float]:
+        """The metrics of the texts ``idx`` that need a reference: the anchor texts ``ref_idx``."""
+        out = {"tail_recall": _tail_recall_sets([reference.words[i] for i in ref_idx],
+                                                [self.words[i] for i in idx])["tail_recall"]}
+        if self.sim_anchor is not None and reference.sim is not None:
+            out["embedding_coverage"] = _coverage_of_similarities(reference.sim[np.ix_(ref_idx, ref_idx)],
+                                                                  self.sim_anchor[np.ix_(ref_idx, idx)])
+        return out
+
+
+def size_matched(synthetic_texts: Sequence[str], anchor_texts: Sequence[str],
+                 synthetic_embeddings: np.ndarray | None = None, anchor_embeddings: np.ndarray | None = None,
+                 n_boot: int = 100, seed: int = 0,
+                 thresholds: CollapseThresholds = CollapseThresholds()) -> dict[str, Any]:
+    """Compare the synthetic set with same-size anchor subsamples (see the module docstring) and flag collapse.
+
+    Returns ``size`` (``m``), ``n_boot``, ``thresholds``, per metric ``{synthetic, anchor_mean, anchor_lo,
+    anchor_hi, z, change, collapsed}`` (``anchor_lo``/``hi``: the central 95% of the anchor subsamples; ``z`` and
+    ``change`` signed so that negative is the collapsed side), ``collapsed_metrics`` and ``flagged`` (at least
+    ``thresholds.min_metrics`` metrics collapsed).
+    ``flagged`` is ``None`` (with a ``note``) when the anchor has fewer than 4 texts or the synthetic set fewer
+    than 2: there is then nothing to compare.
+    """
+    n_syn, n_anc = len(synthetic_texts), len(anchor_texts)
+    m = min(n_syn, n_anc // 2)
+    base: dict[str, Any] = {"size": m, "n_boot": n_boot, "thresholds": thresholds.to_dict()}
+    if m < 2 or n_boot < 2:
+        return {**base, "metrics": {}, "collapsed_metrics": [], "flagged": None,
+                "note": f"too few texts for a size-matched comparison ({n_syn} synthetic, {n_anc} anchor; "
+                        f"need at least 2 and 4)"}
+    syn = _Texts(synthetic_texts, synthetic_embeddings)
+    anc = _Texts(anchor_texts, anchor_embeddings)
+    if syn.emb is not None and anc.emb is not None:
+        syn.sim_anchor, anc.sim_anchor = anc.emb @ syn.emb.T, anc.sim
+    rng = np.random.default_rng(seed)
+    syn_draws: dict[str, list[float]] = {}
+    anc_draws: dict[str, list[float]] = {}
+    all_syn = list(range(n_syn))
+    fixed_syn = syn.set_metrics(all_syn, seed) if n_syn == m else None  # the same in every draw
+    for b in range(n_boot):
+        perm = rng.permutation(n_anc)
+        sub, rest = perm[:m].tolist(), perm[m:].tolist()
+        syn_idx = all_syn if n_syn == m else sorted(rng.choice(n_syn, m, replace=False).tolist())
+        for draws, texts, idx, fixed in ((anc_draws, anc, sub, None), (syn_draws, syn, syn_idx, fixed_syn)):
+            values = {**(fixed or texts.set_metrics(idx, seed + b)), **texts.against(idx, anc, rest)}
+            for k, v in values.items():
+                draws.setdefault(k, []).append(v)
+    metrics: dict[str, dict[str, Any]] = {}
+    for name, higher_is_diverse in COLLAPSE_METRICS.items():
+        if name not in anc_draws:
+            continue
+        a = np.asarray(anc_draws[name])
+        s_value = float(np.mean(syn_draws[name]))
+        mean, sd = float(a.mean()), float(a.std(ddof=1))
+        sign = 1.0 if higher_is_diverse else -1.0
+        z = sign * (s_value - mean) / max(sd, 1e-12)
+        change = sign * (s_value - mean) / abs(mean) if mean else 0.0
+        metrics[name] = {"synthetic": round(s_value, 6), "anchor_mean": round(mean, 6),
+                         "anchor_lo": round(float(np.percentile(a, 2.5)), 6),
+                         "anchor_hi": round(float(np.percentile(a, 97.5)), 6),
+                         "z": round(z, 3), "change": round(change, 4),
+                         "collapsed": bool(z <= -thresholds.z and change <= -thresholds.min_change)}
+    collapsed = [k for k, v in metrics.items() if v["collapsed"]]
+    return {**base, "metrics": metrics, "collapsed_metrics": collapsed,
+            "flagged": len(collapsed) >= thresholds.min_metrics}
+
+
 # -- one call for a round -----------------------------------------------------------------------------------------
 def collapse_metrics(synthetic_texts: Sequence[str], anchor_texts: Sequence[str], embedder: Any | None = None,
-                     max_docs: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """All the metrics for one synthetic set against its anchor. ``embedder`` is an
-    :class:`assay.core.embeddings.EmbeddingBackend` (none: embedding metrics are left out). Sets larger than
-    ``max_docs`` are subsampled (seeded) for the embedding and self-BLEU metrics."""
+                     max_docs: int = 2000, seed: int = 0, n_boot: int = 100,
+                     thresholds: CollapseThresholds = CollapseThresholds()) -> dict[str, Any]:
+    """All the metrics for one synthetic set against its anchor, and the size-matched comparison that flags
+    collapse (``size_matched``, see :func:`size_matched`; ``collapse`` is its verdict: true, false, or null when
+    the sets are too small to tell). ``embedder`` is an :class:`assay.core.embeddings.EmbeddingBackend` (none:
+    embedding metrics are left out). Sets larger than ``max_docs`` are subsampled (seeded) for the embedding,
+    self-BLEU and size-matched metrics. The top-level values compare whole sets: read them next to the
+    size-matched ones, never alone, when the sets differ in size."""
     rng = random.Random(seed)
     syn = list(synthetic_texts)
     anc = list(anchor_texts)
@@ -244,6 +394,7 @@ def collapse_metrics(synthetic_texts: Sequence[str], anchor_texts: Sequence[str]
     out["synthetic.self_bleu"] = round(self_bleu(syn_s, seed=seed), 6)
     out["anchor.self_bleu"] = round(self_bleu(anc_s, seed=seed), 6)
     out.update({k: round(v, 6) for k, v in tail_recall(anc, syn).items()})
+    e_syn = e_anc = None
     if embedder is not None and syn_s and anc_s:
         e_syn = embedder.encode(syn_s)
         e_anc = embedder.encode(anc_s)
@@ -251,4 +402,6 @@ def collapse_metrics(synthetic_texts: Sequence[str], anchor_texts: Sequence[str]
         out["anchor.vendi"] = round(vendi_score(e_anc), 6)
         out["embedding_coverage"] = round(embedding_coverage(e_anc, e_syn), 6)
         out["embedder"] = getattr(embedder, "name", type(embedder).__name__)
+    out["size_matched"] = size_matched(syn_s, anc_s, e_syn, e_anc, n_boot, seed, thresholds)
+    out["collapse"] = out["size_matched"]["flagged"]
     return out
