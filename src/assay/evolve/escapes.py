@@ -377,7 +377,7 @@ def attack_dev_writes(sb: Sandbox) -> EscapeResult:
     code = """
 import os, time
 out = []
-for path in ["/dev/pwned", "/dev/null.d/x", "/dev/mqueue/x"]:
+for path in ["/dev/pwned", "/dev/shm/../pwned"]:
     try:
         with open(path, "w") as f:
             f.write("x")

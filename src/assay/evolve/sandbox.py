@@ -320,7 +320,8 @@ class Sandbox:
         if group is None:
             drop = {"user": SANDBOX_UID, "group": SANDBOX_UID, "extra_groups": []} if self.as_root else {}
             return [], drop
-        prefix = ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', group.procs_file]
+        # env -i: the shell sets PWD (the host's working directory), which bwrap's init would show inside
+        prefix = ["/bin/sh", "-c", 'echo 0 > "$0" && exec /usr/bin/env -i "$@"', group.procs_file]
         if self.as_root:
             prefix += [self.setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--"]
         return prefix, {}
