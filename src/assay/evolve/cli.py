@@ -148,7 +148,9 @@ def _print_collapse(result: dict) -> None:
 
 @app.command("sandbox-check")
 def sandbox_check(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Run the sandbox escape attempts (network, writes, home, fork bomb, 4 GB, loop, 1 GB output, root powers)."""
+    """Run the sandbox escape attempts (network, writes, home, fork bomb, 4 GB, loop, 1 GB output, root powers, host
+    environment with a canary secret, /proc/1/cmdline, /dev writes, memory outside the limit) and say how memory is
+    limited here (cgroup v2 or RLIMIT_AS)."""
     from assay.evolve.escapes import ESCAPE_LIMITS, run_escape_suite
     from assay.evolve.sandbox import Sandbox, SandboxError
 
@@ -171,3 +173,4 @@ def sandbox_check(as_json: bool = typer.Option(False, "--json", help="Print JSON
         console.print(t)
     if not all(r.contained for r in results):
         raise typer.Exit(1)
+        console.print(f"memory limit: {sb.memory.note}")
