@@ -171,6 +171,6 @@ def sandbox_check(as_json: bool = typer.Option(False, "--json", help="Print JSON
             t.add_row(r.name, "[green]yes[/]" if r.contained else "[bold red]NO[/]", r.status, f"{r.seconds:.2f}",
                       r.evidence)
         console.print(t)
+        console.print(f"memory limit: {sb.memory.note}")
     if not all(r.contained for r in results):
         raise typer.Exit(1)
-        console.print(f"memory limit: {sb.memory.note}")
