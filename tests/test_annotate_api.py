@@ -631,3 +631,54 @@ def test_migrations_match_the_models(migrated_db):
     assert diff == []
     head = ScriptDirectory.from_config(alembic_config(db.write_engine)).get_current_head()
     assert current_revision(db.write_engine) == head
+
+
+# -- issue 15 §4: import keeps plain JSON ids and meta; dpo exports complete items; conversational layout --------------
+def test_plain_jsonl_import_keeps_ids_and_reads_gold_from_meta(db, world, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"id": f"pair-{i}", "prompt": f"q{i}", "chosen": "good", "rejected": "bad",
+                                         "meta": {"source": "team-a"}}) + "\n" for i in range(3)))
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"id": f"gold-{i}", "prompt": f"g{i}", "chosen": "good", "rejected": "bad",
+                                        "meta": {"gold": "a"}}) + "\n" for i in range(2)))
+    report = workflow.import_records(db, "prefs", [str(pairs)])
+    assert report.imported == 3 and not report.skipped
+    report = workflow.import_records(db, "prefs", [str(gold)], gold=True)
+    assert report.imported == 2 and not report.skipped  # was: skipped {"no_gold_answer": 2}
+    with db.read() as s:
+        items = {i.record_id: i for i in s.scalars(select(Item).where(Item.project_id == world["prefs"],
+                                                                       Item.record_id.like("%-%")))}
+    assert sorted(items) == ["gold-0", "gold-1", "pair-0", "pair-1", "pair-2"]
+    assert items["pair-1"].meta["source"] == "team-a" and "id" not in items["pair-1"].content
+    assert items["gold-0"].is_gold and items["gold-0"].gold_answer == {"choice": "a"}
+    assert workflow.import_records(db, "prefs", [str(pairs)]).duplicates == 3  # re-import: same ids, no copies
+
+
+def test_dpo_export_defaults_to_complete_items_and_offers_the_conversational_layout(client, world, db):
+    p = world["prefs"]  # overlap 2
+    alice, carol = api_login(client, "alice", PW), api_login(client, "carol", PW)
+    for _ in range(3):  # alice: items 1-3
+        n = alice.post(f"/api/projects/{p}/next").json()
+        choice = "a" if n["item"]["content"]["a"].startswith("good") else "b"
+        assert alice.post(f"/api/projects/{p}/assignments/{n['assignment']['id']}/submit",
+                          json={"value": {"choice": choice}}).status_code == 201
+    n = carol.post(f"/api/projects/{p}/next").json()  # carol: item 1 only
+    choice = "a" if n["item"]["content"]["a"].startswith("good") else "b"
+    assert carol.post(f"/api/projects/{p}/assignments/{n['assignment']['id']}/submit",
+                      json={"value": {"choice": choice}}).status_code == 201
+    admin = api_login(client, "admin", PW)
+
+    def rows(query: str) -> list[dict]:
+        r = admin.get(f"/api/projects/{p}/export?format=dpo{query}")
+        assert r.status_code == 200, r.text
+        return [json.loads(x) for x in r.text.splitlines()]
+
+    complete = rows("")
+    assert len(complete) == 1 and complete[0]["votes"]["a"] == 2 and complete[0]["record_id"] == "r0"
+    assert len(rows("&min_votes=1")) == 3  # the single votes, when asked for
+    assert rows("&min_votes=3") == []
+    chat = rows("&layout=conversational")
+    assert chat[0]["prompt"] == [{"role": "user", "content": "question 0"}]
+    assert chat[0]["chosen"] == [{"role": "assistant", "content": "good answer 0"}]
+    assert chat[0]["rejected"] == [{"role": "assistant", "content": "bad answer 0"}]
+    assert admin.get(f"/api/projects/{p}/export?format=dpo&layout=sideways").status_code == 400

@@ -57,3 +57,72 @@ def test_cli_round_trip(tmp_path, monkeypatch):
     r = run(app, ["stats", "rubric", "--db", db])
     stats = json.loads(r.output)
     assert stats["progress"]["submitted"] == 2 and stats["annotators"][0]["annotations"] == 2
+
+
+def _one_line_error(r) -> str:  # noqa: ANN001
+    """The CLI's answer to bad input: exit status 2 and one line on stderr, no traceback."""
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.output, r.output
+    return lines[0]
+
+
+def test_fresh_database_is_migrated_by_any_command_and_bad_input_is_one_line(tmp_path, monkeypatch):
+    cheap_password_hashing()
+    run = CliRunner().invoke
+    monkeypatch.setenv("ANN_PW", "a-long-password")
+    monkeypatch.chdir(tmp_path)
+    # the Quick start's first command on a machine that never ran `migrate` (issue 15 §1: "no such table: users")
+    r = run(app, ["create-user", "lead", "--role", "admin", "--password-env", "ANN_PW", "--db", "fresh.db"])
+    assert r.exit_code == 0 and "user lead (admin)" in r.output, r.output
+    assert "no project 'prefs'" in _one_line_error(run(app, ["add-member", "prefs", "lead", "--db", "other.db"]))
+    line = _one_line_error(run(app, ["create-project", "p", "--task", "sft", "--guidelines", "@missing.md",
+                                     "--db", "fresh.db"]))
+    assert "No such file or directory" in line and "missing.md" in line
+    assert "not valid JSON" in _one_line_error(run(app, ["create-project", "p", "--task", "rating", "--config",
+                                                         "{nope", "--db", "fresh.db"]))
+    assert "--scale" in _one_line_error(run(app, ["create-project", "p", "--task", "rating", "--scale", "one-five",
+                                                  "--db", "fresh.db"]))
+    assert "NOT_SET_PW" in _one_line_error(run(app, ["create-user", "x", "--password-env", "NOT_SET_PW",
+                                                     "--db", "fresh.db"]))
+    assert "no user 'ghost'" in _one_line_error(run(app, ["deactivate", "ghost", "--db", "fresh.db"]))
+    assert "no project 'nope'" in _one_line_error(run(app, ["import", "nope", "x.jsonl", "--db", "fresh.db"]))
+    assert "no project 'nope'" in _one_line_error(run(app, ["export", "nope", "-f", "dpo", "-o", "x.jsonl",
+                                                            "--db", "fresh.db"]))
+    assert "database error" in _one_line_error(run(app, ["stats", "p", "--db",
+                                                         "postgresql://nobody@127.0.0.1:1/none"]))
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_offboarding_from_the_shell(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from assay.annotate.app import create_app
+    from assay.annotate.db import Database
+
+    cheap_password_hashing()
+    db = str(tmp_path / "team.db")
+    run = CliRunner().invoke
+    monkeypatch.setenv("ANN_PW", "a-long-password")
+    monkeypatch.setenv("NEW_PW", "another-long-password")
+    assert run(app, ["create-user", "alice", "--password-env", "ANN_PW", "--db", db]).exit_code == 0
+    d = Database(db)
+    with TestClient(create_app(database=d)) as client:
+        token = client.post("/api/login", json={"username": "alice", "password": "a-long-password"}).json()["token"]
+        me = {"Authorization": f"Bearer {token}"}
+        assert client.get("/api/me", headers=me).status_code == 200
+        r = run(app, ["set-password", "alice", "--password-env", "NEW_PW", "--db", db])
+        assert r.exit_code == 0 and "sessions ended" in r.output
+        assert client.get("/api/me", headers=me).status_code == 401
+        token = client.post("/api/login", json={"username": "alice", "password": "another-long-password"}).json()
+        me = {"Authorization": f"Bearer {token['token']}"}
+        assert run(app, ["deactivate", "alice", "--db", db]).exit_code == 0
+        assert client.get("/api/me", headers=me).status_code == 401
+        assert run(app, ["reactivate", "alice", "--db", db]).exit_code == 0
+        assert client.post("/api/login", json={"username": "alice",
+                                               "password": "another-long-password"}).status_code == 200
+    r = run(app, ["audit", "--user", "alice", "--db", db])
+    kinds = [json.loads(x)["kind"] for x in r.output.splitlines()]
+    assert kinds == ["reactivated", "deactivated", "password_changed"] and r.exit_code == 0
+    d.dispose()
