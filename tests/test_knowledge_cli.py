@@ -101,10 +101,11 @@ def test_cli_lifecycle_and_offline_verify(tmp_path, monkeypatch):
     assert hist["events"][1]["user"] == "rita"
     feed = json.loads(_ok(run(app, ["knowledge", "changes", "--since", "2", "--limit", "1"])))
     assert [c["seq"] for c in feed["changes"]] == [3] and feed["more"] is True
-    r = run(app, ["knowledge", "retract", patch_id, "--by", "sam", "--reason", "x"])
+    r = run(app, ["knowledge", "retract", patch_id, "--by", "sam", "--reason", "x", "--key", str(keys / "sam.key")])
     assert r.exit_code == 2 and "may not retract" in r.output
     assert "retracted" in _ok(run(app, ["knowledge", "retract", patch_id, "--by", "paul", "--reason",
-                                        "duplicate of a broader patch"]))
+                                        "duplicate of a broader patch", "--key", str(keys / "paul.key"),
+                                        "--passphrase-env", "KEY_PASS"]))
     r = run(app, ["knowledge", "show", "0" * 32])
     assert r.exit_code == 2 and "no patch" in r.output
 

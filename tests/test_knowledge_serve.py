@@ -56,13 +56,16 @@ def kb(tmp_path_factory):
         s.flush()
         reader = s.query(User).filter_by(username="reader").one()
         token, _csrf = auth.create_session(s, reader)
-    service = open_service(db, index_path=folder / "index", embedder="hashed")
+    root = keys.generate()
+    root_pub = keys.save(root, folder / "root.key")[1]
+    service = open_service(db, index_path=folder / "index", embedder="hashed", roots=[root_pub])
     store = service.store
     publisher = keys.generate()
     reviewer_keys = {"bob": keys.generate(), "carol": keys.generate()}
     store.register_key("paul", keys.raw_public(publisher), "publisher")
     for name, key in reviewer_keys.items():
         store.register_key(name, keys.raw_public(key), "reviewer")
+    store.certify(root)  # the deployment's root key vouches for the three keys
     for domain in {d for _, _, ds in FACTS for d in ds}:
         store.grant("paul", domain, "publisher")
         for name in reviewer_keys:
@@ -84,7 +87,8 @@ def kb(tmp_path_factory):
     published[2] = accept(v2)
     service.close()  # the servers under test open their own service on the same database and index folder
     yield {"db": db, "db_path": db_path, "index": folder / "index", "token": token, "patches": published,
-           "first_water": water}
+           "first_water": water, "root_pub": root_pub, "root": root, "publisher": publisher,
+           "reviewer_keys": reviewer_keys}
     db.dispose()
 
 
@@ -92,7 +96,7 @@ def kb(tmp_path_factory):
 def service(kb):
     from assay.knowledge.server import open_service
 
-    svc = open_service(kb["db"], index_path=kb["index"], embedder="hashed")
+    svc = open_service(kb["db"], index_path=kb["index"], embedder="hashed", roots=[kb["root_pub"]])
     yield svc
     svc.close()
 
@@ -285,7 +289,8 @@ def test_mcp_over_stdio(kb, tmp_path):
     assay = str(Path(sys.executable).parent / "assay")
     params = StdioServerParameters(
         command=assay, args=["knowledge", "serve", "--db", str(kb["db_path"]), "--transport", "mcp-stdio",
-                             "--index", str(tmp_path / "stdio-index"), "--embedder", "hashed"],
+                             "--index", str(tmp_path / "stdio-index"), "--embedder", "hashed",
+                             "--root", str(kb["root_pub"])],
         env={"HF_HUB_OFFLINE": "1"}, cwd=str(tmp_path))
 
     async def main() -> None:

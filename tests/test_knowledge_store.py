@@ -41,7 +41,13 @@ def kb(db):
     for u in ("rev1", "rev2", "rev3", "lawrev", "ada", "alice"):
         store.register_key(u, keys.raw_public(k[u]), "reviewer")
     store.register_key("paul", keys.raw_public(k["paul"]), "publisher")
+    k["root"] = keys.generate()  # the deployment's root key certifies every registered key
+    store.certify(k["root"])
     return store, k
+
+
+def _roots(k):  # noqa: ANN001, ANN202
+    return {keys.key_id(k["root"]): keys.raw_public(k["root"])}
 
 
 def _accept_and_publish(store, k, patch_id, version=1):  # noqa: ANN001, ANN202
@@ -122,14 +128,16 @@ def test_retraction(kb):
     store, k = kb
     p = _accept_and_publish(store, k, store.propose("alice", **FACT).patch_id)
     with pytest.raises(NotAllowed, match="may not retract"):
-        store.retract(p.patch_id, 1, "rev1", "wrong")
+        store.retract(p.patch_id, 1, "rev1", "wrong", k["paul"])
     with pytest.raises(KnowledgeError, match="reason"):
-        store.retract(p.patch_id, 1, "paul", "  ")
-    r = store.retract(p.patch_id, 1, "paul", "the label changed")
+        store.retract(p.patch_id, 1, "paul", "  ", k["paul"])
+    r = store.retract(p.patch_id, 1, "paul", "the label changed", k["paul"])
     assert r.status == "retracted"
     assert store.changes(0)["changes"][-1]["detail"] == {"reason": "the label changed"}
     with pytest.raises(Conflict):
-        store.retract(p.patch_id, 1, "ada", "twice")
+        store.retract(p.patch_id, 1, "paul", "twice", k["paul"])
+    with pytest.raises(NotAllowed, match="only a registered publisher key can sign a retraction"):
+        store.retract(p.patch_id, 1, "ada", "an admin signs with a publisher key", k["ada"])
 
 
 # -- access control ------------------------------------------------------------------------------------------------
@@ -175,7 +183,7 @@ def test_only_the_publisher_key_signs(kb):
     forged = sign_patch(stored.model_copy(update={"content": "Aspirin cures everything."}), k["paul"],
                         publisher="paul", quorum=2)
     with pytest.raises(Conflict, match="differs from the stored content"):
-        store.submit_publication(forged.model_dump(mode="json"))
+        store.submit_publication(forged.model_dump(mode="json"), k["paul"])
     assert store.get(p.patch_id).status == "approved"
     assert store.publish(p.patch_id, 1, "paul", k["paul"]).status == "accepted"
 
@@ -324,7 +332,7 @@ def test_service_search_get_verify_changes(kb, db, tmp_path):
     store.propose("alice", title="Ibuprofen", content="Ibuprofen is a non-selective COX inhibitor.",
                   domains=["medicine"])  # proposed only
     index_dir = tmp_path / "index"
-    svc = KnowledgeService(db, index=HybridIndex(index_dir, embedder="hashed"))
+    svc = KnowledgeService(db, index=HybridIndex(index_dir, embedder="hashed"), roots=_roots(k))
     hits = svc.search("antidote for paracetamol overdose", k=3)
     assert hits[0]["patch_id"] == b.patch_id and hits[0]["status"] == "accepted"
     assert set(hits[0]) == {"patch_id", "version", "title", "content", "domains", "status", "score"}
@@ -344,8 +352,9 @@ def test_service_search_get_verify_changes(kb, db, tmp_path):
     assert svc.get_patch(a.patch_id, 1)["status"] == "superseded"
     assert svc.get_patch("f" * 32) is None
     ok = svc.verify_patch(full)
-    assert ok == {"valid": True, "patch_id": a.patch_id, "version": 2,
-                  "checks": {"content_hash": True, "signature": True, "reviews": True}, "errors": []}
+    assert ok == {"valid": True, "patch_id": a.patch_id, "version": 2, "status": "accepted",
+                  "checks": {"content_hash": True, "signature": True, "reviews": True, "log": True, "status": True},
+                  "errors": []}
     assert svc.verify_patch(a.patch_id, 1)["valid"]
     bad = {**full, "content": full["content"].replace("COX-1", "COX-2")}
     res = svc.verify_patch(bad)
@@ -357,9 +366,9 @@ def test_service_search_get_verify_changes(kb, db, tmp_path):
 
     # the feed cursor lives with the index: a restarted service re-indexes only what changed since
     svc.close()
-    svc2 = KnowledgeService(db, index=HybridIndex(index_dir, embedder="hashed"))
+    svc2 = KnowledgeService(db, index=HybridIndex(index_dir, embedder="hashed"), roots=_roots(k))
     assert svc2.sync() == 0
-    store.retract(b.patch_id, 1, "paul", "superseded by new guidance")
+    store.retract(b.patch_id, 1, "paul", "superseded by new guidance", k["paul"])
     assert svc2.sync() == 1
     assert b.patch_id not in [h["patch_id"] for h in svc2.search("paracetamol overdose antidote", k=5)]
     svc2.close()
@@ -367,7 +376,7 @@ def test_service_search_get_verify_changes(kb, db, tmp_path):
     cursor_file = index_dir / "feed_cursor.json"
     saved = json.loads(cursor_file.read_text())
     cursor_file.write_text(json.dumps({**saved, "cursor": saved["cursor"] + 1000}))
-    svc3 = KnowledgeService(db, index=HybridIndex(index_dir, embedder="hashed"))
+    svc3 = KnowledgeService(db, index=HybridIndex(index_dir, embedder="hashed"), roots=_roots(k))
     assert svc3.sync() == 4  # every version in the feed: aspirin v1 and v2, paracetamol v1, ibuprofen v1
     svc3.close()
 

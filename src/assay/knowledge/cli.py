@@ -2,14 +2,17 @@
 verification, history and the change feed, ``serve``; and the expert network: profiles, reputation, routing and
 peer-prediction rewards.
 
-    assay knowledge keygen --user rita --purpose reviewer --out ~/.assay/rita.key
+    assay knowledge keygen --purpose root                      # $ASSAY_HOME/keys/root.key (default ~/.assay)
+    assay knowledge keygen --user rita --purpose reviewer      # $ASSAY_HOME/keys/rita.key, registered
+    assay knowledge trust init --root-key root.key             # certify the registered keys, seal the log
     assay knowledge grant rita medicine reviewer
-    assay knowledge propose --author alice --title "…" --content @fact.md --domain medicine --source https://…
-    assay knowledge review PATCH_ID --reviewer rita --key ~/.assay/rita.key --verdict accept --comment "…"
-    assay knowledge publish PATCH_ID --publisher paul --key ~/.assay/paul.key
-    assay knowledge show PATCH_ID > patch.json
-    assay knowledge verify patch.json --key paul.key.pub --key rita.key.pub --key sam.key.pub
-    assay knowledge serve --transport http
+    PID=$(assay knowledge propose --author alice --title "…" --content @fact.md --domain medicine --source https://…)
+    assay knowledge review $PID --reviewer rita --key rita.key --verdict accept --comment "…"
+    assay knowledge publish $PID --publisher paul --key paul.key
+    assay knowledge show $PID -o patch.json
+    assay knowledge trust export -o trust.json
+    assay knowledge verify patch.json --root root.key.pub --trust trust.json
+    assay knowledge serve --transport http --root root.key.pub
     assay knowledge expert set ana --domain medicine=5 --capacity 4
     assay knowledge reputation medicine
     assay knowledge route-patch PATCH_ID --record
@@ -77,7 +80,7 @@ def _passphrase(env: str | None) -> bytes | None:
 def _load_key(path: Path, passphrase_env: str | None):  # noqa: ANN202
     from assay.knowledge import keys
 
-    return _run(lambda: keys.load_private(path, passphrase=_passphrase(passphrase_env)))
+    return _run(lambda: keys.load_private(keys.resolve_key_path(path), passphrase=_passphrase(passphrase_env)))
 
 
 def _echo_json(obj: Any) -> None:
@@ -117,18 +120,30 @@ def _version(store, patch_id: str, version: int | None, *, accepted: bool = Fals
 
 # -- keys and roles ------------------------------------------------------------------------------------------------
 @app.command()
-def keygen(out: Path = typer.Option(..., "--out", "-o", help="Private key file to write (PEM, mode 0600); the "
-                                                             "public key goes to OUT.pub."),
+def keygen(out: Optional[Path] = typer.Option(None, "--out", "-o", help="Private key file to write (PEM, mode "
+                                                                      "0600); the public key goes to OUT.pub. "
+                                                                      "Default: $ASSAY_HOME/keys/USER.key (root.key "
+                                                                      "for a root key); a bare file name goes "
+                                                                      "there too."),
            user: Optional[str] = typer.Option(None, help="Register the public key to this user."),
-           purpose: str = typer.Option("reviewer", help="reviewer (signs reviews) or publisher (signs patches)."),
+           purpose: str = typer.Option("reviewer", help="reviewer (signs reviews), publisher (signs patches) or "
+                                                        "root (certifies keys; never registered)."),
            passphrase_env: Optional[str] = PASSPHRASE_OPTION,
            overwrite: bool = typer.Option(False, help="Replace existing key files."),
            db: Optional[str] = DB_OPTION) -> None:
     """Generate an Ed25519 key pair, save it, and (with --user) register the public key."""
     from assay.knowledge import keys
 
-    if purpose not in keys.PURPOSES:
-        _fail(f"purpose must be one of {', '.join(keys.PURPOSES)}")
+    if purpose not in keys.ALL_PURPOSES:
+        _fail(f"purpose must be one of {', '.join(keys.ALL_PURPOSES)}")
+    if purpose == "root" and user:
+        _fail("a root key belongs to the deployment, not to a user: leave out --user")
+    if out is None:
+        if not user and purpose != "root":
+            _fail("give --out FILE (or --user, to write $ASSAY_HOME/keys/USER.key)")
+        out = keys.key_dir() / f"{user or 'root'}.key"
+    elif out.parent == Path("."):
+        out = keys.key_dir() / out
     key = keys.generate()
     store = _store(db) if user else None
     priv, pub = _run(lambda: keys.save(key, out, passphrase=_passphrase(passphrase_env), overwrite=overwrite))
@@ -150,7 +165,7 @@ def register_key(user: str, public_key: Path = typer.Argument(..., help="Public 
     """Register an existing public key to a user."""
     from assay.knowledge import keys
 
-    raw = _run(lambda: keys.load_public(public_key))
+    raw = _run(lambda: keys.load_public(keys.resolve_key_path(public_key)))
     kid = _run(lambda: _store(db).register_key(user, raw, purpose))
     typer.echo(f"key {kid} ({purpose}) registered to {user}")
 
@@ -202,13 +217,15 @@ def propose(author: str = typer.Option(..., help="The proposing user (an author)
             valid_to: Optional[str] = typer.Option(None, help="ISO time it stops being true."),
             supersedes: Optional[str] = typer.Option(None, help="Propose a new version of this patch id."),
             db: Optional[str] = DB_OPTION) -> None:
-    """Propose a patch (or a new version of one)."""
+    """Propose a patch (or a new version of one). Prints the patch id alone on standard output (so that
+    `PID=$(assay knowledge propose …)` works); the details go to standard error."""
     sources = [{"url": s} if "://" in s else {"record_id": s} for s in source]
     store = _store(db)
     p = _run(lambda: store.propose(author, title=title, content=_text(content), domains=domain, sources=sources,
                                    coauthors=coauthor, valid_from=_time(valid_from, "--valid-from"),
                                    valid_to=_time(valid_to, "--valid-to"), supersedes=supersedes))
-    typer.echo(f"{p.patch_id} version {p.version} proposed (content hash {p.content_hash[:16]}…)")
+    typer.echo(f"{p.patch_id} version {p.version} proposed (content hash {p.content_hash[:16]}…)", err=True)
+    typer.echo(p.patch_id)
 
 
 @app.command()
@@ -248,12 +265,15 @@ def publish(patch_id: str,
 @app.command()
 def retract(patch_id: str, by: str = typer.Option(..., help="A publisher or admin of the domain."),
             reason: str = typer.Option(..., help="Why it is withdrawn."),
+            key: Path = typer.Option(..., help="Their registered publisher key: it signs the retraction."),
             version: Optional[int] = typer.Option(None, help="Version (default: the accepted one)."),
+            passphrase_env: Optional[str] = PASSPHRASE_OPTION,
             db: Optional[str] = DB_OPTION) -> None:
-    """Withdraw an accepted patch version."""
+    """Withdraw an accepted patch version (a signed event in the log)."""
     store = _store(db)
     v = _version(store, patch_id, version, accepted=True)
-    p = _run(lambda: store.retract(patch_id, v, by, reason))
+    private = _load_key(key, passphrase_env)
+    p = _run(lambda: store.retract(patch_id, v, by, reason, private))
     typer.echo(f"{p.patch_id}@{p.version}: {p.status}")
 
 
@@ -275,36 +295,93 @@ def show(patch_id: str, version: Optional[int] = typer.Option(None, help="Versio
         typer.echo(text)
 
 
+def _pinned(paths: list[Path]) -> dict[str, bytes]:
+    """Public keys from files (bare names are looked up in $ASSAY_HOME/keys too), by key id."""
+    from assay.knowledge import keys
+
+    out = {}
+    for path in paths:
+        raw = _run(lambda: keys.load_public(keys.resolve_key_path(path)))
+        out[keys.key_id(raw)] = raw
+    return out
+
+
+def _trust_file(path: Optional[Path]) -> dict[str, list]:
+    if path is None:
+        return {"certificates": [], "revocations": [], "checkpoints": []}
+    try:
+        docs = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        _fail(f"{path}: cannot read the trust bundle ({e})")
+    if not isinstance(docs, dict):
+        _fail(f"{path}: not a trust bundle (written by `assay knowledge trust export`)")
+    return {k: list(docs.get(k) or []) for k in ("certificates", "revocations", "checkpoints")}
+
+
+ROOT_OPTION = typer.Option([], "--root", help="A pinned root public key file (repeat): keys count only when a "
+                                             "certificate signed by one of these binds them to a user.")
+
+
 @app.command()
 def verify(patch_file: Path = typer.Argument(..., help="Patch JSON (from `show` or the API)."),
-           key: list[Path] = typer.Option([], "--key", "-k", help="A trusted public key file (repeat). Without "
-                                                                  "--publisher-key these are trusted for both "
-                                                                  "roles."),
+           root: list[Path] = ROOT_OPTION,
+           trust: Optional[Path] = typer.Option(None, "--trust", help="Certificates and revocations (from `trust "
+                                                                      "export`), checked against --root."),
+           key: list[Path] = typer.Option([], "--key", "-k", help="A pinned public key file (repeat), bound to no "
+                                                                  "user. Without --publisher-key these are trusted "
+                                                                  "for both roles."),
            publisher_key: list[Path] = typer.Option([], "--publisher-key", help="Only these may have signed the "
                                                                                 "patch (repeat).")) -> None:
-    """Verify a patch offline: content hash, publisher signature, reviews. Exit 0 when valid, 1 when not."""
-    from assay.knowledge import keys
+    """Verify a patch offline: content hash, publisher signature, reviews (one per key, a quorum of distinct keys).
+    Exit 0 when valid, 1 when not. Whether it is still current (not retracted) is in the event log: see
+    `verify-log`, or ask a server."""
     from assay.knowledge.patch import verify as verify_patch
+    from assay.knowledge.trust import TrustedKey, TrustRing
 
-    def ring(paths: list[Path]) -> dict[str, bytes]:
-        out = {}
-        for path in paths:
-            raw = _run(lambda: keys.load_public(path))
-            out[keys.key_id(raw)] = raw
-        return out
-
-    if not key and not publisher_key:
-        _fail("give the trusted public keys with --key (and --publisher-key)")
+    if not (root or key or publisher_key):
+        _fail("pin the trusted keys: --root ROOT.pub (with --trust from `trust export`), or --key / "
+              "--publisher-key")
     try:
         data = patch_file.read_bytes()
     except OSError as e:
         _fail(str(e))
         return
-    trusted = ring(key)
-    publishers = ring(publisher_key) if publisher_key else None
-    result = verify_patch(data, trusted, publisher_keys=publishers).as_dict()
+    docs = _trust_file(trust)
+    ring = _run(lambda: TrustRing.from_roots(_pinned(root), docs["certificates"], docs["revocations"]))
+    pinned = TrustRing.pinned(_pinned(key), _pinned(publisher_key) if publisher_key else None)
+    for kid, k in pinned.keys.items():
+        ring.keys.setdefault(kid, TrustedKey(k.raw, None, set())).purposes.update(k.purposes)
+    result = verify_patch(data, trust=ring).as_dict()
+    if ring.problems:
+        result["trust_problems"] = ring.problems
     _echo_json(result)
     raise typer.Exit(0 if result["valid"] else 1)
+
+
+@app.command("verify-log")
+def verify_log(root: list[Path] = ROOT_OPTION,
+               key: list[Path] = typer.Option([], "--key", "-k", help="A pinned public key file (repeat), trusted "
+                                                                      "for both roles, bound to no user."),
+               db: Optional[str] = DB_OPTION) -> None:
+    """Verify the whole event log against pinned keys: the hash chain, every signature, every status step.
+    Prints the head (seq and hash: keep it to notice a log cut short later) and exits 1 when it does not verify."""
+    from assay.knowledge.eventlog import verify_events
+    from assay.knowledge.trust import TrustedKey, TrustRing
+
+    if not (root or key):
+        _fail("pin the trusted keys with --root (or --key)")
+    store = _store(db)
+    docs = store.trust_documents()
+    ring = _run(lambda: TrustRing.from_roots(_pinned(root), docs["certificates"], docs["revocations"]))
+    for kid, raw in _pinned(key).items():
+        ring.keys.setdefault(kid, TrustedKey(raw, None, {"reviewer", "publisher"}))
+    state = verify_events(store.log_entries(), ring, docs["checkpoints"])
+    counts: dict[str, int] = {}
+    for st in state.statuses.values():
+        counts[st] = counts.get(st, 0) + 1
+    _echo_json({"valid": state.intact, "seq": state.seq, "head": state.head, "statuses": counts,
+                "errors": state.errors, "trust_problems": ring.problems})
+    raise typer.Exit(0 if state.intact else 1)
 
 
 @app.command()
@@ -331,17 +408,88 @@ def serve(db: Optional[str] = DB_OPTION,
           index: Optional[Path] = typer.Option(None, help="Search index folder (default: next to a SQLite "
                                                           "database, in memory for PostgreSQL)."),
           embedder: str = typer.Option("auto", help="auto, minilm, hashed or none (BM25 only)."),
-          keys_dir: Optional[Path] = typer.Option(None, help="Folder of extra trusted public keys (*.pub)."),
+          root: list[Path] = ROOT_OPTION,
+          keys_dir: Optional[Path] = typer.Option(None, help="Folder of public keys pinned one by one (*.pub), "
+                                                             "trusted for both roles, bound to no user."),
+          trust_registered_keys: bool = typer.Option(False, help="Also trust the keys registered in the database "
+                                                                 "(development only: whoever can write the "
+                                                                 "database can then forge)."),
+          max_body: int = typer.Option(2 << 20, help="Largest request body in bytes (413 above)."),
+          rate: float = typer.Option(20.0, help="Requests per second per client, sustained (429 above; 0: no "
+                                                "limit)."),
+          burst: int = typer.Option(60, help="Requests a client may send at once before the rate applies."),
           log_level: str = typer.Option("info", help="Server log level.")) -> None:
     """Serve the knowledge base over REST and MCP (streamable HTTP), or MCP over stdio."""
+    from assay.knowledge.keys import KeyFileError
     from assay.knowledge.server import serve as run_server
 
     transport = {"mcp-http": "http"}.get(transport, transport)
     try:
         run_server(db=db, host=host, port=port, transport=transport, public_read=public_read, index_path=index,
-                   embedder=embedder, keys_dir=keys_dir, log_level=log_level)
-    except (ValueError, FileNotFoundError) as e:
+                   embedder=embedder, keys_dir=keys_dir, log_level=log_level, roots=root,
+                   trust_registered=trust_registered_keys, max_body=max_body, rate=rate, burst=burst)
+    except (ValueError, FileNotFoundError, KeyFileError) as e:
         _fail(str(e))
+
+
+# -- trust: certificates, revocations, checkpoints ----------------------------------------------------------------
+trust_app = typer.Typer(help="The root key's work: certify registered keys, revoke keys, seal the event log, "
+                             "export what verifiers need.", no_args_is_help=True)
+app.add_typer(trust_app, name="trust")
+ROOT_KEY_OPTION = typer.Option(..., "--root-key", help="The root private key (bare names: $ASSAY_HOME/keys).")
+
+
+@trust_app.command("init")
+def trust_init(root_key: Path = ROOT_KEY_OPTION, passphrase_env: Optional[str] = PASSPHRASE_OPTION,
+               db: Optional[str] = DB_OPTION) -> None:
+    """Certify every registered key not yet certified by this root, and seal the event log so far with a
+    checkpoint (run once after upgrading to revision 0006; again after registering keys)."""
+    private = _load_key(root_key, passphrase_env)
+    store = _store(db)
+    certs = _run(lambda: store.certify(private))
+    cp = _run(lambda: store.checkpoint(private))
+    typer.echo(f"{len(certs)} key(s) certified; " + (f"log sealed at seq {cp.seq}" if cp else "the log is empty"))
+
+
+@trust_app.command("certify")
+def trust_certify(key_id: Optional[str] = typer.Argument(None, help="A registered key id (default: every key not "
+                                                                    "yet certified by this root)."),
+                  root_key: Path = ROOT_KEY_OPTION, passphrase_env: Optional[str] = PASSPHRASE_OPTION,
+                  db: Optional[str] = DB_OPTION) -> None:
+    """Sign certificates binding registered keys to their users and purposes."""
+    private = _load_key(root_key, passphrase_env)
+    for c in _run(lambda: _store(db).certify(private, key_id)):
+        typer.echo(f"certified {c.key_id}: {c.purpose} key of {c.user}")
+
+
+@trust_app.command("revoke")
+def trust_revoke(key_id: str, root_key: Path = ROOT_KEY_OPTION,
+                 reason: str = typer.Option(..., help="compromised (every signature of the key becomes invalid) or "
+                                                      "rotated (signatures from now on are refused)."),
+                 passphrase_env: Optional[str] = PASSPHRASE_OPTION, db: Optional[str] = DB_OPTION) -> None:
+    """Revoke a key (then register and certify the user's new key: rotation)."""
+    private = _load_key(root_key, passphrase_env)
+    r = _run(lambda: _store(db).revoke_key(private, key_id, reason))
+    typer.echo(f"key {r.key_id} revoked ({r.reason}) at {r.revoked_at.isoformat()}")
+
+
+@trust_app.command("seal")
+def trust_seal(root_key: Path = ROOT_KEY_OPTION, passphrase_env: Optional[str] = PASSPHRASE_OPTION,
+               db: Optional[str] = DB_OPTION) -> None:
+    """Sign a checkpoint of the event log's head (verifiers then notice the log cut short below it)."""
+    private = _load_key(root_key, passphrase_env)
+    cp = _run(lambda: _store(db).checkpoint(private))
+    typer.echo(f"log sealed at seq {cp.seq} ({cp.head_hash[:16]}…)" if cp else "the log is empty")
+
+
+@trust_app.command("export")
+def trust_export(output: Path = typer.Option(..., "--output", "-o", help="JSON file to write."),
+                 db: Optional[str] = DB_OPTION) -> None:
+    """Write every certificate, revocation and checkpoint to a file, for offline `verify --trust`."""
+    docs = _store(db).trust_documents()
+    output.write_text(json.dumps(docs, indent=1) + "\n", encoding="utf-8")
+    typer.echo(f"{len(docs['certificates'])} certificate(s), {len(docs['revocations'])} revocation(s), "
+               f"{len(docs['checkpoints'])} checkpoint(s) -> {output}")
 
 
 # -- the expert network: profiles, reputation, routing, rewards ---------------------------------------------------

@@ -20,10 +20,25 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 PURPOSES = ("publisher", "reviewer")
+ALL_PURPOSES = ("root", *PURPOSES)   # a root key certifies the others and is never registered to a user
 
 
 class KeyFileError(ValueError):
     """A key file or key text that cannot be used (wrong type, damaged, wrong passphrase)."""
+
+
+def key_dir() -> Path:
+    """Where key files live by default: ``$ASSAY_HOME/keys``, ``ASSAY_HOME`` defaulting to ``~/.assay``."""
+    return Path(os.environ.get("ASSAY_HOME") or "~/.assay").expanduser() / "keys"
+
+
+def resolve_key_path(path: str | Path) -> Path:
+    """``path`` as given when it exists or names a folder; a bare file name that does not exist here is looked up
+    in :func:`key_dir` (so ``--key rita.key.pub`` finds what ``keygen`` wrote)."""
+    p = Path(path).expanduser()
+    if p.exists() or p.parent != Path("."):
+        return p
+    return key_dir() / p
 
 
 def generate() -> Ed25519PrivateKey:

@@ -13,8 +13,10 @@ Resource template ``patch://{id}``: the latest version of a patch as JSON; ``pat
 template, id ``abc@2``) a given version.
 
 Transports: ``stdio`` (``python -m assay.knowledge.mcp_server --db ...`` or ``assay knowledge serve --transport
-mcp-stdio``; trusted local process, no login) and streamable HTTP (mounted at ``/mcp`` by
-:func:`assay.knowledge.server.serve`, behind the same bearer-token check as the REST API).
+mcp-stdio``; trusted local process, no login, the local reader's rights) and streamable HTTP (mounted at ``/mcp``
+by :func:`assay.knowledge.server.serve`, behind the same bearer-token check, size and rate limits as the REST API;
+each call is served with the rights of the login in its ``Authorization`` header, see
+:mod:`assay.knowledge.access`).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import json
 import sys
 from typing import Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
+from assay.knowledge.access import ANONYMOUS, LOCAL, Reader
 from assay.knowledge.api import DEFAULT_STATUS, MAX_CHANGES, MAX_K
+from assay.knowledge.service import TooLarge
 
 SERVER_NAME = "assay-knowledge"
 INSTRUCTIONS = (
@@ -36,13 +40,30 @@ INSTRUCTIONS = (
     "it, and changes_since to sync what changed since your last cursor.")
 
 
-def build_mcp_server(service: Any) -> MCPServer:
-    """An ``MCPServer`` with the four knowledge tools and the ``patch://{id}`` resource over ``service``."""
+def build_mcp_server(service: Any, users: Any = None) -> MCPServer:
+    """An ``MCPServer`` with the four knowledge tools and the ``patch://{id}`` resource over ``service``.
+    ``users``: the database of logins (default ``service.db``), for calls over HTTP."""
     mcp = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, version=_version())
+    logins = users if users is not None else service.db
+
+    def reader_of(ctx: Context | None) -> Reader:
+        """Over stdio (no headers): the local reader. Over HTTP: the login of the request (the gate in front
+        already refused bad tokens unless reads are public), anonymous without one."""
+        headers = ctx.headers if ctx is not None else None
+        if headers is None:
+            return LOCAL
+        from assay.annotate import auth
+
+        header = headers.get("authorization", "")
+        if header[:7].lower() != "bearer ":
+            return ANONYMOUS
+        with logins.read() as s:
+            caller = auth.resolve(s, header[7:].strip(), via_cookie=False)
+        return Reader.for_caller(service.store, caller)
 
     @mcp.tool(description="Search knowledge patches (BM25 + embeddings, fused). Returns the best k with scores.")
     def search_knowledge(query: str, k: int = 5, domains: list[str] | None = None, status: list[str] | None = None,
-                         at: str | None = None, mode: str = "hybrid") -> dict[str, Any]:
+                         at: str | None = None, mode: str = "hybrid", ctx: Context | None = None) -> dict[str, Any]:
         if not query.strip():
             raise ToolError("query is empty")
         if not 1 <= k <= MAX_K:
@@ -53,12 +74,16 @@ def build_mcp_server(service: Any) -> MCPServer:
         if "any" in statuses:
             statuses = None
         when = _parse_time(at)
-        return {"query": query, "results": service.search(query, k, domains=domains or None, status=statuses,
-                                                          at=when, mode=mode)}
+        try:
+            results = service.search(query, k, domains=domains or None, status=statuses, at=when, mode=mode,
+                                     reader=reader_of(ctx))
+        except TooLarge as e:
+            raise ToolError(str(e)) from None
+        return {"query": query, "results": results}
 
     @mcp.tool(description="Get a knowledge patch by id (latest version, or the given version), fully signed.")
-    def get_patch(patch_id: str, version: int | None = None) -> dict[str, Any]:
-        patch = service.get_patch(patch_id, version)
+    def get_patch(patch_id: str, version: int | None = None, ctx: Context | None = None) -> dict[str, Any]:
+        patch = service.get_patch(patch_id, version, reader=reader_of(ctx))
         if patch is None:
             raise ToolError(f"no patch {patch_id}" + (f" version {version}" if version else ""))
         return patch
@@ -66,28 +91,32 @@ def build_mcp_server(service: Any) -> MCPServer:
     @mcp.tool(description="Verify a knowledge patch: content hash, publisher signature and review signatures. "
                           "Pass `patch` (a copy you hold) to check it offline, or `patch_id` for the stored one.")
     def verify_patch(patch: dict[str, Any] | None = None, patch_id: str | None = None,
-                     version: int | None = None) -> dict[str, Any]:
+                     version: int | None = None, ctx: Context | None = None) -> dict[str, Any]:
         if (patch is None) == (patch_id is None):
             raise ToolError("give either patch (a patch document) or patch_id")
+        reader = reader_of(ctx)
         if patch is not None:
-            return service.verify_patch(patch)
-        if service.get_patch(patch_id, version) is None:
+            try:
+                return service.verify_patch(patch, reader=reader)
+            except TooLarge as e:
+                raise ToolError(str(e)) from None
+        if service.get_patch(patch_id, version, reader=reader) is None:
             raise ToolError(f"no patch {patch_id}")
-        return service.verify_patch(patch_id, version)
+        return service.verify_patch(patch_id, version, reader=reader)
 
     @mcp.tool(description="Changes (published, reviewed, accepted, superseded, retracted) after a cursor; page with "
                           "the returned cursor while `more` is true.")
-    def changes_since(cursor: int = 0, limit: int = 100) -> dict[str, Any]:
+    def changes_since(cursor: int = 0, limit: int = 100, ctx: Context | None = None) -> dict[str, Any]:
         if cursor < 0 or not 1 <= limit <= MAX_CHANGES:
             raise ToolError(f"cursor must be >= 0 and limit between 1 and {MAX_CHANGES}")
-        return service.changes_since(cursor, limit)
+        return service.changes_since(cursor, limit, reader=reader_of(ctx))
 
     @mcp.resource("patch://{id}", name="patch", mime_type="application/json",
                   description="A knowledge patch as signed JSON: patch://<patch_id> (latest) or "
                               "patch://<patch_id>@<version>.")
-    def patch_resource(id: str) -> str:  # noqa: A002 (the template's variable name)
+    def patch_resource(id: str, ctx: Context | None = None) -> str:  # noqa: A002 (the template's variable name)
         patch_id, version = _split_ref(id)
-        patch = service.get_patch(patch_id, version)
+        patch = service.get_patch(patch_id, version, reader=reader_of(ctx))
         if patch is None:
             raise ValueError(f"no patch {id}")
         return json.dumps(patch, ensure_ascii=False, sort_keys=True)

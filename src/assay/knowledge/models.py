@@ -126,9 +126,46 @@ class PatchEvent(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[float] = mapped_column(Float, default=now)
+    # the signed hash chain (revision 0005; see assay.knowledge.eventlog): the acting user's key and signature over
+    # the entry and the hash of the entry before it. NULL on events written before 0005 (a checkpoint covers them).
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    signature: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    entry_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the writer's copy, never trusted
 
 
-APPEND_ONLY_TABLES = ("knowledge_patches", "knowledge_reviews", "knowledge_publications", "knowledge_events")
+class KeyCertificateRow(Base):
+    """A root-signed :class:`~assay.knowledge.trust.KeyCertificate` (revision 0005). Verifiers check the signature
+    against their pinned root keys: a row is worth nothing without it."""
+
+    __tablename__ = "knowledge_certificates"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(16), index=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSONText)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class KeyRevocationRow(Base):
+    """A root-signed :class:`~assay.knowledge.trust.KeyRevocation` (revision 0005)."""
+
+    __tablename__ = "knowledge_revocations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(16), index=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSONText)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class CheckpointRow(Base):
+    """A root-signed :class:`~assay.knowledge.trust.Checkpoint` of the event log (revision 0005)."""
+
+    __tablename__ = "knowledge_checkpoints"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    document: Mapped[dict[str, Any]] = mapped_column(JSONText)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+APPEND_ONLY_TABLES = ("knowledge_patches", "knowledge_reviews", "knowledge_publications", "knowledge_events",
+                      "knowledge_certificates", "knowledge_revocations", "knowledge_checkpoints")
 
 
 def append_only_ddl(table: str, dialect: str) -> list[str]:

@@ -40,7 +40,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -48,6 +48,9 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainSeriali
                       model_validator)
 
 from assay.knowledge import keys as keylib
+
+if TYPE_CHECKING:
+    from assay.knowledge.trust import TrustRing
 
 #: proposed → under_review → approved (quorum reached, waiting for the publisher) → accepted (signed);
 #: under_review → needs_adjudication (accept and reject both present) → approved | rejected;
@@ -306,12 +309,13 @@ def check_signature(payload: bytes, signature: str | None, kid: str | None, trus
     return True
 
 
-def _check_reviews(p: Patch, reviewer_keys: Mapping[str, bytes], errors: list[str]) -> bool:
+def _check_reviews(p: Patch, trust: "TrustRing", errors: list[str]) -> bool:
     ok = True
     seen: set[tuple[str, str]] = set()
+    signer_of: dict[str, str] = {}  # key id -> the reviewer name it signed for
     for i, r in enumerate(p.reviews):
         what = f"review {i} by {r.reviewer}"
-        if not check_signature(r.payload(), r.signature, r.key_id, reviewer_keys, what, errors):
+        if not trust.check(r.payload(), r.signature, r.key_id, "reviewer", r.reviewer, r.at, what, errors):
             ok = False
         if (r.patch_id, r.version, r.content_hash) != (p.patch_id, p.version, p.content_hash):
             errors.append(f"{what}: judged {r.patch_id}@{r.version} with content hash {r.content_hash[:12]}…, "
@@ -324,11 +328,16 @@ def _check_reviews(p: Patch, reviewer_keys: Mapping[str, bytes], errors: list[st
             errors.append(f"{what}: the same reviewer appears twice")
             ok = False
         seen.add((r.reviewer, r.kind))
+        if r.key_id in signer_of:  # a quorum counts keys (people), not the names written next to them
+            errors.append(f"{what}: key {r.key_id} already signed the review of {signer_of[r.key_id]}: "
+                          "one key counts once")
+            ok = False
+        signer_of.setdefault(r.key_id, r.reviewer)
     if p.signature is None:  # not published: only the review signatures can be checked
         return ok
     adjudications = [r for r in p.reviews if r.kind == "adjudication"]
-    accepts = {r.reviewer for r in p.reviews if r.kind == "review" and r.verdict == "accept"}
-    rejects = {r.reviewer for r in p.reviews if r.kind == "review" and r.verdict == "reject"}
+    accepts = {r.key_id for r in p.reviews if r.kind == "review" and r.verdict == "accept"}
+    rejects = {r.key_id for r in p.reviews if r.kind == "review" and r.verdict == "reject"}
     if adjudications:
         if adjudications[-1].verdict != "accept":
             errors.append("reviews: the adjudication rejected this patch")
@@ -337,20 +346,26 @@ def _check_reviews(p: Patch, reviewer_keys: Mapping[str, bytes], errors: list[st
         errors.append("reviews: a reviewer rejected this patch and there is no adjudication")
         ok = False
     elif len(accepts) < (p.quorum or 1):
-        errors.append(f"reviews: {len(accepts)} accepting review(s), the quorum is {p.quorum}")
+        errors.append(f"reviews: {len(accepts)} accepting review(s) by distinct keys, the quorum is {p.quorum}")
         ok = False
     return ok
 
 
-def verify(patch: Patch | Mapping[str, Any] | str | bytes, public_keys: Mapping[str, bytes], *,
-           publisher_keys: Mapping[str, bytes] | None = None) -> Verification:
+def verify(patch: Patch | Mapping[str, Any] | str | bytes, public_keys: Mapping[str, bytes] | None = None, *,
+           publisher_keys: Mapping[str, bytes] | None = None, trust: "TrustRing | None" = None) -> Verification:
     """Check a patch offline: its content hash, the publisher's signature, and every review's signature plus the
-    acceptance rule (no author reviewed, distinct reviewers, quorum of accepts or an accepting adjudication).
+    acceptance rule (no author reviewed, distinct reviewers, one review per key, quorum of accepts by distinct
+    keys or an accepting adjudication).
 
-    ``public_keys`` (key id → 32 raw bytes) are the trusted reviewer keys, and also the publisher keys unless
-    ``publisher_keys`` is given: then only those may have signed the patch, so a reviewer's key cannot publish.
-    Never raises on bad input: a malformed patch is reported in ``errors``.
+    ``trust`` (a :class:`~assay.knowledge.trust.TrustRing`: keys certified by pinned root keys, bound to users,
+    with revocations) says who may sign. Without it, ``public_keys`` (key id → 32 raw bytes) are pinned as the
+    reviewer keys, and also as the publisher keys unless ``publisher_keys`` is given: then only those may have
+    signed the patch, so a reviewer's key cannot publish. Never raises on bad input: a malformed patch is reported
+    in ``errors``.
     """
+    from assay.knowledge.trust import TrustRing  # trust builds on this module's canonical form
+
+    ring = trust if trust is not None else TrustRing.pinned(public_keys, publisher_keys)
     if isinstance(patch, Patch):
         p = patch
     else:
@@ -371,10 +386,9 @@ def verify(patch: Patch | Mapping[str, Any] | str | bytes, public_keys: Mapping[
         res.checks["content_hash"] = h == p.content_hash
         if not res.checks["content_hash"]:
             res.errors.append(f"content hash mismatch: computed {h[:16]}…, the patch says {p.content_hash[:16]}…")
-        res.checks["signature"] = check_signature(
-            p.payload(), p.signature, p.key_id, public_keys if publisher_keys is None else publisher_keys,
-            "publisher signature", res.errors)
-        res.checks["reviews"] = _check_reviews(p, public_keys, res.errors)
+        res.checks["signature"] = ring.check(p.payload(), p.signature, p.key_id, "publisher", p.publisher,
+                                             p.published_at, "publisher signature", res.errors)
+        res.checks["reviews"] = _check_reviews(p, ring, res.errors)
     except TypeError as e:  # a float smuggled into a document
         res.errors.append(f"not canonical: {e}")
     return res

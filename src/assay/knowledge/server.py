@@ -53,11 +53,24 @@ def load_public_keys(keys_dir: str | Path) -> dict[str, bytes]:
     return found
 
 
+def load_roots(paths: Any) -> dict[str, bytes]:
+    """Pinned root public keys from files (PEM, hex or base64; a private key file gives its public half)."""
+    from assay.knowledge import keys
+
+    found: dict[str, bytes] = {}
+    for path in paths or ():
+        raw = keys.load_public(keys.resolve_key_path(path))
+        found[keys.key_id(raw)] = raw
+    return found
+
+
 def open_service(db: str | Database | None = None, *, index_path: str | Path | None = None, embedder: Any = "auto",
                  keys_dir: str | Path | None = None, public_keys: dict[str, bytes] | None = None,
-                 migrate: bool = True) -> Any:
+                 roots: Any = None, trust_registered: bool = False, migrate: bool = True) -> Any:
     """A ready :class:`KnowledgeService`: database migrated, search index opened (and brought up to date with the
-    store by the service)."""
+    store by the service). Trust is pinned: ``roots`` (root public key files, or a dict key id → raw bytes) make the
+    stored certificates count; ``keys_dir``/``public_keys`` pin keys one by one; registered keys are trusted only
+    with ``trust_registered``."""
     from assay.knowledge.search import HybridIndex
     from assay.knowledge.service import KnowledgeService
 
@@ -69,7 +82,9 @@ def open_service(db: str | Database | None = None, *, index_path: str | Path | N
     trusted = dict(public_keys or {})
     if keys_dir is not None:
         trusted.update(load_public_keys(keys_dir))
-    return KnowledgeService(database, index=index, public_keys=trusted or None)
+    pinned_roots = dict(roots) if isinstance(roots, dict) else load_roots(roots)
+    return KnowledgeService(database, index=index, public_keys=trusted or None, roots=pinned_roots,
+                            trust_registered=trust_registered)
 
 
 def limit_torch_threads(threads: int = 1) -> None:
@@ -117,19 +132,20 @@ class BearerGate:
 
 
 def build_app(service: Any, *, public_read: bool = False, database: Database | None = None, mcp: bool = True,
-              host: str = "127.0.0.1") -> Any:
+              host: str = "127.0.0.1", **limits: Any) -> Any:
     """The ASGI app: REST under ``/v1``, and (``mcp=True``) MCP streamable HTTP at ``/mcp``. ``host``: where it
-    will listen (a loopback host turns on the MCP transport's DNS-rebinding protection)."""
+    will listen (a loopback host turns on the MCP transport's DNS-rebinding protection). ``limits``: ``max_body``,
+    ``rate``, ``burst`` of :class:`assay.knowledge.limits.RequestLimits`, for both faces."""
     from assay.knowledge.api import create_app
 
     users = database if database is not None else service.db
     if not mcp:
-        return create_app(service, public_read=public_read, database=users)
+        return create_app(service, public_read=public_read, database=users, **limits)
     from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 
     from assay.knowledge.mcp_server import build_mcp_server
 
-    server = build_mcp_server(service)
+    server = build_mcp_server(service, users)
     server.streamable_http_app(streamable_http_path="/mcp", host=host)  # creates the session manager
     manager = server.session_manager
 
@@ -142,7 +158,8 @@ def build_app(service: Any, *, public_read: bool = False, database: Database | N
         app.add_route("/mcp", BearerGate(StreamableHTTPASGIApp(manager), users, public_read),
                       methods=["GET", "POST", "DELETE"], include_in_schema=False)
 
-    app = create_app(service, public_read=public_read, database=users, lifespan=lifespan, extra_routes=add_mcp)
+    app = create_app(service, public_read=public_read, database=users, lifespan=lifespan, extra_routes=add_mcp,
+                     **limits)
     app.state.mcp = server
     return app
 
@@ -150,7 +167,8 @@ def build_app(service: Any, *, public_read: bool = False, database: Database | N
 def serve(db: str | Database | None = None, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
           transport: str = "http", public_read: bool = False, index_path: str | Path | None = None, *,
           embedder: Any = "auto", keys_dir: str | Path | None = None, log_level: str = "info",
-          torch_threads: int | None = 1) -> None:
+          torch_threads: int | None = 1, roots: Any = None, trust_registered: bool = False,
+          **limits: Any) -> None:
     """Serve the knowledge base until interrupted. ``transport``: ``http`` (REST ``/v1`` + MCP ``/mcp``), ``rest``
     (REST only) or ``mcp-stdio`` (MCP on stdin/stdout, for a model host that starts the process).
     ``torch_threads``: see :func:`limit_torch_threads` (None keeps torch's default)."""
@@ -158,7 +176,10 @@ def serve(db: str | Database | None = None, host: str = "127.0.0.1", port: int =
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
     if torch_threads and embedder not in ("none", "hashed", None):
         limit_torch_threads(torch_threads)
-    service = open_service(db, index_path=index_path, embedder=embedder, keys_dir=keys_dir)
+    service = open_service(db, index_path=index_path, embedder=embedder, keys_dir=keys_dir, roots=roots,
+                           trust_registered=trust_registered)
+    if not (service.roots or service.trusted_keys or trust_registered):
+        log.warning("no root key pinned (--root): nothing will verify as valid")
     try:
         if transport == "mcp-stdio":
             from assay.knowledge.mcp_server import build_mcp_server
@@ -167,7 +188,7 @@ def serve(db: str | Database | None = None, host: str = "127.0.0.1", port: int =
             return
         import uvicorn
 
-        app = build_app(service, public_read=public_read, mcp=transport == "http", host=host)
+        app = build_app(service, public_read=public_read, mcp=transport == "http", host=host, **limits)
         uvicorn.run(app, host=host, port=port, log_level=log_level)
     finally:
         close = getattr(service, "close", None)

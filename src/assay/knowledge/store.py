@@ -26,9 +26,12 @@ from sqlalchemy.orm import Session
 
 from assay.annotate.db import Database
 from assay.annotate.models import User, now
+from assay.knowledge import eventlog
 from assay.knowledge import keys as keylib
 from assay.knowledge import review as rules
-from assay.knowledge.models import (KnowledgeKey, PatchEvent, PatchPublication, PatchReview, PatchVersion)
+from assay.knowledge import trust as trustlib
+from assay.knowledge.models import (CheckpointRow, KeyCertificateRow, KeyRevocationRow, KnowledgeKey, PatchEvent,
+                                    PatchPublication, PatchReview, PatchVersion)
 from assay.knowledge.patch import (OPEN_STATUSES, Patch, PatchRef, Review, check_signature, new_patch, sign_patch,
                                    sign_review, utcnow, verify)
 from assay.knowledge.review import Conflict, KnowledgeError, NotAllowed, NotFound
@@ -59,10 +62,41 @@ class KnowledgeStore:
             yield s
 
     @staticmethod
-    def _event(s: Session, patch_id: str, version: int, event: str, status: str, user_id: int | None,
-               detail: dict[str, Any] | None = None) -> None:
-        s.add(PatchEvent(patch_id=patch_id, version=version, event=event, status=status, user_id=user_id,
-                         detail=json.dumps(detail or {}, sort_keys=True), at=now()))
+    def _entries(s: Session, after: int = 0, limit: int | None = None, *, last: bool = False) -> list[eventlog.Entry]:
+        """Events as log entries (see :mod:`assay.knowledge.eventlog`), in ``seq`` order (``last``: only the last)."""
+        q = (select(PatchEvent.seq, PatchEvent.patch_id, PatchEvent.version, PatchEvent.event, PatchEvent.status,
+                    User.username, PatchEvent.detail, PatchEvent.at, PatchEvent.key_id, PatchEvent.signature)
+             .outerjoin(User, User.id == PatchEvent.user_id).where(PatchEvent.seq > after))
+        q = q.order_by(PatchEvent.seq.desc()).limit(1) if last else q.order_by(PatchEvent.seq)
+        if limit is not None and not last:
+            q = q.limit(limit)
+        return [eventlog.Entry.from_row(*row) for row in s.execute(q)]
+
+    def _head(self, s: Session) -> tuple[int, str]:
+        """The last event's seq and hash (the writer's bookkeeping: verifiers recompute every hash themselves).
+        Events written before revision 0006 have no stored hash: then the chain is hashed from the start."""
+        row = s.execute(select(PatchEvent.seq, PatchEvent.entry_hash).order_by(PatchEvent.seq.desc()).limit(1)).first()
+        if row is None:
+            return 0, eventlog.GENESIS
+        if row.entry_hash:
+            return row.seq, row.entry_hash
+        prev = eventlog.GENESIS
+        for e in self._entries(s):
+            prev = eventlog.entry_hash(e.payload(prev))
+        return row.seq, prev
+
+    def _event(self, s: Session, patch_id: str, version: int, event: str, status: str, user: User,
+               key: Ed25519PrivateKey | None, detail: dict[str, Any] | None = None) -> None:
+        """Append an event to the log, chained to the one before and signed by the acting user's ``key`` (under the
+        write lock, so nothing can come between reading the head and writing after it)."""
+        seq, prev = self._head(s)
+        entry = eventlog.Entry(seq=seq + 1, patch_id=patch_id, version=version, event=event, status=status,
+                               user=user.username, detail=json.loads(json.dumps(detail or {}, sort_keys=True)),
+                               at=now())
+        h = eventlog.seal(entry, prev, key)
+        s.add(PatchEvent(seq=entry.seq, patch_id=patch_id, version=version, event=event, status=status,
+                         user_id=user.id, detail=json.dumps(entry.detail, sort_keys=True), at=entry.at,
+                         key_id=entry.key_id, signature=entry.signature, entry_hash=h))
         s.flush()
 
     # -- roles, quorum, keys ---------------------------------------------------------------------------------------
@@ -121,16 +155,78 @@ class KnowledgeStore:
             return [{"key_id": k, "user": u, "purpose": p, "created_at": _iso(t)} for k, u, p, t in rows]
 
     @staticmethod
-    def _key_of(s: Session, kid: str, user: User, purpose: str, action: str) -> bytes:
+    def _key_of(s: Session, kid: str, user: User, purpose: str | None, action: str) -> bytes:
+        """The registered public key ``kid`` of ``user`` for ``purpose`` (None: any), refused once revoked."""
         row = s.get(KnowledgeKey, kid)
         if row is None:
             raise NotAllowed(f"key {kid} is not registered (register it with `assay knowledge keygen` or "
                              "`register-key`)")
         if row.user_id != user.id:
             raise NotAllowed(f"key {kid} belongs to another user, not {user.username}")
-        if row.purpose != purpose:
+        if purpose is not None and row.purpose != purpose:
             raise NotAllowed(f"key {kid} is a {row.purpose} key: only a registered {purpose} key can {action}")
+        if s.scalar(select(KeyRevocationRow.id).where(KeyRevocationRow.key_id == kid).limit(1)) is not None:
+            raise NotAllowed(f"key {kid} was revoked: it may not {action} any more (certify a new key)")
         return bytes.fromhex(row.public_key)
+
+    # -- trust: certificates, revocations, checkpoints (each signed by a root key) ----------------------------------
+    def certify(self, root: Ed25519PrivateKey, key_id: str | None = None) -> list[trustlib.KeyCertificate]:
+        """Sign a certificate with the ``root`` key binding a registered key (``key_id``; None: every registered key
+        not yet certified by this root) to its user and purpose; returns the new certificates."""
+        root_id = keylib.key_id(root)
+        made = []
+        with self._writing() as s:
+            q = select(KnowledgeKey, User.username).join(User, User.id == KnowledgeKey.user_id)
+            if key_id is not None:
+                q = q.where(KnowledgeKey.key_id == key_id)
+            rows = list(s.execute(q.order_by(KnowledgeKey.created_at)))
+            if key_id is not None and not rows:
+                raise NotFound(f"no registered key {key_id}")
+            done = {(d["key_id"], d["issuer"]) for d in s.scalars(select(KeyCertificateRow.document))}
+            for key, username in rows:
+                if (key.key_id, root_id) in done:
+                    continue
+                cert = trustlib.certify(root, username, bytes.fromhex(key.public_key), key.purpose)
+                s.add(KeyCertificateRow(key_id=key.key_id, document=cert.model_dump(mode="json"), created_at=now()))
+                made.append(cert)
+        return made
+
+    def revoke_key(self, root: Ed25519PrivateKey, key_id: str, reason: str,
+                   revoked_at: datetime | None = None) -> trustlib.KeyRevocation:
+        """Record a root-signed revocation of ``key_id`` (``compromised`` or ``rotated``, see
+        :mod:`assay.knowledge.trust`); the store refuses the key for any new signature from now on."""
+        try:
+            rev = trustlib.revoke(root, key_id, reason, revoked_at)
+        except ValueError as e:
+            raise KnowledgeError(str(e)) from None
+        with self._writing() as s:
+            if s.get(KnowledgeKey, key_id) is None:
+                raise NotFound(f"no registered key {key_id}")
+            s.add(KeyRevocationRow(key_id=key_id, document=rev.model_dump(mode="json"), created_at=now()))
+        return rev
+
+    def checkpoint(self, root: Ed25519PrivateKey) -> trustlib.Checkpoint | None:
+        """Sign the log's current head with the ``root`` key (None when the log is empty): it vouches for every event
+        up to there, including unsigned ones written before revision 0006, and shows later truncation."""
+        with self._writing() as s:
+            seq, head = self._head(s)
+            if seq == 0:
+                return None
+            cp = trustlib.sign_checkpoint(root, seq, head)
+            s.add(CheckpointRow(seq=seq, document=cp.model_dump(mode="json"), created_at=now()))
+        return cp
+
+    def trust_documents(self) -> dict[str, list[dict[str, Any]]]:
+        """Every stored certificate, revocation and checkpoint (what a verifier checks against its pinned roots)."""
+        with self.db.read() as s:
+            return {name: list(s.scalars(select(model.document).order_by(model.id)))
+                    for name, model in (("certificates", KeyCertificateRow), ("revocations", KeyRevocationRow),
+                                        ("checkpoints", CheckpointRow))}
+
+    def log_entries(self, after: int = 0, limit: int | None = None) -> list[eventlog.Entry]:
+        """Log entries after ``after`` in ``seq`` order, for :func:`assay.knowledge.eventlog.verify_events`."""
+        with self.db.read() as s:
+            return self._entries(s, after, limit)
 
     # -- reading ---------------------------------------------------------------------------------------------------
     @staticmethod
@@ -260,11 +356,14 @@ class KnowledgeStore:
     def propose(self, author: str, *, title: str, content: str, domains: Sequence[str],
                 sources: Sequence[dict[str, Any]] | None = None, coauthors: Sequence[str] = (),
                 valid_from: datetime | None = None, valid_to: datetime | None = None,
-                supersedes: str | None = None) -> Patch:
+                supersedes: str | None = None, key: Ed25519PrivateKey | None = None) -> Patch:
         """A new patch (version 1), or with ``supersedes=PATCH_ID`` a new version of that patch; status ``proposed``.
-        The new version supersedes the patch's accepted version (else its newest) once it is itself published."""
+        The new version supersedes the patch's accepted version (else its newest) once it is itself published.
+        ``key``: the author's registered key, to sign the ``proposed`` event (optional: a proposal grants nothing)."""
         with self._writing() as s:
             user = rules.find_user(s, author)
+            if key is not None:
+                self._key_of(s, keylib.key_id(key), user, None, "sign a proposal")
             authors = [user.username] + [a for a in coauthors if a != user.username]
             for a in authors[1:]:
                 rules.find_user(s, a)  # co-authors are users, so that they cannot review their own patch
@@ -290,7 +389,7 @@ class KnowledgeStore:
             s.add(PatchVersion(patch_id=patch.patch_id, version=patch.version, author_id=user.id,
                                document=patch.content_document(), content_hash=patch.content_hash, created_at=now()))
             s.flush()
-            self._event(s, patch.patch_id, patch.version, "proposed", "proposed", user.id,
+            self._event(s, patch.patch_id, patch.version, "proposed", "proposed", user, key,
                         {"supersedes": ref.version} if ref else None)
         return patch
 
@@ -306,11 +405,12 @@ class KnowledgeStore:
                        comment=comment, at=utcnow())
         except ValueError as e:
             raise KnowledgeError(f"invalid review: {e}") from None
-        return self.submit_review(sign_review(r, key))
+        return self.submit_review(sign_review(r, key), key)
 
-    def submit_review(self, review: Review | dict[str, Any]) -> Patch:
+    def submit_review(self, review: Review | dict[str, Any], key: Ed25519PrivateKey) -> Patch:
         """Record a signed review after checking the reviewer's domain role, key and signature, authorship, and that
-        the version is open for it; returns the patch with its new status."""
+        the version is open for it; returns the patch with its new status. ``key`` (the reviewer's, the one that
+        signed the review) signs the log events the review causes."""
         try:
             r = review if isinstance(review, Review) else Review.model_validate(review)
         except ValueError as e:
@@ -334,6 +434,8 @@ class KnowledgeStore:
             if r.content_hash != row.content_hash:
                 raise Conflict("the review judged other content (content hash mismatch)")
             raw = self._key_of(s, r.key_id, user, "reviewer", "sign reviews")
+            if keylib.key_id(key) != r.key_id:
+                raise NotAllowed("the log events of a review are signed with the key that signed the review")
             errors: list[str] = []
             if not check_signature(r.payload(), r.signature, r.key_id, {r.key_id: raw}, "review", errors):
                 raise NotAllowed("; ".join(errors))
@@ -349,12 +451,12 @@ class KnowledgeStore:
             reviews = earlier + [r]
             quorum = rules.quorum_for(s, domains, self.default_quorum)
             new_status = rules.decide(reviews, quorum)
-            self._event(s, r.patch_id, r.version, "review", new_status, user.id,
+            self._event(s, r.patch_id, r.version, "review", new_status, user, key,
                         {"kind": r.kind, "verdict": r.verdict, **rules.tally(reviews), "quorum": quorum})
             if new_status == "needs_adjudication" and status != "needs_adjudication":
-                self._event(s, r.patch_id, r.version, "conflict", new_status, user.id, rules.tally(reviews))
+                self._event(s, r.patch_id, r.version, "conflict", new_status, user, key, rules.tally(reviews))
             elif new_status == "rejected":
-                self._event(s, r.patch_id, r.version, "rejected", new_status, user.id, rules.tally(reviews))
+                self._event(s, r.patch_id, r.version, "rejected", new_status, user, key, rules.tally(reviews))
             return self._build(s, row)
 
     # -- publishing ------------------------------------------------------------------------------------------------
@@ -366,7 +468,7 @@ class KnowledgeStore:
             quorum = rules.quorum_for(s, row.document["domains"], self.default_quorum)
         if p.status != "approved":
             raise Conflict(self._not_ready(p, quorum))
-        return self.submit_publication(sign_patch(p, key, publisher=publisher, quorum=quorum))
+        return self.submit_publication(sign_patch(p, key, publisher=publisher, quorum=quorum), key)
 
     @staticmethod
     def _not_ready(p: Patch, quorum: int) -> str:
@@ -374,10 +476,11 @@ class KnowledgeStore:
         return (f"{p.ref()} is {p.status}, not approved: it has {t['accept']} of {quorum} accepting review(s)"
                 + (", and a conflict to adjudicate" if p.status == "needs_adjudication" else ""))
 
-    def submit_publication(self, signed: Patch | dict[str, Any]) -> Patch:
+    def submit_publication(self, signed: Patch | dict[str, Any], key: Ed25519PrivateKey) -> Patch:
         """Record a publisher-signed patch: the signer must be a publisher of the patch's domain signing with their
         registered publisher key; the document must carry exactly the stored content and reviews, and verify.
-        Marks the version it supersedes ``superseded``."""
+        Marks the version it supersedes ``superseded``. ``key`` (the one that signed the patch) signs the log
+        events."""
         try:
             p = signed if isinstance(signed, Patch) else Patch.model_validate(signed)
         except ValueError as e:
@@ -393,28 +496,36 @@ class KnowledgeStore:
             user = rules.find_user(s, p.publisher)
             rules.require_role(s, user, row.document["domains"], "publisher", "publish this patch")
             raw = self._key_of(s, p.key_id, user, "publisher", "publish")
+            if keylib.key_id(key) != p.key_id:
+                raise NotAllowed("the log events of a publication are signed with the key that signed the patch")
             if (p.content_document() != stored.content_document() or p.content_hash != row.content_hash
                     or [r.model_dump(mode="json") for r in p.reviews]
                     != [r.model_dump(mode="json") for r in stored.reviews]):
                 raise Conflict("the signed document differs from the stored content or reviews")
             reviewer_keys = {k: bytes.fromhex(v) for k, v in s.execute(
                 select(KnowledgeKey.key_id, KnowledgeKey.public_key).where(KnowledgeKey.purpose == "reviewer"))}
-            check = verify(p, reviewer_keys, publisher_keys={p.key_id: raw})
+            ring = trustlib.TrustRing.pinned(reviewer_keys, {p.key_id: raw})
+            owners = {kid: name for kid, name in s.execute(select(KnowledgeKey.key_id, User.username)
+                                                           .join(User, User.id == KnowledgeKey.user_id))}
+            for kid, tk in ring.keys.items():
+                tk.user = owners.get(kid)  # a review counts for the user its key is registered to, and only once
+            check = verify(p, trust=ring)
             if not check.valid:
                 raise NotAllowed("the publication does not verify: " + "; ".join(check.errors))
             s.add(PatchPublication(patch_id=p.patch_id, version=p.version, publisher_id=user.id, key_id=p.key_id,
                                    document=p.model_dump(mode="json", exclude={"status"}), published_at=now()))
             s.flush()
-            self._event(s, p.patch_id, p.version, "accepted", "accepted", user.id, {"key_id": p.key_id})
+            self._event(s, p.patch_id, p.version, "accepted", "accepted", user, key, {"key_id": p.key_id})
             if p.supersedes is not None:
                 old = p.supersedes
                 if self._status(s, old.patch_id, old.version) == "accepted":
-                    self._event(s, old.patch_id, old.version, "superseded", "superseded", user.id,
+                    self._event(s, old.patch_id, old.version, "superseded", "superseded", user, key,
                                 {"by": p.version})
             return self._build(s, row)
 
-    def retract(self, patch_id: str, version: int, by: str, reason: str) -> Patch:
-        """Withdraw an accepted version (a publisher or admin of its domain); the reason goes into the feed."""
+    def retract(self, patch_id: str, version: int, by: str, reason: str, key: Ed25519PrivateKey) -> Patch:
+        """Withdraw an accepted version (a publisher or admin of its domain, signing with their registered
+        publisher ``key``); the reason goes into the feed."""
         if not reason.strip():
             raise KnowledgeError("a retraction needs a reason")
         with self._writing() as s:
@@ -423,8 +534,9 @@ class KnowledgeStore:
             domains = row.document["domains"]
             if not (rules.has_role(s, user, domains, "publisher") or rules.has_role(s, user, domains, "admin")):
                 raise NotAllowed(f"{by} may not retract: not a publisher or admin of {', '.join(domains)}")
+            self._key_of(s, keylib.key_id(key), user, "publisher", "sign a retraction")
             status = self._status(s, patch_id, version)
             if status != "accepted":
                 raise Conflict(f"{patch_id}@{version} is {status}: only an accepted version is retracted")
-            self._event(s, patch_id, version, "retracted", "retracted", user.id, {"reason": reason.strip()})
+            self._event(s, patch_id, version, "retracted", "retracted", user, key, {"reason": reason.strip()})
             return self._build(s, row)
