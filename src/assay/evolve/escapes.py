@@ -340,36 +340,46 @@ def attack_pid1_command_line(sb: Sandbox) -> EscapeResult:
                         f"{seen.get('/proc/1/cmdline', '?')[:120]!r}")
 
 
-def _shmem_kb() -> int:
-    """The host's shared memory in use (``Shmem`` of /proc/meminfo: tmpfs files, SysV and POSIX shm), in kB."""
+def _shared_memory_mb() -> dict[str, int]:
+    """The host's shared memory in use, in MB: ``Shmem`` of /proc/meminfo (tmpfs files, SysV and POSIX shm) and the
+    space used on the host's ``/dev/shm``."""
+    shmem = 0
     with open("/proc/meminfo") as f:
         for line in f:
             if line.startswith("Shmem:"):
-                return int(line.split()[1])
-    return 0
+                shmem = int(line.split()[1]) // 1024
+                break
+    try:
+        st = os.statvfs("/dev/shm")
+        dev_shm = (st.f_blocks - st.f_bfree) * st.f_frsize // (1 << 20)
+    except OSError:
+        dev_shm = 0
+    return {"shmem": shmem, "dev_shm": dev_shm}
 
 
 @contextlib.contextmanager
-def _peak_shmem_growth() -> Iterator[list[int]]:
-    """Sample the host's shared memory while the block runs; yields a list that receives the peak growth in MB."""
-    base = _shmem_kb()
-    peak = [base]
+def _peak_shared_memory_growth() -> Iterator[dict[str, int]]:
+    """Sample the host's shared memory while the block runs; the yielded dict receives the peak growth (MB) of each
+    :func:`_shared_memory_mb` figure when the block ends."""
+    base = _shared_memory_mb()
+    peak = dict(base)
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], _shmem_kb())
+            for k, v in _shared_memory_mb().items():
+                peak[k] = max(peak[k], v)
             time.sleep(0.02)
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
-    out: list[int] = []
+    growth: dict[str, int] = {}
     try:
-        yield out
+        yield growth
     finally:
         stop.set()
         t.join(2)
-        out.append((peak[0] - base) // 1024)
+        growth.update({k: peak[k] - base[k] for k in base})
 
 
 def attack_dev_writes(sb: Sandbox) -> EscapeResult:
@@ -396,17 +406,18 @@ time.sleep(0.5)  # hold it while the host looks
 print("SHM_MB", written, "|", "; ".join(out))
 """
     limits = sb.limits.with_(file_size_mb=max(sb.limits.file_size_mb, 16))
-    with _peak_shmem_growth() as growth:
+    with _peak_shared_memory_growth() as growth:
         r = sb.run_python(code, limits=limits)
     line = next((x for x in r.stdout.splitlines() if x.startswith("SHM_MB")), "")
     written = int(line.split()[1]) if line else -1
     dev_writes = "WROTE" in line
     cap = limits.scratch_mb
     contained = (r.ok and not dev_writes and 0 <= written <= cap and "shm stopped" in line
-                 and growth[0] < 2 * cap + 64)
+                 and growth["shmem"] < 2 * cap + 64 and growth["dev_shm"] < cap)
     return EscapeResult("write into /dev and fill /dev/shm (40 x 15 MB)", contained, r.status, r.wall_seconds,
-                        f"wrote {written} MB to /dev/shm (scratch cap {cap} MB); host shared memory grew "
-                        f"{growth[0]} MB at most; {line.partition('|')[2].strip() or _tail(r.stderr)}")
+                        f"wrote {written} MB to /dev/shm (scratch cap {cap} MB); the host's /dev/shm grew "
+                        f"{growth['dev_shm']} MB, its shared memory {growth['shmem']} MB at most (the sandbox's "
+                        f"tmpfs); {line.partition('|')[2].strip() or _tail(r.stderr)}")
 
 
 def attack_memory_outside_limit(sb: Sandbox) -> EscapeResult:
@@ -445,14 +456,14 @@ except OSError as e:
 time.sleep(0.5)
 print("HELD", sysv, memfd, "|", "; ".join(notes))
 """
-    with _peak_shmem_growth() as growth:
+    with _peak_shared_memory_growth() as growth:
         r = sb.run_python(code, limits=limits)
     line = next((x for x in r.stdout.splitlines() if x.startswith("HELD")), "")
     sysv, memfd = (int(x) for x in line.split()[1:3]) if line else (-1, -1)
-    contained = line != "" and sysv + memfd <= limits.memory_mb and growth[0] < limits.memory_mb
+    contained = line != "" and sysv + memfd <= limits.memory_mb and growth["shmem"] < limits.memory_mb
     return EscapeResult("hold memory outside the address-space limit (SysV shm, memfd)", contained, r.status,
                         r.wall_seconds, f"held {sysv} MB of SysV shared memory and {memfd} MB of memfd files "
-                        f"(limit {limits.memory_mb} MB); host shared memory grew {growth[0]} MB at most; "
+                        f"(limit {limits.memory_mb} MB); host shared memory grew {growth['shmem']} MB at most; "
                         f"{line.partition('|')[2].strip() or _tail(r.stderr)}")
 
 
