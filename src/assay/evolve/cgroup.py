@@ -15,7 +15,8 @@ whose ``cgroup.subtree_control`` enables the ``memory`` controller for its child
 
 :func:`detect` tries for real (makes and removes a test group) and says why when there is none (in containers often
 not: the memory controller belongs to the host, or cgroup v1). Each sandboxed run then gets its own child group
-(:class:`RunGroup`): ``memory.max`` = the limit, ``memory.swap.max`` = 0, removed after the run; its
+(:class:`RunGroup`): ``memory.max`` = the limit, ``memory.swap.max`` = 0, ``memory.oom.group`` = 1 (an OOM kill
+ends the whole run), removed after the run; its
 ``memory.events`` say whether the kernel OOM-killed something in it.
 """
 
@@ -65,8 +66,9 @@ class RunGroup:
             raise OSError(f"no memory.max in a new group under {parent}: not a cgroup v2 with the memory controller")
         try:
             (path / "memory.max").write_text(str(memory_mb * 1024 * 1024))
-            if (path / "memory.swap.max").exists():
-                (path / "memory.swap.max").write_text("0")
+            for name, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):  # no swap; OOM ends the run
+                if (path / name).exists():
+                    (path / name).write_text(value)
         except OSError:
             group.remove()
             raise

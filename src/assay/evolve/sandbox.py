@@ -58,7 +58,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping, Sequence
 
-from assay.evolve import cgroup, seccomp
+from assay.evolve import seccomp
+from assay.evolve.cgroup import ENV_VAR as CGROUP_ENV_VAR
+from assay.evolve.cgroup import MemoryLimiter, RunGroup, detect
 
 #: the uid/gid the sandboxed program runs as (inside), and the host uid bubblewrap is started as when we are root
 SANDBOX_UID = 65534
@@ -314,7 +316,7 @@ class Sandbox:
             args.append(f"--as={mem}:{mem}")
         return args + ["--"]
 
-    def _launcher(self, group: cgroup.RunGroup | None) -> tuple[list[str], dict[str, Any]]:
+    def _launcher(self, group: RunGroup | None) -> tuple[list[str], dict[str, Any]]:
         """What starts bwrap: the command prefix and Popen's privilege drop. Run as root, bwrap is started as
         uid 65534; with a cgroup, a shell first moves itself into the run's group (while it still may)."""
         if group is None:
@@ -333,7 +335,7 @@ class Sandbox:
         fds: list[int] = []
         status_r, status_w = os.pipe()
         started = time.monotonic()
-        group: cgroup.RunGroup | None = None
+        group: RunGroup | None = None
         try:
             try:
                 options = self._bwrap_options(limits, fds, files, status_w)
@@ -421,16 +423,16 @@ class Sandbox:
         return bytes(bufs[out_fd]), bytes(bufs[err_fd]), truncated, timed_out
 
 
-_limiters: dict[str | None, cgroup.MemoryLimiter] = {}
+_limiters: dict[str | None, MemoryLimiter] = {}
 _limiters_lock = threading.Lock()
 
 
-def _detect_memory_limiter(explicit: str | None) -> cgroup.MemoryLimiter:
-    """:func:`cgroup.detect`, once per process and cgroup asked for (it makes and removes a test group)."""
-    key = explicit or os.environ.get(cgroup.ENV_VAR)
+def _detect_memory_limiter(explicit: str | None) -> MemoryLimiter:
+    """:func:`assay.evolve.cgroup.detect`, once per process and cgroup asked for (it makes a test group)."""
+    key = explicit or os.environ.get(CGROUP_ENV_VAR)
     with _limiters_lock:
         if key not in _limiters:
-            _limiters[key] = cgroup.detect(key)
+            _limiters[key] = detect(key)
         return _limiters[key]
 
 
