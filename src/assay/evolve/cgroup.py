@@ -7,17 +7,20 @@ inside that group only. It needs a *delegated* cgroup v2: a directory of the cgr
 whose ``cgroup.subtree_control`` enables the ``memory`` controller for its children. Where to look:
 
 * the directory given explicitly (``Sandbox(cgroup=...)`` or the ``ASSAY_SANDBOX_CGROUP`` environment variable),
-  e.g. one systemd made for us: ``systemd-run --user -p Delegate=yes --scope -- bash`` then, inside that shell,
-  ``mkdir $CG/procs && echo $$ > $CG/procs/cgroup.procs && echo +memory > $CG/cgroup.subtree_control`` with
-  ``CG=/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)`` and ``export ASSAY_SANDBOX_CGROUP=$CG``;
+  e.g. one systemd delegates to you: start ``systemd-run --user -p Delegate=yes --scope -- bash``, and in that
+  shell (a cgroup with processes cannot enable controllers for children, so the shell moves to a leaf first)::
+
+      CG=/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)
+      mkdir $CG/shell && echo $$ > $CG/shell/cgroup.procs && echo +memory > $CG/cgroup.subtree_control
+      export ASSAY_SANDBOX_CGROUP=$CG
+
 * else the cgroup this process runs in and its ancestors (a systemd user session delegates
   ``user@UID.service`` to the user; the root cgroup of a VM run as root).
 
 :func:`detect` tries for real (makes and removes a test group) and says why when there is none (in containers often
 not: the memory controller belongs to the host, or cgroup v1). Each sandboxed run then gets its own child group
 (:class:`RunGroup`): ``memory.max`` = the limit, ``memory.swap.max`` = 0, ``memory.oom.group`` = 1 (an OOM kill
-ends the whole run), removed after the run; its
-``memory.events`` say whether the kernel OOM-killed something in it.
+ends the whole run), removed after the run; its ``memory.events`` say whether the kernel OOM-killed something in it.
 """
 
 from __future__ import annotations
