@@ -1,11 +1,15 @@
-"""LLM judges: verdict parsing, position-swap arithmetic, and runs with the local model."""
+"""LLM judges: verdict parsing, position-swap arithmetic, never failing open (a real loopback server answering
+"I like turtles", through `assay run`), and runs with the local model."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
+import yaml
+from testutil import LoopbackLLMServer, assay_cli, read_output, write_jsonl
 
 from assay.core.pipeline import Pipeline
 from assay.core.record import Record
@@ -169,3 +173,93 @@ def test_prompt_templates_can_be_overridden(tmp_path: Path) -> None:
     bad.write_text("Grade $nonsense\n")
     with pytest.raises(ValueError, match="nonsense"):
         JudgeScore({"templates": {"judge_single": str(bad)}})
+
+
+# -- a judge that never gives a verdict: nothing passes, everything is counted ----------------------------------------
+@pytest.fixture(scope="module")
+def turtles(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A real OpenAI-compatible server on loopback that answers every request "I like turtles" and logs them."""
+    log = tmp_path_factory.mktemp("turtles") / "requests.jsonl"
+    server = LoopbackLLMServer("--engine", "fixed", "--reply", "I like turtles", "--log", str(log))
+    server.log = log
+    yield server
+    server.stop()
+
+
+def _judge_run(tmp_path: Path, server: LoopbackLLMServer, step: dict, rows: list[dict]) -> tuple[Path, list[dict]]:
+    """`assay run` of a one-step judge recipe against ``server``; returns the run folder and the requests sent."""
+    name, params = next(iter(step.items()))
+    params = {**params, "backend": {"kind": "openai", "model": "turtle", "base_url": server.url, "max_retries": 0}}
+    recipe = tmp_path / "judge.yaml"
+    recipe.write_text(yaml.safe_dump({"name": f"turtle-{name}", "input": {"format": "jsonl", "text_key": None},
+                                      "output": {"format": "jsonl"}, "steps": [{name: params}]}))
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    server.log.write_bytes(b"")
+    assay_cli("run", str(recipe), "-i", str(data), "-o", str(tmp_path / "out"), "-w", "1", "--no-report")
+    sent = [json.loads(line) for line in server.log.read_text().splitlines()]
+    return tmp_path / "out", sent
+
+
+def _step_stats(out: Path) -> dict:
+    return json.loads((out / "stats.json").read_text())["steps"][0]
+
+
+def _rejected(out: Path) -> list[dict]:
+    from assay.core.errors import ErrorLog
+    from assay.io.sources import plan_shards, read_shard
+
+    files = sorted(str(f) for f in (out / "rejected").rglob("*.jsonl*"))
+    return [r.to_dict() for shard in plan_shards(files, "auto", 0) for r in read_shard(shard, ErrorLog())]
+
+
+ANSWERS = [{"instruction": f"What is {i} + {i}?", "output": f"{2 * i}."} for i in range(4)]
+PAIRS = [{"prompt": f"What is {i} + {i}?", "chosen": f"{2 * i}.", "rejected": f"{2 * i + 1}."} for i in range(4)]
+
+
+def test_score_threshold_never_keeps_a_record_without_a_score(tmp_path: Path, turtles: LoopbackLLMServer) -> None:
+    out, sent = _judge_run(tmp_path, turtles, {"judge_score": {"min_score": 5, "samples": 2}}, ANSWERS)
+    assert read_output(out) == []  # was: 4 of 4 kept with judge.samples 0
+    rejected = _rejected(out)
+    assert len(rejected) == 4 and {(r["drop"]["step"], r["drop"]["reason"]) for r in rejected} == {("judge_score", "unparsed_verdict")}
+    assert all(r["signals"]["judge.samples"] == 0 and "judge.score" not in r["signals"] for r in rejected)
+    stats = _step_stats(out)
+    assert stats["drops"] == {"unparsed_verdict": 4}
+    c = stats["counters"]
+    assert c["unparsed"] == 8 and c["no_verdict"] == 4 and c["repair_prompts"] == 8 and c.get("repaired", 0) == 0
+    # each answer without a verdict got exactly one repair turn: the judge's answer, then the request again
+    assert len(sent) == 16
+    repairs = [b for b in sent if len(b["messages"]) == 3]
+    assert len(repairs) == 8
+    for b in repairs:
+        assert b["messages"][1] == {"role": "assistant", "content": "I like turtles"}
+        assert b["messages"][2]["content"].startswith("Your answer gives no rating from 1 to 10.")
+        assert b["response_format"]["json_schema"]["schema"]["properties"]["rating"]["enum"] == list(range(1, 11))
+
+
+def test_pairwise_require_consistent_never_keeps_an_unjudged_pair(tmp_path: Path,
+                                                                  turtles: LoopbackLLMServer) -> None:
+    out, sent = _judge_run(tmp_path, turtles, {"judge_pairwise": {"require": "consistent"}}, PAIRS)
+    assert read_output(out) == []  # was: 4 of 4 kept, no signals, no flag
+    assert {(r["drop"]["step"], r["drop"]["reason"]) for r in _rejected(out)} == {("judge_pairwise", "unparsed_verdict")}
+    c = _step_stats(out)["counters"]
+    assert c["unparsed"] == 8 and c["no_verdict"] == 4 and c["repair_prompts"] == 8 and c.get("verdicts", 0) == 0
+    assert len(sent) == 16 and sum(len(b["messages"]) == 3 for b in sent) == 8
+
+
+def test_grading_without_a_threshold_flags_records_without_a_verdict(tmp_path: Path,
+                                                                     turtles: LoopbackLLMServer) -> None:
+    out, _ = _judge_run(tmp_path, turtles, {"judge_score": {"samples": 1, "repairs": 0}}, ANSWERS)
+    kept = read_output(out)
+    assert len(kept) == 4 and all(r["signals"]["judge_score.flag"] == "unparsed_verdict" for r in kept)
+    assert _step_stats(out)["counters"]["flagged:unparsed_verdict"] == 4
+
+
+def test_on_unparsed_keep_cannot_open_a_threshold() -> None:
+    with pytest.raises(ValueError, match="on_unparsed: keep"):
+        JudgeScore({"min_score": 5, "on_unparsed": "keep"})
+    with pytest.raises(ValueError, match="on_unparsed: keep"):
+        JudgePairwise({"require": "agree", "on_unparsed": "keep"})
+    assert JudgeScore({"on_unparsed": "keep"}).p.unparsed_policy == "keep"
+    assert JudgeScore({"min_score": 5, "action": "flag"}).p.unparsed_policy == "flag"
+    with pytest.raises(ValueError, match="max_tokens"):
+        JudgeScore({"sampling": {"max_tokens": 40}})

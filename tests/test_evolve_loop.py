@@ -201,6 +201,23 @@ def test_cli_loop_report_and_metrics(tmp_path: Path) -> None:
     assert res.exit_code == 2
 
 
+def test_cli_summary_table_is_whole_when_not_on_a_terminal(tmp_path: Path) -> None:
+    """Piped or written to a log (no terminal: 80 columns), the summary table kept its 11 columns but elided them
+    ("rou…", "0.7…"); it now takes the width it needs."""
+    res = CliRunner().invoke(app, ["loop", str(_recipe(tmp_path)), "-o", str(tmp_path / "out"), "--rounds", "1"])
+    assert res.exit_code == 0, res.output
+    assert "…" not in res.output
+    header = next(line for line in res.output.splitlines() if "synthesized" in line)
+    assert [c.strip() for c in header.strip("┃").split("┃")] == [
+        "round", "synthesized", "verified", "routed", "labels", "human share", "distinct-2", "self-BLEU", "Vendi",
+        "tail recall", "coverage"]
+    row = next(line for line in res.output.splitlines() if line.startswith("│"))
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    metrics = orjson.loads((tmp_path / "out" / "round-001" / "metrics.json").read_bytes())
+    assert cells[0] == "1" and cells[6] == f"{metrics['synthetic.distinct_2']:.3f}"
+    assert cells[10] == f"{metrics['embedding_coverage']:.3f}"
+
+
 def _real_recipe(tmp_path: Path) -> Path:
     recipe = {
         "name": "smollm-loop", "rounds": 2, "seed": 0,

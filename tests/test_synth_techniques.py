@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
-from testutil import ROOT, SHARED, requires_shared
+from testutil import DATA, ROOT, LoopbackLLMServer
 
 from assay.core.record import Record, derive_id
 from assay.core.recipe import Recipe
@@ -185,10 +186,26 @@ def test_a_dead_backend_stops_the_step(tmp_path: Path) -> None:
     seeds = [Record(str(i), f"Explain topic number {i} to a child in simple words.") for i in range(8)]
     step = SelfInstruct({"num_instructions": 5, "cache": "off", "prompts_per_round": 2,
                          "backend": {"kind": "openai", "model": "m", "base_url": f"http://127.0.0.1:{port}/v1",
-                                     "max_retries": 0}})
-    with pytest.raises(BackendError, match="every request of the last 3 batches failed"):
+                                     "max_retries": 0, "max_outage": 1.5}})
+    started = time.monotonic()
+    with pytest.raises(BackendError, match=r"the model server answered nothing for \d+ s \(backend.max_outage: 1.5\)"):
         run(step, seeds, tmp_path)
-    assert step.stats.counters["llm.failed_requests"] == 6
+    assert 1.5 <= time.monotonic() - started < 10
+    assert step.stats.counters["llm.outage_waits"] >= 1 and step.stats.counters["llm.calls"] == 0
+
+
+def test_a_model_that_fails_every_prompt_stops_the_step(tmp_path: Path) -> None:
+    """Not an outage (HTTP 400 is not worth asking again): three batches in a row, then stop."""
+    seeds = [Record(str(i), f"Explain topic number {i} to a child in simple words.") for i in range(8)]
+    server = LoopbackLLMServer("--engine", "echo", "--fail", ",".join(["400"] * 6))
+    try:
+        step = SelfInstruct({"num_instructions": 5, "cache": "off", "prompts_per_round": 2,
+                             "backend": {"kind": "openai", "model": "m", "base_url": server.url}})
+        with pytest.raises(BackendError, match="every request of the last 3 batches failed; last error: HTTP 400"):
+            run(step, seeds, tmp_path)
+    finally:
+        server.stop()
+    assert step.stats.counters["llm.failed_requests"] == 6 and "llm.outage_waits" not in step.stats.counters
 
 
 # -- Evol-Instruct ---------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def _print_rounds(summary: dict) -> None:
     t = Table(title=f"{summary['name']}: {len(summary['rounds'])} round(s)")
     for col in ("round", "synthesized", "verified", "routed", "labels", "human share", "distinct-2", "self-BLEU",
                 "Vendi", "tail recall", "coverage"):
-        t.add_column(col, justify="right")
+        t.add_column(col, justify="right", overflow="fold")  # a narrow terminal wraps figures, never elides them
     for r in summary["rounds"]:
         m = r.get("metrics") or {}
 
@@ -59,7 +59,12 @@ def _print_rounds(summary: dict) -> None:
                   str((r.get("merge") or {}).get("labels", "–")),
                   f"{(r.get('merge') or {}).get('human_fraction', 0):.2f}", f("synthetic.distinct_2"),
                   f("synthetic.self_bleu"), f("synthetic.vendi"), f("tail_recall"), f("embedding_coverage"))
-    console.print(t)
+    if console.is_terminal:
+        console.print(t)
+        return
+    # written to a file or a pipe (80 columns by default), the table gets the width it needs
+    needed = console.measure(t, options=console.options.update_width(10_000)).maximum
+    Console(file=console.file, width=max(console.width, needed)).print(t)
 
 
 @app.command()

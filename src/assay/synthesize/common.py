@@ -15,12 +15,14 @@ default) answers without calling the model.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 import xxhash
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from assay.core.errors import AssayError
 from assay.core.record import Record, derive_id
 from assay.core.step import Step, StepContext, StepParams
 from assay.synthesize.backends import BackendConfig, BackendError, LLMBackend, LLMRequest, cached, shared_backend
@@ -28,6 +30,10 @@ from assay.synthesize.backends.base import Completion
 from assay.synthesize.templates import PromptTemplate, load_template
 
 CACHE_FILE = "llm-cache.sqlite"
+
+
+class SynthesisError(AssayError):
+    """A synthesis step made nothing because the model never answered usably (the run stops, non-zero exit)."""
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -37,7 +43,7 @@ class SynthParams(StepParams):
     #: which model answers (default: the bundled local SmolLM2 model)
     backend: BackendConfig = Field(default_factory=BackendConfig)
     #: response cache file; default ``<run dir>/llm-cache.sqlite`` (none when used as a library without a run
-    #: dir); ``"off"`` disables caching
+    #: dir); ``off`` disables caching
     cache: str | None = None
     #: seeds every random choice and every request, so reruns repeat the same requests (and hit the cache)
     seed: int = 0
@@ -48,6 +54,14 @@ class SynthParams(StepParams):
 
     #: the step's templates: name → the placeholders it may use (set by each step's Params)
     TEMPLATES: ClassVar[dict[str, set[str]]] = {}
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_switch(cls, value: Any) -> Any:
+        """YAML reads ``cache: off`` (and ``no``, ``false``) as false, ``on`` as true: accept the switch."""
+        if isinstance(value, bool):
+            return None if value else "off"
+        return value
 
     @model_validator(mode="after")
     def _check_templates(self) -> "SynthParams":
@@ -117,19 +131,27 @@ class SynthesisStep(Step):
         assert isinstance(p, SynthParams)
         return xxhash.xxh3_64_intdigest("\x00".join(str(x) for x in (p.seed, self.name, *parts)).encode()) % (2**31)
 
-    #: this many batches in a row in which every request failed means the backend is down: stop the step
+    #: this many batches in a row in which every request failed for good (not an outage) means the backend cannot
+    #: work (a model that fails every prompt): stop the step
     MAX_FAILED_BATCHES: ClassVar[int] = 3
+    #: first and longest pause between the attempts to reach a server that answered nothing, in seconds
+    OUTAGE_PAUSE: ClassVar[tuple[float, float]] = (1.0, 15.0)
 
     def generate(self, requests: list[LLMRequest]) -> list[Completion]:
-        """Send ``requests``; failed ones come back with ``error`` set (counted as ``llm.failed_requests``).
+        """Send ``requests``; failed ones come back with ``error`` set (counted as ``llm.failed_requests``) and the
+        step goes on without them.
 
-        Raises :class:`BackendError` when several batches in a row failed entirely (server down, model missing),
-        rather than spending the whole request budget on a dead backend; a rerun resumes from the cache.
+        A batch of which *no* request got through because the server was unreachable or overloaded (after the
+        backend's own retries) is an outage: the batch is sent again after growing pauses (``llm.outage_waits``,
+        ``llm.outage_seconds``) for up to ``backend.max_outage`` seconds, then :class:`BackendError` stops the run
+        with one line (a rerun resumes from the cache). Several batches in a row that failed entirely for other
+        reasons (a model that fails every prompt) raise :class:`BackendError` too, rather than spending the whole
+        request budget on a backend that cannot work.
         """
         assert self.llm is not None, "call setup(ctx) or ensure_backend(ctx) first"
         if not requests:
             return []
-        out = self.llm.generate(requests)
+        out = self._wait_out_outage(requests, self.llm.generate(requests))
         failed = sum(not c.ok for c in out)
         if failed:
             self.count("llm.failed_requests", failed)
@@ -140,6 +162,28 @@ class SynthesisStep(Step):
                                    f"last error: {out[-1].error}")
         else:
             self._failed_batches = 0
+        return out
+
+    def _wait_out_outage(self, requests: list[LLMRequest], out: list[Completion]) -> list[Completion]:
+        """``out``, or the answers to ``requests`` sent again once the server is back (see :meth:`generate`)."""
+        if not all(not c.ok and c.retryable for c in out):
+            return out
+        p = self.params
+        assert isinstance(p, SynthParams) and self.llm is not None
+        started = time.monotonic()
+        pause, longest = self.OUTAGE_PAUSE
+        while all(not c.ok and c.retryable for c in out):
+            waited = time.monotonic() - started
+            if waited >= p.backend.max_outage:
+                raise BackendError(f"{self.name}: the model server answered nothing for {waited:.0f} s "
+                                   f"(backend.max_outage: {p.backend.max_outage:g}); last error: {out[-1].error}. "
+                                   "Run the same command again to resume.")
+            pause_now = min(pause, p.backend.max_outage - waited)
+            self.count("llm.outage_waits")
+            time.sleep(pause_now)
+            pause = min(longest, pause * 2)
+            out = self.llm.generate(requests)
+        self.count("llm.outage_seconds", round(time.monotonic() - started, 1))
         return out
 
     # -- records -----------------------------------------------------------------------------------------------
@@ -160,7 +204,7 @@ class SynthesisStep(Step):
         if self.llm is None:
             return
         now = self.llm.usage.snapshot()
-        for key in ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "errors", "cost_usd"):
+        for key in ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "errors", "retries", "cost_usd"):
             delta = now[key] - self._usage_reported.get(key, 0)
             if delta:
                 self.count(f"llm.{key}", round(delta, 6) if key == "cost_usd" else int(delta))

@@ -16,14 +16,20 @@ own instances, so users' seeds steer the format. An instruction whose instance c
 (it still counts for novelty) but is rejected with reason ``no_instance``.
 
 The step reads all its input (the seeds) first, then generates until ``num_instructions`` records with instances
-have been produced (or ``max_requests`` list-continuation requests have been spent: counted as ``gave_up``). It does
-so once per input shard, from that shard's seeds; a seed file smaller than the recipe's ``input.shard_bytes`` (128
-MiB by default) is one shard.
+have been produced, or ``max_requests`` list-continuation requests have been spent: then it gives up (counted as
+``gave_up``) with a warning on stderr, and if it produced nothing at all (the model never answered usably) it stops
+the run with :class:`~assay.synthesize.common.SynthesisError` (non-zero exit). It does so once per input shard, from
+that shard's seeds; a seed file smaller than the recipe's ``input.shard_bytes`` (128 MiB by default) is one shard.
+
+A round sends ``prompts_per_round`` list-continuation prompts at once; by default that is the backend's
+``concurrency`` for an HTTP backend (so ``concurrency: 32`` keeps 32 requests in flight) and 4 for the local model,
+which answers one request at a time anyway.
 Rejected candidates are emitted as dropped records with their reason, so ``rejected/`` shows what the filters did.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import string
@@ -35,8 +41,11 @@ from pydantic import Field
 from assay.core.record import Record, derive_id
 from assay.core.step import Batch, StepContext, StepParams
 from assay.synthesize.backends.base import Completion, LLMRequest, SamplingParams
-from assay.synthesize.common import SynthesisStep, SynthParams, clean_text, conversation, instruction_of
+from assay.synthesize.common import (SynthesisError, SynthesisStep, SynthParams, clean_text, conversation,
+                                     instruction_of)
 from assay.synthesize.rouge import RougeLIndex
+
+log = logging.getLogger(__name__)
 
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps", "draw",
              "plot", "go to")
@@ -58,8 +67,9 @@ class SelfInstructParams(SynthParams):
     #: tasks shown in each list-continuation prompt, and how many of them are machine-generated
     prompt_instructions: int = Field(8, ge=1, le=64)
     machine_in_prompt: int = Field(2, ge=0)
-    #: list-continuation prompts sent together in one round (the pool grows between rounds)
-    prompts_per_round: int = Field(4, ge=1)
+    #: list-continuation prompts sent together in one round (the pool grows between rounds); default: the
+    #: backend's `concurrency` for an HTTP backend, 4 for the local model
+    prompts_per_round: int | None = Field(None, ge=1)
     #: stop after this many list-continuation requests (default 20 × num_instructions)
     max_requests: int | None = Field(None, ge=1)
     #: candidates whose ROUGE-L F against any pool instruction reaches this are rejected ("similar")
@@ -138,6 +148,14 @@ class SelfInstruct(SynthesisStep):
         assert isinstance(self.params, SelfInstructParams)
         return self.params
 
+    @property
+    def prompts_per_round(self) -> int:
+        """``prompts_per_round``, or by default as many as the backend keeps in flight (4 for the local model)."""
+        p = self.p
+        if p.prompts_per_round is not None:
+            return p.prompts_per_round
+        return p.backend.concurrency if p.backend.kind == "openai" else 4
+
     # -- seeds -------------------------------------------------------------------------------------------------
     def read_seed(self, record: Record) -> Task | None:
         instruction = normalize_instruction(instruction_of(record, self.p.max_seed_chars))
@@ -209,7 +227,7 @@ class SelfInstruct(SynthesisStep):
         round_no = 0
         template = self.templates["self_instruct_tasks"]
         while produced < p.num_instructions and requests < max_requests:
-            n = min(p.prompts_per_round, max_requests - requests)
+            n = min(self.prompts_per_round, max_requests - requests)
             prompts: list[str] = []
             parents: list[list[Task]] = []
             for _ in range(n):
@@ -270,7 +288,19 @@ class SelfInstruct(SynthesisStep):
                 yield out + rejected
         self.count("requests:tasks", requests)
         if produced < p.num_instructions:
-            self.count("gave_up")
+            self.give_up(requests, produced)
+
+    def give_up(self, requests: int, produced: int) -> None:
+        """Say that the request budget ran out: a warning, or an error when nothing at all was produced."""
+        self.count("gave_up")
+        rejected = {k.split(":", 1)[1]: v for k, v in self.stats.counters.items() if k.startswith("rejected:")}
+        why = ", ".join(f"{k} {v}" for k, v in sorted(rejected.items(), key=lambda kv: -kv[1])) or "none"
+        msg = (f"self_instruct gave up after {requests} list-continuation requests (max_requests) with {produced} "
+               f"of {self.p.num_instructions} instructions (candidates {self.stats.counters['candidates']}, "
+               f"rejected: {why}; failed requests {self.stats.counters['llm.failed_requests']})")
+        if produced == 0:
+            raise SynthesisError(f"{msg}: the model never answered usably; check the backend and the model")
+        log.warning("warning: %s", msg)
 
     def _request(self, prompt: str, params: SamplingParams, seed: int) -> LLMRequest:
         sampling = params.with_(seed=seed)

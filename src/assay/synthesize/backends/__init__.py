@@ -45,6 +45,9 @@ class BackendConfig(BaseModel):
     timeout: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0)
     backoff: float = Field(0.5, ge=0)
+    #: seconds a step waits out a server that answers none of a batch's requests (down, restarting, overloaded),
+    #: asking again with growing pauses, before the run stops with an error (a rerun resumes from the cache)
+    max_outage: float = Field(120.0, ge=0)
     #: how to ask for JSON: "json_schema" (OpenAI, vLLM), "json_object" (llama.cpp server, Ollama), "none"
     json_mode: Literal["json_schema", "json_object", "none"] = "json_schema"
     #: USD per million tokens, for cost accounting in the run stats

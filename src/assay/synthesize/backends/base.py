@@ -6,9 +6,11 @@ only entry point that matters for throughput: the HTTP backend sends a batch con
 in sequence. The convenience methods (:meth:`LLMBackend.chat`, :meth:`LLMBackend.complete`,
 :meth:`LLMBackend.chat_json`) are thin wrappers.
 
-A request that fails after the backend's own retries does not raise: its completion carries ``error`` so a synthesis
+A request that fails after the backend's own retries does not raise: its completion carries ``error`` (and
+``retryable`` when the server was unreachable or overloaded, so that asking again later may succeed) so a synthesis
 step can count it and go on with the rest of the batch. Only configuration errors that doom every request (bad API
-key, unknown model) raise :class:`BackendError`.
+key, unknown model) raise :class:`BackendError`, an :class:`~assay.core.errors.AssayError` that the CLI reports in
+one line.
 
 A chat message's content is a string, or (for vision-language models) a list of OpenAI-style content parts:
 ``{"type": "text", "text": ...}`` and ``{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,..."}}``.
@@ -29,9 +31,11 @@ import orjson
 import xxhash
 from pydantic import BaseModel, ConfigDict, Field
 
+from assay.core.errors import AssayError
 
-class BackendError(RuntimeError):
-    """A backend cannot serve any request (misconfiguration, missing model, authentication)."""
+
+class BackendError(RuntimeError, AssayError):
+    """A backend cannot serve any request (misconfiguration, missing model, authentication, a long outage)."""
 
 
 class SamplingParams(BaseModel):
@@ -231,6 +235,8 @@ class Completion:
     cached: bool = False  # served from the response cache (no backend call)
     error: str | None = None  # why the request failed after retries (then ``text`` is "")
     cost_usd: float = 0.0  # what this call cost (0 when cached or free)
+    retries: int = 0  # attempts the backend repeated for this request (429, 5xx, timeouts, refused connections)
+    retryable: bool = False  # failed because the server was unreachable or overloaded: asking later may succeed
 
     @property
     def ok(self) -> bool:
@@ -247,8 +253,8 @@ class Completion:
                    model=d.get("model", ""), cached=cached)
 
     @classmethod
-    def failed(cls, error: str, model: str = "") -> "Completion":
-        return cls(text="", finish_reason="error", model=model, error=error)
+    def failed(cls, error: str, model: str = "", retries: int = 0, retryable: bool = False) -> "Completion":
+        return cls(text="", finish_reason="error", model=model, error=error, retries=retries, retryable=retryable)
 
 
 OnComplete = Callable[[int, Completion], None]

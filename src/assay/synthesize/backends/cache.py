@@ -114,9 +114,9 @@ class CachedBackend(LLMBackend):
     def _account(self, answer: Completion) -> None:
         if answer.ok:
             self.usage.add(calls=1, prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
-                           cost_usd=answer.cost_usd)
+                           cost_usd=answer.cost_usd, retries=answer.retries)
         else:
-            self.usage.add(errors=1)
+            self.usage.add(errors=1, retries=answer.retries)
 
     def generate(self, requests: list[LLMRequest], on_complete: OnComplete | None = None) -> list[Completion]:
         keys = [request_key(self.identity, r) for r in requests]

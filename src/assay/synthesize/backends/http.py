@@ -160,7 +160,9 @@ class OpenAIBackend(LLMBackend):
         last_reason = ""
         for attempt in range(self.max_retries + 1):
             try:
-                return await self._attempt(url, body, request.kind)
+                completion = await self._attempt(url, body, request.kind)
+                completion.retries = attempt
+                return completion
             except _Retryable as e:
                 last_reason = e.reason
                 if attempt == self.max_retries:
@@ -172,9 +174,10 @@ class OpenAIBackend(LLMBackend):
                 await asyncio.sleep(delay)
             except _Failed as e:
                 self.usage.add(errors=1)
-                return Completion.failed(e.reason, self.model)
+                return Completion.failed(e.reason, self.model, retries=attempt)
         self.usage.add(errors=1)
-        return Completion.failed(f"gave up after {self.max_retries + 1} attempts: {last_reason}", self.model)
+        return Completion.failed(f"gave up after {self.max_retries + 1} attempts: {last_reason}", self.model,
+                                 retries=self.max_retries, retryable=True)
 
     async def _attempt(self, url: str, body: dict[str, Any], kind: str) -> Completion:
         import httpx

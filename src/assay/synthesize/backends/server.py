@@ -9,6 +9,10 @@ and it can inject faults to exercise a client's retry logic:
 * ``--hang``: accept connections and never answer (timeouts);
 * ``--engine echo --latency 0.05``: answer instantly with an echo of the prompt after a fixed delay, to measure a
   client's own overhead and concurrency without the cost of a model;
+* ``--engine fixed --reply "I like turtles"``: answer every request with the same text, whatever it asks for (a
+  model that ignores instructions and JSON schemas: what a client must not mistake for a usable answer);
+* ``--log FILE``: append every completion request's JSON body to ``FILE`` (one line each), to check what a client
+  sent;
 * ``--engine vlm``: a deterministic stand-in for a vision-language model that describes the images it is sent
   (dominant colour, size, brightness; for two images, what changed) (see :mod:`.vlm_server`).
 
@@ -49,6 +53,30 @@ class EchoBackend(LLMBackend):
             words = source.split()[-r.params.max_tokens:]
             c = Completion(" ".join(words), "stop", len(source.split()), len(words), self.model)
             self.usage.add(calls=1, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens)
+            if on_complete is not None:
+                on_complete(i, c)
+            out.append(c)
+        return out
+
+
+class FixedReplyBackend(LLMBackend):
+    """Answers every request with the same ``reply``, ignoring the prompt and any JSON schema."""
+
+    kind = "fixed"
+    model = "fixed"
+
+    def __init__(self, reply: str, latency: float = 0.0) -> None:
+        super().__init__()
+        self.reply = reply
+        self.latency = latency
+
+    def generate(self, requests: list[LLMRequest], on_complete: OnComplete | None = None) -> list[Completion]:
+        out = []
+        for i, r in enumerate(requests):
+            if self.latency:
+                time.sleep(self.latency)
+            c = Completion(self.reply, "stop", 0, len(self.reply.split()), self.model)
+            self.usage.add(calls=1, completion_tokens=c.completion_tokens)
             if on_complete is not None:
                 on_complete(i, c)
             out.append(c)
@@ -115,10 +143,11 @@ class OpenAICompatibleServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, backend: LLMBackend, host: str = "127.0.0.1", port: int = 0,
-                 faults: FaultPlan | None = None) -> None:
+                 faults: FaultPlan | None = None, log_path: str | None = None) -> None:
         super().__init__((host, port), _Handler)
         self.backend = backend
         self.faults = faults or FaultPlan()
+        self.log_path = log_path
         self.stats: collections.Counter[str] = collections.Counter()
         self.stats_lock = threading.Lock()
         self.in_flight = 0
@@ -142,6 +171,12 @@ class OpenAICompatibleServer(ThreadingHTTPServer):
     def leave(self) -> None:
         with self.stats_lock:
             self.in_flight -= 1
+
+    def log_request(self, raw: bytes) -> None:
+        """Append a completion request's body to the request log (``--log``), one line each."""
+        if self.log_path is not None:
+            with self.stats_lock, open(self.log_path, "ab") as f:
+                f.write(raw.replace(b"\n", b" ").strip() + b"\n")
 
     def shutdown(self) -> None:
         self.stopping.set()
@@ -185,6 +220,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, {"error": {"message": f"no route {self.path}"}})
             return
         self.server.record("received")
+        self.server.log_request(raw)
         self.server.enter()
         try:
             self._complete(raw, path)
@@ -232,18 +268,22 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed on stdout)")
-    parser.add_argument("--engine", choices=("local", "echo", "vlm"), default="local")
+    parser.add_argument("--engine", choices=("local", "echo", "fixed", "vlm"), default="local")
     parser.add_argument("--model", default=None, help="GGUF path for --engine local (default: bundled SmolLM2)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer for --engine echo / vlm")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer for --engine echo / fixed / vlm")
     parser.add_argument("--fail", default="", help="comma-separated statuses for the first requests, e.g. 429,500")
     parser.add_argument("--retry-after", type=float, default=None, help="Retry-After header on injected failures")
     parser.add_argument("--hang", action="store_true", help="never answer completion requests")
+    parser.add_argument("--reply", default="I like turtles", help="the one answer of --engine fixed")
+    parser.add_argument("--log", default=None, help="append each completion request's JSON body to this file")
     args = parser.parse_args(argv)
 
     backend: LLMBackend
     if args.engine == "echo":
         backend = EchoBackend(args.latency)
+    elif args.engine == "fixed":
+        backend = FixedReplyBackend(args.reply, args.latency)
     elif args.engine == "vlm":
         from assay.synthesize.backends.vlm_server import DescribeImagesBackend
 
@@ -254,7 +294,8 @@ def main(argv: list[str] | None = None) -> None:
         backend = LlamaCppBackend(args.model, n_threads=args.threads)
         backend.llm  # load now, before announcing the port
     fail = [int(s) for s in args.fail.split(",") if s.strip()]
-    server = OpenAICompatibleServer(backend, args.host, args.port, FaultPlan(fail, args.hang, args.retry_after))
+    server = OpenAICompatibleServer(backend, args.host, args.port, FaultPlan(fail, args.hang, args.retry_after),
+                                    args.log)
     print(f"listening on {server.url}", flush=True)
     try:
         server.serve_forever()
