@@ -4,6 +4,10 @@ Types and how false positives are kept down (precision first: a redacted version
 placeholder in every third code snippet would damage the data):
 
 * ``email``: ``local@domain.tld``; the TLD must be letters and not an image extension (``icon@2x.png`` is kept).
+  Only the address is replaced, so text that parsed still parses: the local part is made of the characters real
+  addresses use (letters, digits, ``. _ % + -``), not of quotes, backticks, ``#``, ``=`` or ``/`` that RFC 5322
+  allows but code and markup put around addresses; and ``name@a.b(`` is a call (``L@D@L.conjugate()``), not an
+  address. Decorator references (``@click.command``) have no local part and are never touched.
 * ``ip_address``: IPv4 and IPv6, validated with :mod:`ipaddress`. As datatrove's ``PIIFormatter`` does by
   default, only public addresses are replaced (``only_public_ips``): private, loopback, link-local, documentation
   and reserved ranges identify nobody. For IPv6 "public" means global unicast (``2000::/3``). An IPv4-looking
@@ -15,8 +19,8 @@ placeholder in every third code snippet would damage the data):
   ``0X XX XX XX XX``. Bare digit runs are not phone numbers here (too many ids, prices and counts look alike);
   national formats of other countries are missed unless written with ``+``.
 * ``iban``: a known country code, that country's exact length, and the ISO 7064 mod-97 checksum.
-* ``credit_card``: 13 to 19 digits (optionally grouped by one kind of separator) with a known issuer prefix and
-  length, and a valid Luhn checksum.
+* ``credit_card``: 13 to 19 digits (optionally grouped by one kind of separator; ungrouped, at most 16: longer
+  integers in code are seeds and hashes) with a known issuer prefix and length, and a valid Luhn checksum.
 
 Per record the counts go to ``signals["pii.<type>"]`` (only types found) and to the step counters ``pii.<type>``.
 Named-entity PII (people's names, street addresses) is not handled: Presidio/spaCy NER is not built.
@@ -108,10 +112,14 @@ def card_issuer_plausible(digits: str) -> bool:
 
 
 # -- detectors: each is (pattern, validator(match) -> span to replace or None) -----------------------------------
-_EMAIL_LOCAL = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]"
+#: the characters real addresses use in their local part. RFC 5322 also allows ' ` # = / { } | and more, but text
+#: around an address uses them as delimiters: with them, ``fromaddr='a@example.com'`` lost its quote,
+#: ``#@pytest.mark.slow`` its comment sign and a URL ``https://host/list/dev@python.org`` its path
+_EMAIL_LOCAL = r"[a-z0-9_%+-]"
 _EMAIL = re.compile(
-    rf"(?<![\w.!#$%&'*+/=?^`{{|}}~-]){_EMAIL_LOCAL}{{1,64}}(?:\.{_EMAIL_LOCAL}{{1,64}}){{0,8}}"
-    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){1,8}([a-z]{2,63})(?![\w-])",
+    rf"(?<![\w.%+-]){_EMAIL_LOCAL}{{1,64}}(?:\.{_EMAIL_LOCAL}{{1,64}}){{0,8}}"
+    # not followed by "(": `L@D@L.conjugate()` is matrix products, `@click.command()` a decorator
+    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){1,8}([a-z]{2,63})(?![\w(-])",
     re.IGNORECASE,
 )
 _NOT_EMAIL_TLDS = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "tif", "tiff", "avif"})
@@ -216,6 +224,8 @@ def _card_ok(text: str, m: re.Match) -> tuple[int, int] | None:
         if any(not 3 <= len(g) <= 6 for g in groups):
             return None
     digits = "".join(ch for ch in raw if ch.isdigit())
+    if not separators and len(digits) > 16:  # 19-digit integers are seeds, hashes and ids; 19-digit cards are rare
+        return None
     if len(set(digits)) == 1 or not card_issuer_plausible(digits) or not luhn_valid(digits):
         return None
     return m.span()
