@@ -267,3 +267,18 @@ def test_cgroup_files_are_parsed(tmp_path) -> None:
     (tmp_path / "cgroup").write_text("4:memory:/x\n0::/user.slice/user-1000.slice/session-2.scope\n")
     assert cgroup.cgroup2_mounts(str(tmp_path / "mountinfo")) == ["/sys/fs/cgroup"]
     assert cgroup.own_cgroup(str(tmp_path / "cgroup")) == "/user.slice/user-1000.slice/session-2.scope"
+
+
+def test_memory_watchdog_lets_ordinary_multiprocess_programs_run() -> None:
+    """Without a cgroup the host sums the memory of a run's processes; a pool of workers well under the limit runs."""
+    code = """
+from multiprocessing import Pool
+def work(n):
+    block = bytearray(20 << 20)
+    return sum(block[::4096]) + n
+if __name__ == "__main__":
+    with Pool(4) as pool:
+        print(sum(pool.map(work, range(8))))
+"""
+    r = SB.run_python(code, limits=SB.limits.with_(memory_mb=512))
+    assert r.ok and r.stdout.strip() == "28", (r.status, r.detail, r.stderr[-300:])

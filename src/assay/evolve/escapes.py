@@ -467,6 +467,42 @@ print("HELD", sysv, memfd, "|", "; ".join(notes))
                         f"{line.partition('|')[2].strip() or _tail(r.stderr)}")
 
 
+def attack_memory_many_processes(sb: Sandbox) -> EscapeResult:
+    """Hold the memory limit many times over by splitting it across processes: 8 children each allocate (and touch)
+    200 MB under a 256 MB limit (``RLIMIT_AS`` is per process)."""
+    limits = sb.limits.with_(memory_mb=256, processes=max(sb.limits.processes, 16))
+    code = """
+import os, time
+r, w = os.pipe()
+kids = []
+for _ in range(8):
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        block = bytearray(200 << 20)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        os.write(w, b"x")
+        time.sleep(1.5)
+        os._exit(0)
+    kids.append(pid)
+os.close(w)
+held = 0
+while held < 8 and os.read(r, 1):
+    held += 1
+print("CHILDREN_HOLDING", held, flush=True)
+for pid in kids:
+    os.waitpid(pid, 0)
+"""
+    r = sb.run_python(code, limits=limits)
+    line = next((x for x in r.stdout.splitlines() if x.startswith("CHILDREN_HOLDING")), "")
+    held = int(line.split()[1]) if line else 0
+    contained = r.status == "memory_limit" and held * 200 <= limits.memory_mb + 200
+    return EscapeResult("split memory across processes (8 x 200 MB, limit 256 MB)", contained, r.status,
+                        r.wall_seconds, f"{held} children held 200 MB each at once ({held * 200} MB); "
+                                        f"{r.detail or _tail(r.stderr)}")
+
+
 ATTACKS: dict[str, Callable[[Sandbox], EscapeResult]] = {
     "network": attack_network,
     "write_outside": attack_write_outside,
@@ -480,6 +516,7 @@ ATTACKS: dict[str, Callable[[Sandbox], EscapeResult]] = {
     "pid1_command_line": attack_pid1_command_line,
     "dev_writes": attack_dev_writes,
     "memory_outside_limit": attack_memory_outside_limit,
+    "memory_many_processes": attack_memory_many_processes,
 }
 
 

@@ -75,6 +75,8 @@ DEVICES = ("null", "zero", "random", "urandom")
 SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": SCRATCH, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
                "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8",
                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+#: how often the memory of a run's processes is summed when no cgroup limits it (RLIMIT_AS is per process)
+MEMORY_POLL_SECONDS = 0.05
 #: what a program prints when an allocation failed (Python's MemoryError, mmap/fork ENOMEM, C++ bad_alloc)
 OUT_OF_MEMORY_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc")
 STATUSES = ("ok", "error", "timeout", "cpu_limit", "memory_limit", "file_size_limit", "output_limit", "killed",
@@ -365,7 +367,7 @@ class Sandbox:
             for fd in fds:
                 os.close(fd)
         try:
-            out, err, truncated, timed_out = self._collect(proc, limits, started)
+            out, err, truncated, timed_out, over_memory = self._collect(proc, limits, started)
         finally:
             if proc.poll() is None:
                 _kill_group(proc)
@@ -376,14 +378,16 @@ class Sandbox:
             if group is not None:
                 group.remove()
         wall = time.monotonic() - started
-        result = _classify(proc.returncode, status_json, out, err, truncated, timed_out, wall, limits, oom,
-                           self.memory.by)
+        result = _classify(proc.returncode, status_json, out, err, truncated, timed_out, wall, limits,
+                           oom or over_memory, self.memory.by)
         result.memory_limit_by = self.memory.by
         return result
 
-    @staticmethod
-    def _collect(proc: subprocess.Popen, limits: Limits, started: float) -> tuple[bytes, bytes, bool, bool]:
-        """Read stdout and stderr until both close, the wall clock runs out, or a stream exceeds its cap."""
+    def _collect(self, proc: subprocess.Popen, limits: Limits,
+                 started: float) -> tuple[bytes, bytes, bool, bool, bool]:
+        """Read stdout and stderr until both close, the wall clock runs out, a stream exceeds its cap, or (without a
+        cgroup) the memory of all the run's processes together exceeds the limit (checked every
+        :data:`MEMORY_POLL_SECONDS`: ``RLIMIT_AS`` alone is per process)."""
         assert proc.stdout is not None and proc.stderr is not None
         out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
         bufs = {out_fd: bytearray(), err_fd: bytearray()}
@@ -391,15 +395,24 @@ class Sandbox:
         for f in (proc.stdout, proc.stderr):
             os.set_blocking(f.fileno(), False)
             sel.register(f.fileno(), selectors.EVENT_READ)
-        truncated = timed_out = False
+        truncated = timed_out = over_memory = False
         deadline = started + limits.wall_seconds
+        watch = self.memory.by == "rlimit_as"
+        poll = MEMORY_POLL_SECONDS if watch else 1.0
+        next_check = time.monotonic() + poll
         try:
             while sel.get_map():
-                remaining = deadline - time.monotonic()
+                now = time.monotonic()
+                remaining = deadline - now
                 if remaining <= 0:
                     timed_out = True
                     break
-                for key, _ in sel.select(timeout=min(remaining, 1.0)):
+                if watch and now >= next_check:
+                    next_check = now + poll
+                    if _tree_memory_mb(proc.pid) > limits.memory_mb:
+                        over_memory = True
+                        break
+                for key, _ in sel.select(timeout=min(remaining, poll)):
                     try:
                         chunk = os.read(key.fd, 65536)
                     except BlockingIOError:
@@ -416,11 +429,11 @@ class Sandbox:
                     break
         finally:
             sel.close()
-            if truncated or timed_out:
+            if truncated or timed_out or over_memory:
                 _kill_group(proc)
             proc.stdout.close()
             proc.stderr.close()
-        return bytes(bufs[out_fd]), bytes(bufs[err_fd]), truncated, timed_out
+        return bytes(bufs[out_fd]), bytes(bufs[err_fd]), truncated, timed_out, over_memory
 
 
 _limiters: dict[str | None, MemoryLimiter] = {}
@@ -434,6 +447,29 @@ def _detect_memory_limiter(explicit: str | None) -> MemoryLimiter:
         if key not in _limiters:
             _limiters[key] = detect(key)
         return _limiters[key]
+
+
+def _tree_memory_mb(root: int) -> float:
+    """Private and shared-memory resident size (``RssAnon`` + ``RssShmem``) of ``root`` and all its descendants, in
+    MB, read from /proc (a sandbox's processes all descend from bwrap: its PID namespace's init reaps orphans)."""
+    total_kb = 0
+    stack, seen = [root], set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith(("RssAnon:", "RssShmem:")):
+                        total_kb += int(line.split()[1])
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    stack.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError):  # the process ended meanwhile
+            continue
+    return total_kb / 1024
 
 
 def _minimal_dev() -> list[str]:
@@ -477,7 +513,7 @@ def _read_all(fd: int) -> bytes:
 
 
 def _classify(returncode: int | None, status_json: bytes, out: bytes, err: bytes, truncated: bool, timed_out: bool,
-              wall: float, limits: Limits, oom_killed: bool = False, memory_by: str = "rlimit_as") -> RunResult:
+              wall: float, limits: Limits, memory_exceeded: bool = False, memory_by: str = "rlimit_as") -> RunResult:
     stdout = out.decode("utf-8", "replace")
     stderr = err.decode("utf-8", "replace")
     child_started = False
@@ -505,8 +541,10 @@ def _classify(returncode: int | None, status_json: bytes, out: bytes, err: bytes
         exit_code = returncode
     memory = (f"memory > {limits.memory_mb} MB (cgroup memory.max)" if memory_by == "cgroup"
               else f"address space > {limits.memory_mb} MB")
-    if oom_killed:
-        return result("memory_limit", memory + "; OOM-killed")
+    if memory_exceeded:  # OOM kill in the run's cgroup, or the host's watchdog
+        return result("memory_limit", f"memory > {limits.memory_mb} MB (cgroup memory.max; OOM-killed)"
+                      if memory_by == "cgroup" else
+                      f"memory of all the run's processes > {limits.memory_mb} MB (killed by the host's watchdog)")
     if exit_code == 0:
         return result("ok")
     if exit_code in (126, 127) and stderr.startswith("prlimit: failed to execute"):
