@@ -30,7 +30,8 @@ What the sandboxed program gets:
   Linux >= 5.14 counts ``RLIMIT_NPROC`` per user namespace); a wall-clock timeout; stdout and stderr each capped
   (the program is killed once it exceeds the cap). Memory is capped by a cgroup v2 ``memory.max`` (all processes
   of the run together, real memory) where the machine delegates one (:mod:`assay.evolve.cgroup`), else by
-  ``RLIMIT_AS`` (address space, per process); ``describe()`` and every :class:`RunResult` say which. The seccomp
+  ``RLIMIT_AS`` (address space, per process) plus a watchdog in the parent that sums the resident memory of all
+  the run's processes (:data:`MEMORY_POLL_SECONDS`); ``describe()`` and every :class:`RunResult` say which. The seccomp
   filter denies SysV shared memory and message queues and ``memfd_create``, memory that ``RLIMIT_AS`` would not
   see.
 
@@ -445,7 +446,11 @@ def _detect_memory_limiter(explicit: str | None) -> MemoryLimiter:
     key = explicit or os.environ.get(CGROUP_ENV_VAR)
     with _limiters_lock:
         if key not in _limiters:
-            _limiters[key] = detect(key)
+            limiter = detect(key)
+            if limiter.by == "rlimit_as":
+                limiter = replace(limiter, note=f"{limiter.note}; the memory of all the run's processes together is "
+                                                f"checked every {MEMORY_POLL_SECONDS:g} s by the parent")
+            _limiters[key] = limiter
         return _limiters[key]
 
 
