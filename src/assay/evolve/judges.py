@@ -33,6 +33,8 @@ a threshold, and ``on_unparsed: keep`` together with a threshold is a recipe err
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import statistics
 from dataclasses import dataclass
@@ -92,21 +94,30 @@ _VERDICT = [re.compile(r"\[\[\s*([ABC])\s*\]\]"),
             re.compile(r"\b(?:response|assistant|answer)\s+([AB])\s+is\s+(?:better|superior|preferred)", re.I)]
 
 
-def _json_field(text: str, key: str) -> Any:
-    from assay.synthesize.backends.structured import NoJSON, extract_json
+def _json_field(text: str, key: str, whole: bool) -> Any:
+    """``key`` of the JSON object that is the whole answer (``whole``: code fences allowed, nothing else) or, in a
+    lenient reading, of the first JSON object found in it."""
+    from assay.synthesize.backends.structured import NoJSON, extract_json, strip_fences
 
     try:
-        value = extract_json(text or "")
-    except NoJSON:
+        value = json.loads(strip_fences(text or "")) if whole else extract_json(text or "")
+    except (NoJSON, ValueError):
         return None
     return value.get(key) if isinstance(value, dict) else None
 
 
-def parse_rating(text: str) -> int | None:
-    """The 1-10 grade in a judge's answer (JSON ``rating`` or text), or ``None``."""
-    v = _json_field(text, "rating")
+def parse_rating(text: str, structured: bool = False) -> int | None:
+    """The 1-10 grade in a judge's answer, or ``None``.
+
+    ``structured``: the answer must be the JSON object itself (what constrained decoding produces), so that a verdict
+    merely quoted from the judged response, which a model repeating its prompt would echo, is never taken for the
+    judge's. Otherwise the JSON ``rating`` anywhere in the answer, then text patterns (``Rating: [[7]]``, ``7/10``).
+    """
+    v = _json_field(text, "rating", whole=structured)
     if isinstance(v, (int, float)) and not isinstance(v, bool) and 1 <= v <= 10:
         return int(v)
+    if structured:
+        return None
     for pattern in _RATING:
         found = pattern.findall(text or "")
         if found:
@@ -114,11 +125,14 @@ def parse_rating(text: str) -> int | None:
     return None
 
 
-def parse_verdict(text: str) -> Literal["A", "B", "C"] | None:
-    """``A``, ``B`` or ``C`` (tie) from a pairwise judge's answer (JSON ``verdict`` or text), or ``None``."""
-    v = _json_field(text, "verdict")
+def parse_verdict(text: str, structured: bool = False) -> Literal["A", "B", "C"] | None:
+    """``A``, ``B`` or ``C`` (tie) from a pairwise judge's answer, or ``None`` (``structured``: as in
+    :func:`parse_rating`, only the JSON object that is the whole answer)."""
+    v = _json_field(text, "verdict", whole=structured)
     if isinstance(v, str) and v.strip().upper() in ("A", "B", "C"):
         return v.strip().upper()  # type: ignore[return-value]
+    if structured:
+        return None
     for pattern in _VERDICT:
         found = pattern.findall(text or "")
         if found:
@@ -318,7 +332,7 @@ class JudgeScore(JudgeStep):
                                                            response=response,
                                                            answer_format=FORMATS[("single", p.structured)])
             reqs.extend(self.request(prompt, self.request_seed(key, "score", s)) for s in range(p.samples))
-        grades = self.ask(reqs, parse_rating)
+        grades = self.ask(reqs, functools.partial(parse_rating, structured=p.structured))
         return [[g for g in grades[i * p.samples:(i + 1) * p.samples] if g is not None] for i in range(len(items))]
 
     def process_batch(self, batch: Batch, ctx: StepContext) -> Batch:
@@ -386,7 +400,7 @@ class JudgePairwise(JudgeStep):
                                     response_b=clean_text(y, p.max_seed_chars),
                                     answer_format=FORMATS[("pair", p.structured)])
                 reqs.append(self.request(prompt, self.request_seed(key, "pair", order)))
-        answers = self.ask(reqs, parse_verdict)
+        answers = self.ask(reqs, functools.partial(parse_verdict, structured=p.structured))
         verdicts = []
         for i in range(len(pairs)):
             ab, ba = answers[2 * i], answers[2 * i + 1]

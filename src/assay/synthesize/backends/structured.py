@@ -21,13 +21,19 @@ class NoJSON(ValueError):
     """The text holds no parseable JSON value."""
 
 
-def extract_json(text: str) -> Any:
-    """The first JSON object or array in ``text`` (code fences and surrounding prose are ignored)."""
-    decoder = json.JSONDecoder()
+def strip_fences(text: str) -> str:
+    """``text`` without surrounding whitespace and a Markdown code fence around it (```` ```json ... ``` ````)."""
     stripped = text.strip()
     if stripped.startswith("```"):
         stripped = stripped.split("\n", 1)[1] if "\n" in stripped else ""
         stripped = stripped.rsplit("```", 1)[0]
+    return stripped
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON object or array in ``text`` (code fences and surrounding prose are ignored)."""
+    decoder = json.JSONDecoder()
+    stripped = strip_fences(text)
     try:
         return json.loads(stripped)
     except ValueError:
