@@ -287,6 +287,22 @@ for pid in sorted((d for d in os.listdir("/proc") if d.isdigit()), key=int):
                 seen[f"/proc/{pid}/{what}"] = f.read().decode("utf-8", "replace").replace("\\x00", " ")
         except OSError as e:
             seen[f"/proc/{pid}/{what}"] = "unreadable: " + type(e).__name__
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        fds = []
+    for fd in fds:  # files other processes hold open (memfds: bwrap's options, the program's files)
+        path = f"/proc/{pid}/fd/{fd}"
+        try:
+            if not os.readlink(path).startswith("/"):
+                continue  # pipes and sockets: reading could block
+            fd_ = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                seen[path] = os.pread(fd_, 1 << 16, 0).decode("utf-8", "replace").replace("\\x00", " ")
+            finally:
+                os.close(fd_)
+        except OSError as e:
+            seen[path] = "unreadable: " + type(e).__name__
 print(json.dumps(seen))
 """
 
@@ -330,13 +346,15 @@ def attack_host_environment(sb: Sandbox) -> EscapeResult:
 
 
 def attack_pid1_command_line(sb: Sandbox) -> EscapeResult:
-    """Read the sandbox's set-up from ``/proc/1/cmdline`` (bwrap's command line: host paths, variables set)."""
+    """Read the sandbox's set-up from ``/proc/1/cmdline`` (bwrap's command line: host paths, variables set) and
+    from the files other processes hold open (``/proc/*/fd/*``: bwrap's options travel in a memory file)."""
     r = sb.run_python(_READ_PROCESSES)
     seen = _processes_seen(r)
-    shown = sorted(k for k, v in seen.items() if k.endswith("/cmdline") and any(o in v.split() for o in BWRAP_OPTIONS))
+    shown = sorted(k for k, v in seen.items() if k.startswith("/proc/") and any(o in v.split() for o in BWRAP_OPTIONS))
     contained = r.ok and "/proc/1/cmdline" in seen and not shown
     return EscapeResult("read the sandbox's set-up from /proc/1/cmdline", contained, r.status, r.wall_seconds,
-                        f"command lines showing bwrap options: {', '.join(shown) or 'none'}; /proc/1/cmdline = "
+                        f"command lines or open files showing bwrap options: {', '.join(shown) or 'none'}; "
+                        f"/proc/1/cmdline = "
                         f"{seen.get('/proc/1/cmdline', '?')[:120]!r}")
 
 
