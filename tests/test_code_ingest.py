@@ -215,6 +215,79 @@ def test_installed_package_license_comes_from_its_dist_info(tmp_path: Path):
     assert out["other"].meta["license"] == "Apache-2.0" and out["other"].meta["license_source"] == "metadata"
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repository_without_license_file_gets_the_license_its_pyproject_declares(tmp_path: Path):
+    """The user's case: Assay's own clone (pyproject.toml says Apache-2.0, no LICENSE file) came out `unknown`,
+    and the license filter then dropped every file."""
+    from assay.harvest.code.license_filter import CodeLicenseFilter
+
+    repo = tmp_path / "assay"
+    (repo / "src" / "assay" / "harvest" / "code").mkdir(parents=True)
+    shutil.copy(ROOT / "pyproject.toml", repo / "pyproject.toml")
+    for src in sorted((ROOT / "src" / "assay" / "harvest" / "code").glob("*.py")):
+        shutil.copy(src, repo / "src" / "assay" / "harvest" / "code" / src.name)
+    out = [r for r in ingest(str(repo)) if r.drop is None]
+    assert len(out) > 10
+    assert {(r.meta["license"], r.meta["license_source"], r.meta["license_manifest"]) for r in out} == {
+        ("Apache-2.0", "metadata", "pyproject.toml")}
+    CodeLicenseFilter().process_batch(out, StepContext())
+    assert [r for r in out if r.drop is not None] == []
+
+
+@pytest.mark.parametrize(("manifest", "text", "expected"), [
+    ("pyproject.toml", '[project]\nname = "x"\nlicense = "mit OR Apache-2.0"\n', "MIT OR Apache-2.0"),
+    ("pyproject.toml", '[project]\nname = "x"\nlicense = {text = "BSD-3-Clause"}\n', "BSD-3-Clause"),
+    ("pyproject.toml", '[project]\nname = "x"\nlicense = {text = "MIT License"}\n', "MIT"),
+    ("pyproject.toml", '[tool.poetry]\nname = "x"\nlicense = "GPL-3.0"\n', "GPL-3.0-only"),
+    ("setup.cfg", "[metadata]\nname = x\nlicense = GPL-2.0+\n", "GPL-2.0-or-later"),
+    ("package.json", '{"name": "x", "license": "(MIT OR Apache-2.0)"}', "(MIT OR Apache-2.0)"),
+    ("package.json", '{"name": "x", "licenses": [{"type": "MIT"}, {"type": "Apache-2.0"}]}', "MIT OR Apache-2.0"),
+    ("Cargo.toml", '[package]\nname = "x"\nlicense = "MIT/Apache-2.0"\n', "MIT OR Apache-2.0"),
+    ("Cargo.toml", '[package]\nname = "x"\nlicense.workspace = true\n[workspace.package]\nlicense = "Zlib"\n',
+     "Zlib"),
+])
+def test_manifest_licenses_in_current_spdx_spelling(tmp_path: Path, manifest: str, text: str, expected: str):
+    repo = make_repo(tmp_path / "r", {manifest: text, "m.py": "x = 1\n"})
+    [rec] = [r for r in ingest(str(repo)) if r.drop is None and r.meta["path"] == "m.py"]
+    assert (rec.meta["license"], rec.meta["license_source"], rec.meta["license_manifest"]) == \
+        (expected, "metadata", manifest)
+
+
+GPL3_TITLE = "GNU GENERAL PUBLIC LICENSE\nVersion 3, 29 June 2007\n\nEveryone is permitted to copy ...\n"
+
+
+def test_license_files_named_by_the_manifest_and_reconciliation_with_license_files(tmp_path: Path):
+    # PEP 639 license-files in a sub-folder; a file that is not a license is left alone
+    a = make_repo(tmp_path / "a", {"pyproject.toml": '[project]\nname = "a"\nlicense-files = ["LICENSES/*.txt"]\n',
+                                   "LICENSES/MIT.txt": MIT, "a.py": "x = 1\n"})
+    [rec] = [r for r in ingest(str(a)) if r.drop is None and r.meta["path"] == "a.py"]
+    assert (rec.meta["license"], rec.meta["license_source"], rec.meta["license_files"]) == \
+        ("MIT", "file", ["LICENSES/MIT.txt"])
+    # the full GPL text does not say -only or -or-later; the declaration does, and names the same license
+    b = make_repo(tmp_path / "b", {"COPYING": GPL3_TITLE, "b.py": "x = 1\n",
+                                   "setup.cfg": "[metadata]\nlicense = GPL-3.0-or-later\n"})
+    [rec] = [r for r in ingest(str(b)) if r.drop is None and r.meta["path"] == "b.py"]
+    assert (rec.meta["license"], rec.meta["license_source"]) == ("GPL-3.0-or-later", "file")
+    # alone, the GPL text is reported with its current id, not the deprecated GPL-3.0
+    c = make_repo(tmp_path / "c", {"COPYING": GPL3_TITLE, "c.py": "x = 1\n"})
+    assert {r.meta["license"] for r in ingest(str(c)) if r.drop is None} == {"GPL-3.0-only"}
+    # they disagree: the license file wins, the declaration is kept and the conflict counted
+    d = make_repo(tmp_path / "d", {"LICENSE": MIT, "d.py": "x = 1\n",
+                                   "package.json": '{"name": "d", "license": "Apache-2.0"}'})
+    step = CodeIngest()
+    out = [r for b_ in step.process([[Record("r", str(d), "code")]], StepContext()) for r in b_]
+    [rec] = [r for r in out if r.drop is None and r.meta["path"] == "d.py"]
+    assert (rec.meta["license"], rec.meta["license_declared"]) == ("MIT", "Apache-2.0")
+    assert step.stats.counters["repo.license_conflict"] == 1
+    # a manifest that does not parse, and "UNLICENSED" (not licensed at all), declare nothing
+    e = make_repo(tmp_path / "e", {"pyproject.toml": "[project\nlicense = ", "e.py": "x = 1\n",
+                                   "package.json": '{"license": "UNLICENSED"}'})
+    [rec] = [r for r in ingest(str(e)) if r.drop is None and r.meta["path"] == "e.py"]
+    assert rec.meta["license"] == "unknown" and rec.meta["license_declared"] == "UNLICENSED"
+
+
 def test_language_detection_linguist_style():
     cases = {
         "Makefile": "Makefile", "Dockerfile": "Dockerfile", "CMakeLists.txt": "CMake", "a/b/c.tsx": "TypeScript",

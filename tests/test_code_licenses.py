@@ -12,8 +12,9 @@ import pytest
 
 from assay.core.record import Record
 from assay.harvest.code.license_filter import CodeLicenseFilter
-from assay.harvest.code.licenses import (PERMISSIVE, detect_repo_license, dist_info_declared, dist_info_license_files,
-                                         expression_allowed, match_licenses, spdx_headers, split_expression)
+from assay.harvest.code.licenses import (PERMISSIVE, canonical_spdx, detect_repo_license, dist_info_declared,
+                                         dist_info_license_files, expression_allowed, match_licenses, same_licenses,
+                                         spdx_headers, split_expression)
 
 SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 
@@ -85,6 +86,20 @@ def test_spdx_headers_and_expressions():
     assert not expression_allowed("MPL-2.0 AND (Apache-2.0 OR MIT)", allow)
     assert expression_allowed("Apache-2.0 WITH LLVM-exception", allow)
     assert not expression_allowed("((MIT", allow)  # malformed: not allowed, no crash
+
+
+def test_current_spdx_ids_not_deprecated_ones():
+    assert [canonical_spdx(e) for e in ("GPL-3.0", "GPL-2.0+", "lgpl-2.1", "mit or apache-2.0", "MIT/Apache-2.0",
+                                        "GPL-2.0-with-classpath-exception", "apache-2.0 with llvm-exception",
+                                        "(MIT OR Apache-2.0) AND Zlib", "LicenseRef-Acme")] == [
+        "GPL-3.0-only", "GPL-2.0-or-later", "LGPL-2.1-only", "MIT OR Apache-2.0", "MIT OR Apache-2.0",
+        "GPL-2.0-only WITH Classpath-exception-2.0", "Apache-2.0 WITH LLVM-exception", "(MIT OR Apache-2.0) AND Zlib",
+        "LicenseRef-Acme"]
+    gpl3_text = "GNU GENERAL PUBLIC LICENSE\nVersion 3, 29 June 2007\n\nEveryone is permitted to copy"
+    assert [m.spdx for m in match_licenses(gpl3_text)] == ["GPL-3.0-only"]
+    assert spdx_headers("/* SPDX-License-Identifier: GPL-2.0+ */") == ["GPL-2.0-or-later"]
+    assert same_licenses("GPL-3.0-only AND MIT", "MIT OR GPL-3.0-or-later")
+    assert not same_licenses("MIT", "Apache-2.0")
 
 
 def test_license_filter_uses_file_headers_over_repo_license():

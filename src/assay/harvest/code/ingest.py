@@ -28,6 +28,18 @@ that cannot be opened is itself rejected (``unreadable_repo``) and logged in ``e
 Installed packages (a folder inside ``site-packages``) carry their license in the ``*.dist-info`` next to them:
 with ``installed_package_licenses`` (default) its license files are read, and its declared
 ``License-Expression`` is used when there are none.
+
+A repository's package manifest (``pyproject.toml``, ``setup.cfg``, ``package.json``, ``Cargo.toml``, see
+:mod:`.package_license`; ``package_metadata_licenses``) is read too: the license files it names are read with the
+top-level ones, and its declared license is reconciled with what the files show:
+
+* no license file recognised: the declared expression is the license (``license_source: metadata``);
+* files and declaration name the same licenses: the declaration's expression is used (``license_source: file``),
+  since it says what full license texts do not (``GPL-3.0-or-later`` vs ``-only``, ``OR`` for dual licensing);
+* they disagree: the license files win, the declaration stays in ``license_declared`` and the step counts
+  ``repo.license_conflict``.
+
+Every id is reported in current SPDX spelling (``GPL-3.0-only``, not the deprecated ``GPL-3.0``).
 """
 
 from __future__ import annotations
@@ -41,8 +53,10 @@ from assay.core.record import Record, stable_id
 from assay.core.step import Batch, Step, StepContext, StepParams
 from assay.harvest.code import classify
 from assay.harvest.code.languages import detect_language
-from assay.harvest.code.licenses import (RepoLicense, detect_repo_license, dist_info_declared, dist_info_for,
-                                         dist_info_license_files, is_primary_license_file, spdx_headers)
+from assay.harvest.code.licenses import (RepoLicense, canonical_spdx, detect_repo_license, dist_info_declared,
+                                         dist_info_for, dist_info_license_files, is_primary_license_file,
+                                         same_licenses, spdx_headers)
+from assay.harvest.code.package_license import declared_license
 from assay.harvest.code.sources import RepoSource, iter_repo_locations, open_repo
 
 #: text files larger than this are not read to find a license
@@ -71,6 +85,8 @@ class CodeIngestParams(StepParams):
     drop_generated: bool = True
     #: read an installed package's license from its *.dist-info
     installed_package_licenses: bool = True
+    #: read the license a repository's pyproject.toml / setup.cfg / package.json / Cargo.toml declares
+    package_metadata_licenses: bool = True
     #: records per emitted batch
     batch_size: int = Field(256, gt=0)
 
@@ -221,17 +237,22 @@ class CodeIngest(Step):
 
     # -- license -------------------------------------------------------------------------------------------------
     def _license(self, repo: RepoSource, location: str, parent: Record) -> dict[str, Any]:
+        """The repository's license: given in the input; else its license files, reconciled with what its package
+        metadata declares (see the module docstring)."""
         p: CodeIngestParams = self.params  # type: ignore[assignment]
         given = parent.meta.get("license")
         if isinstance(given, str) and given.strip():
-            return {"license": given.strip(), "license_source": "input"}
+            return {"license": canonical_spdx(given.strip()), "license_source": "input"}
         texts: list[tuple[str, str]] = []
-        for f in repo.files:
-            if is_primary_license_file(f.path) and f.size <= _LICENSE_READ_LIMIT:
-                try:
-                    texts.append((f.path, repo.read(f.path, _LICENSE_READ_LIMIT).decode("utf-8", "replace")))
-                except (OSError, KeyError, EOFError, RuntimeError):
-                    continue
+        wanted = [f.path for f in repo.files if is_primary_license_file(f.path) and f.size <= _LICENSE_READ_LIMIT]
+        package = declared_license({f.path for f in repo.files}, lambda path: _read_text(repo, path)) \
+            if p.package_metadata_licenses else None
+        if package is not None:
+            wanted += [path for path in package.files if path not in wanted]
+        for path in wanted:
+            text = _read_text(repo, path)
+            if text is not None:
+                texts.append((path, text))
         for extra in parent.meta.get("license_files") or ():
             try:
                 texts.append((Path(extra).name, Path(extra).read_text(encoding="utf-8", errors="replace")))
@@ -247,16 +268,33 @@ class CodeIngest(Step):
                     except OSError:
                         continue
                 declared, is_expression = dist_info_declared(info)
+        declared_expression = declared if is_expression else None
+        if declared is None and package is not None and package.text is not None:
+            declared, declared_expression = package.text.strip()[:200], package.expression
         found: RepoLicense = detect_repo_license(texts)
         meta = found.as_meta()
         if found.expression is not None:
             meta["license_source"] = "file"
-        elif declared is not None and is_expression:  # License-Expression is SPDX by definition (PEP 639)
-            meta["license"] = declared
+            if declared_expression is not None:
+                if same_licenses(found.expression, declared_expression):  # it says -only/-or-later, AND/OR
+                    meta["license"] = declared_expression
+                else:
+                    self.count("repo.license_conflict")
+        elif declared_expression is not None:
+            meta["license"] = declared_expression
             meta["license_source"] = "metadata"
         if declared is not None:
             meta["license_declared"] = declared
+        if package is not None:
+            meta["license_manifest"] = package.manifest
         return meta
+
+
+def _read_text(repo: RepoSource, path: str) -> str | None:
+    try:
+        return repo.read(path, _LICENSE_READ_LIMIT).decode("utf-8", "replace")
+    except (OSError, KeyError, EOFError, RuntimeError):
+        return None
 
 
 def _repo_name(location: str) -> str:

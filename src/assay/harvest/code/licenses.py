@@ -22,6 +22,7 @@ table are ``unknown`` unless named by an SPDX header.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,13 +162,97 @@ def match_licenses(text: str) -> list[LicenseMatch]:
 def _versioned(spdx: str, norm: str, position: int, phrase: str) -> str:
     """GNU licenses. Matched by a notice ("... either version 3 of the License"): ``-or-later`` when "or (at your
     option) any later version" follows, else ``-only``. Matched by the license's own title (the full text, which
-    does not say which): the plain, deprecated id (``GPL-3.0``), as scancode reports it."""
+    does not say which): ``-only``, the current id of what the deprecated plain id (``GPL-3.0``) meant, as
+    scancode reports it; package metadata saying ``-or-later`` refines it (see ``code_ingest``)."""
     if not spdx.startswith(("GPL-", "LGPL-", "AGPL-")):
         return spdx
     if " as published by " not in f" {phrase} ":
-        return spdx
+        return f"{spdx}-only"
     window = norm[position + len(phrase): position + len(phrase) + 60]
     return f"{spdx}-or-later" if _OR_LATER in window else f"{spdx}-only"
+
+
+# -- SPDX ids: current spelling ----------------------------------------------------------------------------------------
+#: deprecated SPDX ids → their replacement in the current SPDX License List (lower-case keys)
+_DEPRECATED: dict[str, str] = {
+    **{f"{family}-{version}": f"{family}-{version}-only" for family, version in (
+        ("GPL", "1.0"), ("GPL", "2.0"), ("GPL", "3.0"), ("LGPL", "2.0"), ("LGPL", "2.1"), ("LGPL", "3.0"),
+        ("AGPL", "1.0"), ("AGPL", "3.0"), ("GFDL", "1.1"), ("GFDL", "1.2"), ("GFDL", "1.3"))},
+    **{f"{family}-{version}+": f"{family}-{version}-or-later" for family, version in (
+        ("GPL", "1.0"), ("GPL", "2.0"), ("GPL", "3.0"), ("LGPL", "2.0"), ("LGPL", "2.1"), ("LGPL", "3.0"),
+        ("AGPL", "1.0"), ("AGPL", "3.0"), ("GFDL", "1.1"), ("GFDL", "1.2"), ("GFDL", "1.3"))},
+    "gpl-2.0-with-autoconf-exception": "GPL-2.0-only WITH Autoconf-exception-2.0",
+    "gpl-2.0-with-bison-exception": "GPL-2.0-or-later WITH Bison-exception-2.2",
+    "gpl-2.0-with-classpath-exception": "GPL-2.0-only WITH Classpath-exception-2.0",
+    "gpl-2.0-with-font-exception": "GPL-2.0-only WITH Font-exception-2.0",
+    "gpl-2.0-with-gcc-exception": "GPL-2.0-only WITH GCC-exception-2.0",
+    "gpl-3.0-with-autoconf-exception": "GPL-3.0-only WITH Autoconf-exception-3.0",
+    "gpl-3.0-with-gcc-exception": "GPL-3.0-only WITH GCC-exception-3.1",
+    "ecos-2.0": "GPL-2.0-or-later WITH eCos-exception-2.0",
+    "wxwindows": "LGPL-2.0-or-later WITH WxWindows-exception-3.1",
+    "bsd-2-clause-freebsd": "BSD-2-Clause", "bsd-2-clause-netbsd": "BSD-2-Clause",
+    "standardml-nj": "SMLNJ", "nunit": "zlib-acknowledgement", "bzip2-1.0.5": "bzip2-1.0.6",
+}
+_DEPRECATED = {k.lower(): v for k, v in _DEPRECATED.items()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _listed_spelling(token: str, exception: bool) -> str:
+    """A license (or exception) id as the SPDX list spells it (the list ``packaging`` ships), else ``token``."""
+    from packaging.licenses import InvalidLicenseExpression, canonicalize_license_expression
+
+    try:
+        if exception:
+            return canonicalize_license_expression(f"MIT WITH {token}").split(" WITH ", 1)[1]
+        return canonicalize_license_expression(token)
+    except InvalidLicenseExpression:
+        return token
+
+
+def canonical_spdx(expression: str) -> str:
+    """``expression`` with every id in its current SPDX spelling: deprecated ids replaced (``GPL-3.0`` →
+    ``GPL-3.0-only``, ``GPL-2.0+`` → ``GPL-2.0-or-later``), case as on the SPDX list (``mit`` → ``MIT``),
+    operators upper case; Cargo's old ``MIT/Apache-2.0`` is ``MIT OR Apache-2.0``. Ids not on the list are kept."""
+    out: list[str] = []
+    after_with = False
+    for token in _EXPR_TOKEN.findall(expression.replace("/", " OR ")):
+        upper = token.upper()
+        if upper in ("AND", "OR", "WITH"):
+            out.append(upper)
+            after_with = upper == "WITH"
+            continue
+        if token in "()":
+            out.append(token)
+        elif after_with:
+            out.append(_listed_spelling(token, True))
+        else:  # (a replacement with WITH needs no parentheses: WITH binds tighter than AND and OR)
+            out.append(_DEPRECATED.get(token.lower()) or _listed_spelling(token, False))
+        after_with = False
+    return " ".join(out).replace("( ", "(").replace(" )", ")")
+
+
+def same_licenses(a: str, b: str) -> bool:
+    """Whether two expressions name the same licenses, whatever their operators and GNU version options
+    (``GPL-3.0-only AND MIT`` and ``MIT OR GPL-3.0-or-later``: yes)."""
+    def ids(expr: str) -> set[str]:
+        out = set()
+        for lid in split_expression(canonical_spdx(expr))[0]:
+            lid = lid.split(" WITH ", 1)[0].lower().removesuffix("+")
+            out.add(lid.removesuffix("-only").removesuffix("-or-later"))
+        return out
+
+    return ids(a) == ids(b)
+
+
+def is_spdx_expression(text: str) -> bool:
+    """Whether ``text`` is a valid SPDX license expression made of known ids (or ``LicenseRef-…``)."""
+    from packaging.licenses import InvalidLicenseExpression, canonicalize_license_expression
+
+    try:
+        canonicalize_license_expression(text)
+    except InvalidLicenseExpression:
+        return False
+    return True
 
 
 #: a license file holding nothing but a license's name ("Apache 2.0", "MIT License", "BSD-3-Clause")
@@ -189,10 +274,11 @@ def name_only_license(text: str) -> str | None:
 
 
 def spdx_headers(text: str) -> list[str]:
-    """The expressions of ``SPDX-License-Identifier:`` lines in ``text`` (in order, duplicates removed)."""
+    """The expressions of ``SPDX-License-Identifier:`` lines in ``text`` (in order, duplicates removed), in current
+    SPDX spelling (``GPL-2.0+`` → ``GPL-2.0-or-later``)."""
     out: list[str] = []
     for m in _SPDX_HEADER.finditer(text):
-        expr = " ".join(m.group(1).split())
+        expr = canonical_spdx(" ".join(m.group(1).split()))
         if expr and expr not in out:
             out.append(expr)
     return out
@@ -399,7 +485,8 @@ def dist_info_license_files(info: Path) -> list[Path]:
 def dist_info_declared(info: Path) -> tuple[str | None, bool]:
     """The license a distribution *declares* in METADATA and whether it is an SPDX expression.
 
-    ``License-Expression`` (PEP 639, SPDX by definition) wins; else a short free-text ``License`` field."""
+    ``License-Expression`` (PEP 639, SPDX by definition; in current spelling) wins; else a short free-text
+    ``License`` field."""
     try:
         with open(info / "METADATA", encoding="utf-8", errors="replace") as f:
             declared = None
@@ -409,7 +496,7 @@ def dist_info_declared(info: Path) -> tuple[str | None, bool]:
                 if line.startswith("License-Expression:"):
                     value = line.split(":", 1)[1].strip()
                     if value:
-                        return value, True
+                        return canonical_spdx(value), True
                 if line.startswith("License:") and declared is None:
                     value = line.split(":", 1)[1].strip()
                     if value and len(value) <= 40 and value.upper() != "UNKNOWN":
