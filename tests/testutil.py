@@ -1,4 +1,5 @@
-"""Shared test helpers (import with `from testutil import ...`). Tests may read the larger real data sets under ../shared/data when present."""
+"""Shared test helpers (import with `from testutil import ...`). Real data the tests read ships in tests/data/ (see its
+README); real web pages come from Debian's manuals (tests/doc_pages.py)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,11 @@ import urllib.request
 from pathlib import Path
 
 import orjson
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+DATA = ROOT / "tests" / "data"  # small redistributable data sets, with their licenses
 SAMPLE = ROOT / "samples" / "python-docs"
 PLUGINS = Path(__file__).resolve().parent / "plugins"
-
-requires_shared = pytest.mark.skipif(not SHARED.exists(), reason=f"real data folder {SHARED} is absent (fresh clone)")
 
 # let worker processes (spawned) find the test-only steps
 os.environ["ASSAY_STEP_MODULES"] = "assay_test_steps"
