@@ -2,7 +2,7 @@
 
 import pytest
 from annotate_support import BACKENDS, cheap_password_hashing, make_database
-from testutil import PLUGINS, ROOT, SAMPLE, SHARED, requires_shared  # noqa: F401  (sets ASSAY_STEP_MODULES)
+from testutil import DATA, PLUGINS, ROOT, SAMPLE  # noqa: F401  (sets ASSAY_STEP_MODULES)
 
 
 @pytest.fixture(params=BACKENDS)

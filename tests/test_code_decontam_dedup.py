@@ -14,9 +14,9 @@ from assay.core.step import StepContext
 from assay.harvest.code.decontam import CodeDecontaminate, SubstringIndex, normalize_lines
 from assay.harvest.code.dedup import CodeMinHashDedup, code_shingle_text
 from assay.harvest.decontam import Decontaminate
-from testutil import SHARED, requires_shared
+from testutil import DATA
 
-HUMANEVAL = SHARED / "HumanEval.jsonl.gz"
+HUMANEVAL = DATA / "HumanEval.jsonl.gz"
 SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 SOURCE = {"path": str(HUMANEVAL), "fields": ["prompt", "canonical_solution"], "name": "humaneval"}
 
@@ -33,7 +33,6 @@ def planted_file(item: dict) -> str:
             f"    def solve(self, {item['entry_point']}_input):\n{body}\n\n\ndef main():\n    print(Solver())\n")
 
 
-@requires_shared
 def test_planted_humaneval_solution_is_removed_by_both_decontamination_steps():
     items = humaneval()
     item = max(items, key=lambda it: len(it["canonical_solution"]))
@@ -57,7 +56,6 @@ def test_planted_humaneval_solution_is_removed_by_both_decontamination_steps():
     assert recs2[0].drop == ("decontaminate", "contaminated") and recs2[1].drop is None
 
 
-@requires_shared
 def test_every_long_enough_humaneval_item_is_found_when_planted_and_prompts_too():
     items = humaneval()
     step = CodeDecontaminate(sources=[SOURCE], min_chars=50)

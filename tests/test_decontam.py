@@ -23,9 +23,9 @@ from assay.harvest.decontam import (
     ngram_hashes,
     normalize_words,
 )
+from testutil import DATA
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-HUMANEVAL = SHARED / "HumanEval.jsonl.gz"
+HUMANEVAL = DATA / "HumanEval.jsonl.gz"
 
 CLEAN_CODE = '''
 from typing import List
@@ -179,7 +179,6 @@ def test_empty_and_huge_documents(tmp_path):
     assert out[1].signals["decontam.matches"] == 0
 
 
-@pytest.mark.skipif(not HUMANEVAL.exists(), reason="shared HumanEval data not present")
 def test_planted_humaneval_solution_is_caught_and_clean_code_is_not():
     problems = [json.loads(line) for line in gzip.open(HUMANEVAL, "rt", encoding="utf-8")]
     step = Decontaminate(sources=[{"path": str(HUMANEVAL), "fields": ["prompt", "canonical_solution"],

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import random
 from pathlib import Path
 
@@ -17,10 +16,7 @@ from assay.harvest.dedup.evaluation import (distinct_texts, jaccard, pair_scores
                                             texts_from_html_files)
 from assay.harvest.dedup.hashing import record_key
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-ARTICLES = SHARED / "web-articles" / "ground-truth.json"
-PY_DOCS = Path("/usr/share/doc/python3.11/html")
-PG_DOCS = Path("/usr/share/doc/postgresql-doc-15/html")
+from doc_pages import require_debian_docs
 
 
 def run_sharded(step_factory, records: list[Record], num_shards: int, run_dir: Path, batch: int = 25) -> list[Record]:
@@ -57,13 +53,10 @@ def synthetic_corpus(seed: int = 0, n_base: int = 120) -> tuple[list[Record], li
 
 @pytest.fixture(scope="module")
 def real_corpus():
-    if not (ARTICLES.exists() and PY_DOCS.exists() and PG_DOCS.exists()):
-        return None
-    py = texts_from_html_files(sorted(glob.glob(str(PY_DOCS / "**" / "*.html"), recursive=True))[::4][:110])
-    pg = texts_from_html_files(sorted(glob.glob(str(PG_DOCS / "*.html")))[::9][:110])
-    articles = [v["articleBody"] for _, v in sorted(json.loads(ARTICLES.read_text()).items())
-                if len(v["articleBody"].split()) >= 50][:100]
-    base = distinct_texts(py + pg + articles)
+    py_docs, pg_docs = require_debian_docs()
+    py = texts_from_html_files(sorted(glob.glob(str(py_docs / "**" / "*.html"), recursive=True))[::3][:160])
+    pg = texts_from_html_files(sorted(glob.glob(str(pg_docs / "*.html")))[::7][:160])
+    base = distinct_texts(py + pg)
     return plant_near_duplicates(base, seed=11)
 
 
@@ -75,8 +68,6 @@ def test_registered_and_params_validated() -> None:
         MinHashDedup(bands=100, rows=64)
 
 
-@pytest.mark.skipif(not (ARTICLES.exists() and PY_DOCS.exists() and PG_DOCS.exists()),
-                    reason="needs shared/data/web-articles and the python3.11 / postgresql-doc-15 HTML docs")
 @pytest.mark.parametrize("params", [{}, {"scheme": "permutations"}])
 def test_planted_near_duplicates_in_real_text(real_corpus, tmp_path: Path, params: dict) -> None:
     corpus = real_corpus

@@ -13,13 +13,13 @@ import json
 import time
 
 import pytest
-from testutil import SHARED, requires_shared
+from testutil import DATA
 
 from assay.core.record import Record
 from assay.evolve.execution import CodeChecker, code_task_of, mutants
 from assay.evolve.sandbox import Limits, Sandbox
 
-HUMANEVAL = SHARED / "HumanEval.jsonl.gz"
+HUMANEVAL = DATA / "HumanEval.jsonl.gz"
 
 
 def load_problems() -> list[dict]:
@@ -85,12 +85,10 @@ def assert_humaneval(problems: list[dict]) -> None:
     assert per_problem < 2.0
 
 
-@requires_shared
 def test_humaneval_subset_canonical_pass_mutants_fail() -> None:
     assert_humaneval(load_problems()[::8])
 
 
-@requires_shared
 @pytest.mark.slow
 def test_humaneval_all_164() -> None:
     problems = load_problems()

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-from testutil import SHARED, requires_shared
+from testutil import DATA
 from typer.testing import CliRunner
 
 import evolve_toy_steps  # noqa: F401  (registers toy_rephrase and toy_verify)
@@ -221,7 +221,7 @@ def test_cli_summary_table_is_whole_when_not_on_a_terminal(tmp_path: Path) -> No
 def _real_recipe(tmp_path: Path) -> Path:
     recipe = {
         "name": "smollm-loop", "rounds": 2, "seed": 0,
-        "anchor": {"path": str(SHARED / "self_instruct_seed_tasks.jsonl"), "limit": 12},
+        "anchor": {"path": str(DATA / "self_instruct_seed_tasks.jsonl"), "limit": 12},
         "inputs_per_round": 5,
         "backend": {"kind": "local"},
         "synthesize": [{"evol_instruct": {"rounds": 1, "methods": ["add_constraints", "concretize", "deepen"],
@@ -237,7 +237,6 @@ def _real_recipe(tmp_path: Path) -> Path:
     return path
 
 
-@requires_shared
 @pytest.mark.slow
 def test_real_loop_with_the_local_model(tmp_path: Path) -> None:
     """Two rounds with SmolLM2-135M (offline): evol-instruct, an LLM judge, routing, mixing, metrics."""

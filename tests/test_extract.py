@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
-import json
 import random
 import signal
 import threading
@@ -13,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
+import doc_pages
 from assay.core.record import Record
 from assay.core.step import REGISTRY, StepContext
 from assay.harvest.extract import Extract, inspect_page
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-ARTICLES = SHARED / "web-articles"
 
 ARTICLE_SENTENCES = [
     "The city council voted on Tuesday to expand the riverside park by twelve hectares.",
@@ -223,19 +220,15 @@ def test_output_is_the_same_when_a_shard_is_rerun():
     assert first == second
 
 
-@pytest.mark.skipif(not ARTICLES.exists(), reason="shared web-articles data not present")
 def test_quality_on_real_pages_matches_the_benchmark_scorer():
+    """Real pages with known main text: Debian's Python and PostgreSQL manuals (tests/doc_pages.py)."""
     bench = _load_benchmark_module()
-    truth_all = json.loads((ARTICLES / "ground-truth.json").read_text(encoding="utf-8"))
-    keys = sorted(truth_all)[:25]
-    records = []
-    for key in keys:
-        with gzip.open(ARTICLES / "html" / f"{key}.html.gz", "rt", encoding="utf-8") as f:
-            records.append(Record(key, f.read(), "html", {"url": truth_all[key]["url"]}))
+    pages = doc_pages.article_pages()[::7][:25]
+    records = [Record(p["key"], p["html"], "html", {"url": p["url"]}) for p in pages]
     raw_html = {r.id: r.content for r in records}
     out = run(Extract(engine="resiliparse"), records)
     predicted = {r.id: r.content if r.drop is None else "" for r in out}
-    truth = {k: truth_all[k]["articleBody"] for k in keys}
+    truth = {p["key"]: p["articleBody"] for p in pages}
     metrics = bench.score(truth, predicted, bench.tokens)
     assert metrics["recall"] > 0.9
     assert metrics["precision"] > 0.7

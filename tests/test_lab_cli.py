@@ -12,10 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from assay.lab.cli import app
+from doc_pages import article_bodies
 from assay.lab.laws import CHINCHILLA_2022, QualityLaw
 
-ARTICLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "web-articles" / "ground-truth.json"
-needs_articles = pytest.mark.skipif(not ARTICLES.exists(), reason="shared web-articles data not present")
 runner = CliRunner()
 
 
@@ -62,8 +61,7 @@ def test_fit_quality_and_errors(tmp_path):
 
 
 def _articles_jsonl(tmp_path: Path) -> tuple[Path, Path]:
-    gt = json.loads(ARTICLES.read_text(encoding="utf-8"))
-    bodies = [v["articleBody"] for _, v in sorted(gt.items()) if v.get("articleBody")]
+    bodies = article_bodies()  # real text: Debian's Python and PostgreSQL manuals (tests/doc_pages.py)
     clean = tmp_path / "clean.jsonl"
     clean.write_text("".join(json.dumps({"text": b}) + "\n" for b in bodies))
     # a "raw" variant: the same articles with navigation boilerplate glued on, as an unfiltered crawl would have
@@ -77,7 +75,6 @@ def _articles_jsonl(tmp_path: Path) -> tuple[Path, Path]:
     return clean, raw
 
 
-@needs_articles
 def test_ablate_and_report(tmp_path):
     clean, raw = _articles_jsonl(tmp_path)
     out = _invoke("ablate", "--data", f"clean={clean}", "--data", f"raw={raw}", "--tokens", "6000", "--seeds", "3",
@@ -95,7 +92,6 @@ def test_ablate_and_report(tmp_path):
     assert "2 results" in rep.output
 
 
-@needs_articles
 def test_ladder_command(tmp_path):
     clean, raw = _articles_jsonl(tmp_path)
     _invoke("ladder", "--clean", clean, "--candidate", f"raw={raw}", "--tokens", "6000,12000", "--qualities", "1,0.5",

@@ -6,34 +6,29 @@ The full-size version (more data sizes and qualities, a bigger model, real candi
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from assay.lab.corruption import token_swap
+from doc_pages import article_bodies
 from assay.lab.data import split_docs
 from assay.lab.fit import FitResult
 from assay.lab.harness import Harness
 from assay.lab.laws import QualityLaw
 from assay.lab.quality_ladder import place, place_candidates, run_ladder
 
-ARTICLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "web-articles" / "ground-truth.json"
-needs_articles = pytest.mark.skipif(not ARTICLES.exists(), reason="shared web-articles data not present")
 
 
 @pytest.fixture(scope="module")
 def articles_harness() -> tuple[Harness, np.ndarray]:
-    gt = json.loads(ARTICLES.read_text(encoding="utf-8"))
-    docs = [v["articleBody"] for _, v in sorted(gt.items()) if v.get("articleBody")]
+    docs = article_bodies()  # real text: Debian's Python and PostgreSQL manuals (tests/doc_pages.py)
     train, held = split_docs(docs, 0.15)
     h = Harness.build(train, held, preset="nano", vocab_size=320, eval_tokens=8192, eval_points=1)
     return h, h.sequences(train)
 
 
-@needs_articles
 def test_ci_ladder_on_real_articles(articles_harness):
     h, seqs = articles_harness
     result = run_ladder(h, seqs, tokens=[8000, 16000], qualities=(1.0, 0.5), seeds=(0, 1, 2), bootstrap=30)
@@ -49,7 +44,6 @@ def test_ci_ladder_on_real_articles(articles_harness):
     assert data["fit"]["effective_data"][0]["Q"] == 0.5 and data["fit"]["effective_data"][0]["D_eff_over_D"] < 1
 
 
-@needs_articles
 @pytest.mark.slow
 def test_ladder_places_a_corrupted_copy_near_its_true_quality(articles_harness):
     h, seqs = articles_harness

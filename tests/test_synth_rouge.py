@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -11,8 +10,9 @@ from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 
 from assay.synthesize.rouge import RougeLIndex, lcs_length, rouge_l, tokenize
+from testutil import DATA
 
-SEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "self_instruct_seed_tasks.jsonl"
+SEEDS = DATA / "self_instruct_seed_tasks.jsonl"
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 words = st.sampled_from(["the", "a", "cat", "sat", "on", "mat", "dog", "Run", "run!", "x1", "é", "42", "-", "to"])
@@ -55,7 +55,6 @@ def test_index_scores_every_pool_entry() -> None:
     assert RougeLIndex().most_similar("anything") == (0.0, -1)
 
 
-@pytest.mark.skipif(not SEEDS.exists(), reason="shared data folder (../shared/data) not present")
 def test_index_agrees_with_rouge_score_on_the_self_instruct_seeds() -> None:
     instructions = [json.loads(line)["instruction"] for line in SEEDS.open()]
     index = RougeLIndex(instructions[:120])

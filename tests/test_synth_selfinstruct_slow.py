@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 from rouge_score import rouge_scorer
-from testutil import ROOT, SHARED, read_output, requires_shared
+from testutil import ROOT, DATA, read_output
 
 from assay.synthesize.self_instruct import BLACKLIST
 
-SEEDS = SHARED / "self_instruct_seed_tasks.jsonl"
+SEEDS = DATA / "self_instruct_seed_tasks.jsonl"
 RECIPE = ROOT / "recipes" / "self-instruct.yaml"
 ASSAY = str(Path(sys.executable).parent / "assay")
 
@@ -42,7 +42,6 @@ def step_counters(run_dir: Path) -> dict[str, float]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@requires_shared
 def test_self_instruct_recipe_makes_50_novel_instructions(tmp_path: Path) -> None:
     out = tmp_path / "run"
     subprocess.run([ASSAY, "run", str(RECIPE), "--input", str(SEEDS), "--output", str(out), "--workers", "1",
@@ -67,7 +66,6 @@ def test_self_instruct_recipe_makes_50_novel_instructions(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-@requires_shared
 def test_killed_recipe_run_resumes_from_the_cache(tmp_path: Path) -> None:
     recipe = yaml.safe_load(RECIPE.read_text())
     recipe["steps"][0]["self_instruct"]["num_instructions"] = 6

@@ -24,7 +24,7 @@ from assay.synthesize.self_instruct import (BLACKLIST, SelfInstruct, normalize_i
 from assay.synthesize.templates import TemplateError, builtin_template_names, load_template
 from assay.synthesize.textbook import Textbook, parse_exercises
 
-SEEDS = SHARED / "self_instruct_seed_tasks.jsonl"
+SEEDS = DATA / "self_instruct_seed_tasks.jsonl"
 
 
 def run(step, records: list[Record], tmp_path: Path) -> list[Record]:
@@ -114,7 +114,6 @@ def test_parse_instance_input_first_and_output_first() -> None:
 
 
 # -- Self-Instruct with the local model ------------------------------------------------------------------------
-@requires_shared
 def test_self_instruct_small_run_lineage_and_cache(tmp_path: Path) -> None:
     seeds = seed_records()
     params = {"num_instructions": 2, "prompts_per_round": 1, "seed": 1, "classify": "never",

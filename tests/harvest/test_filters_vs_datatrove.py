@@ -1,8 +1,7 @@
 """Assay's heuristic filters against datatrove 0.10.1 (the FineWeb implementation) on the same real texts.
 
 datatrove runs in the peer venv (``make peers``) through tests/peers/datatrove_filters.py; the texts come from
-tests/peers/filters_corpus.py (Debian's Python and PostgreSQL manuals, the shared news pages, hand-written texts that
-trip each rule). Each filter must take the same keep/drop decision as datatrove on at least 99 % of the documents,
+tests/peers/filters_corpus.py (Debian's Python and PostgreSQL manuals, hand-written texts that trip each rule). Each filter must take the same keep/drop decision as datatrove on at least 99 % of the documents,
 and c4_quality must leave the same cleaned text.
 """
 
@@ -18,14 +17,13 @@ from assay.core.record import Record
 from assay.core.step import REGISTRY, StepContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "peers"))
+import doc_pages  # noqa: E402
 import filters_corpus  # noqa: E402
 
 FILTERS = ["gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]
 # reason names that differ from datatrove's
 RENAMED = {"gopher_enough_stop_words": "gopher_few_stop_words"}
 
-needs_docs = pytest.mark.skipif(not filters_corpus.available_sources(),
-                                reason="no HTML corpus (python3-doc, postgresql-doc-15, shared web-articles) here")
 
 
 def assay_decisions(docs: list[dict]) -> dict[str, list[dict]]:
@@ -63,9 +61,9 @@ def compare(docs: list[dict], min_agreement: float = 0.99) -> dict[str, float]:
     return report
 
 
-@needs_docs
 def test_agreement_on_a_sample_and_on_texts_built_to_trip_each_rule():
-    docs = filters_corpus.real_texts(every=10) + filters_corpus.crafted_texts()
+    doc_pages.require_debian_docs()
+    docs = filters_corpus.real_texts(every=8) + filters_corpus.crafted_texts()
     assert len(docs) > 200
     compare(docs)
     # the sample must exercise the rules, not only pass everything
@@ -74,8 +72,8 @@ def test_agreement_on_a_sample_and_on_texts_built_to_trip_each_rule():
 
 
 @pytest.mark.slow
-@needs_docs
 def test_agreement_on_every_page():
+    doc_pages.require_debian_docs()
     docs = filters_corpus.real_texts() + filters_corpus.crafted_texts()
     assert len(docs) >= 1000
     report = compare(docs)
@@ -91,16 +89,12 @@ def test_missing_peer_venv_gives_a_clear_message(monkeypatch, tmp_path):
 def test_url_filter_agrees_with_datatrove_on_the_same_lists():
     """Same lists on both sides (datatrove's bundled lists turned off). URLs are lower-case and use real top-level
     domains: there the two designs coincide (Assay also lower-cases URL words and checks every parent domain)."""
-    import json
     import random
 
     lists = {"extra_domains": ["casino-royale.com", "bad-site.co.uk", "spam.example.org"],
              "banned_words": ["porn", "casino", "viagra"], "soft_banned_words": ["hot", "girls", "sex", "cam", "free"],
              "banned_subwords": ["xhamster", "livejasmin", "pornhub"]}
-    urls = []
-    truth = filters_corpus.SHARED / "web-articles" / "ground-truth.json"
-    if truth.exists():
-        urls += [v["url"].lower() for v in json.loads(truth.read_text()).values() if v.get("url")]
+    urls = [p["url"].lower() for p in doc_pages.article_pages()]
     rng = random.Random(1)
     hosts = ["example.com", "www.casino-royale.com", "casino-royale.com", "news.bad-site.co.uk", "bad-site.co.uk",
              "spam.example.org", "example.org", "my-xhamster-fan.net", "blog.example.net", "shop.example.co.uk"]

@@ -1,7 +1,7 @@
 """The texts on which Assay's quality filters are compared with datatrove's (test and benchmark share them).
 
-Real pages: the HTML of Debian's ``python3-doc`` and ``postgresql-doc-15`` (when installed) and the 181 news pages of
-``shared/data/web-articles``; their text is extracted once (Resiliparse main-content mode by default, ~2 ms a page;
+Real pages: the HTML of Debian's ``python3-doc`` and ``postgresql-doc-15`` (``make system-deps`` installs them);
+their text is extracted once (Resiliparse main-content mode by default, ~2 ms a page;
 trafilatura on request, ~70 ms a page, cached under ``benchmarks/_data``), so both implementations see identical
 input. Plus hand-written texts that each trip one rule (short, bullet-heavy, repetitive, lorem ipsum, curly brackets,
 non-English, ...).
@@ -16,12 +16,10 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "data"
 CACHE_DIR = ROOT / "benchmarks" / "_data"
 HTML_SOURCES = {
     "python-doc": (Path("/usr/share/doc/python3.11/html"), "**/*.html"),
     "postgresql-doc": (Path("/usr/share/doc/postgresql-doc-15/html"), "*.html"),
-    "web-articles": (SHARED / "web-articles" / "html", "*.html.gz"),
 }
 
 
