@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from assay.core.errors import AssayError
@@ -22,7 +22,7 @@ out = Console()  # what a command is asked to print (lists, records)
 
 
 def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -40,33 +40,31 @@ def run(
     """Run RECIPE over the input; resumes an interrupted run in the same --output folder."""
     from assay.core.recipe import Recipe
     from assay.run.executor import make_executor
+    from assay.run.progress import DEFAULT_INTERVAL, progress_display
 
+    if workers < 1:
+        _fail(f"--workers must be at least 1 (got {workers})")
+    try:
+        interval = float(os.environ.get("ASSAY_PROGRESS_SECONDS", DEFAULT_INTERVAL))
+    except ValueError:
+        interval = DEFAULT_INTERVAL
     try:
         r = Recipe.from_yaml(recipe)
         ex = make_executor(executor, workers, ray_address)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("shards · {task.fields[records]:,} records read"), TimeElapsedColumn(),
-                      console=console, transient=False) as bar:
-            tasks: dict[str, int] = {}
-
-            def progress(label: str, done: int, total: int, records: int) -> None:
-                if label not in tasks:
-                    tasks[label] = bar.add_task(label, total=total, records=records)
-                bar.update(tasks[label], completed=done, records=records)
-
+        with progress_display(console, interval, ex.records_read) as progress:
             stats = ex.run(r, input, output, overwrite=overwrite, progress=progress)
     except AssayError as e:
         _fail(str(e))
         return
     _print_summary(stats)
-    console.print(f"output: [bold]{output}[/] ({stats['output']['records']:,} records in "
+    console.print(f"output: [bold]{escape(output)}[/] ({stats['output']['records']:,} records in "
                   f"{len(stats['output']['files'])} files; rejected/: {stats['output']['rejected']:,}; "
                   f"stats.json)")
     if report:
         from assay.run.report import write_report
 
         path = write_report(output)
-        console.print(f"report: [bold]{path}[/]")
+        console.print(f"report: [bold]{escape(path)}[/]")
 
 
 def _print_summary(stats: dict) -> None:
@@ -94,14 +92,14 @@ def steps(name: Optional[str] = typer.Argument(None, help="Show one step's param
         except KeyError as e:
             _fail(e.args[0])
             return
-        out.print(f"[bold]{cls.name}[/] v{cls.version} — {cls.describe()}")
+        out.print(f"[bold]{cls.name}[/] v{cls.version} — {escape(cls.describe())}")
         t = Table()
         for col in ("parameter", "type", "default", "description"):
             t.add_column(col)
         for pname, field in cls.Params.model_fields.items():
             ann = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
             default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
-            t.add_row(pname, ann, default, field.description or "")
+            t.add_row(pname, escape(ann), escape(default), escape(field.description or ""))
         out.print(t)
         return
     t = Table(title=f"{len(names)} steps")
@@ -112,10 +110,10 @@ def steps(name: Optional[str] = typer.Argument(None, help="Show one step's param
     for n in names:
         cls = REGISTRY.get(n)
         kind = "global" if issubclass(cls, GlobalStep) else "filter" if issubclass(cls, Filter) else "step"
-        t.add_row(n, kind, cls.__module__.removeprefix("assay."), cls.describe())
+        t.add_row(n, kind, cls.__module__.removeprefix("assay."), escape(cls.describe()))
     out.print(t)
     for mod, why in REGISTRY.unavailable.items():
-        console.print(f"[yellow]not loaded:[/] {mod}: {why}")
+        console.print(f"[yellow]not loaded:[/] {escape(mod)}: {escape(str(why))}")
 
 
 @app.command()
@@ -149,9 +147,9 @@ def inspect(
                 sys.stdout.write(r.to_json().decode() + "\n")
             else:
                 out.rule(f"{r.id} · {r.modality}")
-                out.print(f"meta: {dict(list(r.meta.items())[:8])}")
+                out.print(f"meta: {dict(list(r.meta.items())[:8])}", markup=False)
                 if r.signals:
-                    out.print(f"signals: {r.signals}")
+                    out.print(f"signals: {r.signals}", markup=False)
                 if r.lineage:
                     out.print("lineage: " + " → ".join(f"{e.step}@{e.version}" for e in r.lineage))
                 out.print(r.text[:600] + ("…" if len(r.text) > 600 else ""), markup=False, highlight=False)
@@ -174,7 +172,7 @@ def report(run_dir: str = typer.Argument(..., help="A run's output folder.")) ->
     except AssayError as e:
         _fail(str(e))
         return
-    console.print(f"report: [bold]{path}[/]")
+    console.print(f"report: [bold]{escape(path)}[/]")
 
 
 # sub-commands owned by the stage packages; each module exposes a Typer app

@@ -24,6 +24,7 @@ import fsspec
 import orjson
 
 from assay.core.errors import AssayError
+from assay.core.extras import missing_module_message
 from assay.core.recipe import Recipe
 from assay.io.sources import Shard, plan_shards
 from assay.run import jobs
@@ -78,7 +79,8 @@ class Executor:
         except (FileNotFoundError, ValueError) as e:
             raise AssayError(str(e)) from None
         fs, root = fsspec.core.url_to_fs(output)
-        fs.makedirs(root, exist_ok=True)
+        _make_output_folder(fs, root, output)
+        _refuse_unless_run_folder(fs, root)  # before the lock: a refused folder gets no .lock file either
         lock = _lock(fs, root)
         try:
             recipe_dict = recipe.model_dump(mode="json")
@@ -99,8 +101,11 @@ class Executor:
 
                 if progress:
                     progress(label, 0, len(todo), self.records_read())
-                self.map_jobs(todo, on_done, lambda: progress and progress(label, done, len(todo),
-                                                                            self.records_read()))
+                try:
+                    self.map_jobs(todo, on_done, lambda: progress and progress(label, done, len(todo),
+                                                                                self.records_read()))
+                except ModuleNotFoundError as e:
+                    raise AssayError(missing_module_message(e)) from None
                 if seg.reduce_after is not None:
                     if progress:
                         progress(f"reduce {seg.reduce_after.name}", done, len(todo), self.records_read())
@@ -128,14 +133,47 @@ class Executor:
                 what = "recipe" if old.get("fingerprint") != manifest["fingerprint"] else "input files"
                 raise AssayError(f"{root} holds a run with a different {what}; use a new --output folder or "
                                  f"--overwrite to replace it")
-        if overwrite or fs.exists(path):
-            for entry in fs.ls(root, detail=False):
-                name = entry.rstrip("/").rsplit("/", 1)[-1]
-                if name != ".lock":
-                    fs.rm(entry, recursive=True)
-        elif any(not e.rstrip("/").endswith(".lock") for e in fs.ls(root, detail=False)):
-            raise AssayError(f"{root} is not empty and holds no Assay run; choose an empty --output folder")
+        names = _entries(fs, root)
+        _refuse_unless_run_folder(fs, root)
+        foreign = [n for n in names if not _is_run_entry(n)]
+        if foreign:
+            raise AssayError(f"{root} holds an Assay run and files it did not write ({', '.join(foreign[:5])}); "
+                             f"move them away before --overwrite, or choose a new --output folder")
+        for name in names:
+            fs.rm(f"{root}/{name}", recursive=True)
         jobs._write_atomic(fs, path, orjson.dumps(manifest))
+
+
+# what a run writes into its folder: markers, stages, state and scratch (_*), temporary files (.tmp-*), output
+# shards, rejected/, the books, the synthesis response cache (SQLite with its -wal/-shm files)
+_RUN_FILES = ("stats.json", "errors.jsonl", "report.html", "rejected")
+
+
+def _is_run_entry(name: str) -> bool:
+    return name.startswith(("_", ".tmp-", "part-", "llm-cache.sqlite")) or name in _RUN_FILES
+
+
+def _entries(fs: Any, root: str) -> list[str]:
+    return sorted(n for n in (e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(root, detail=False)) if n != ".lock")
+
+
+def _refuse_unless_run_folder(fs: Any, root: str) -> None:
+    """A folder that is neither empty nor an Assay run (no _run.json) is never written to nor deleted, not even
+    with --overwrite."""
+    names = _entries(fs, root)
+    if names and not fs.exists(f"{root}/_run.json"):
+        shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+        raise AssayError(f"{root} is not empty ({shown}) and holds no Assay run; choose an empty or new --output "
+                         f"folder (--overwrite only replaces a previous Assay run)")
+
+
+def _make_output_folder(fs: Any, root: str, output: str) -> None:
+    if fs.isfile(root):
+        raise AssayError(f"--output {output} is a file; give a folder (it is created if missing)")
+    try:
+        fs.makedirs(root, exist_ok=True)
+    except OSError as e:
+        raise AssayError(f"cannot create the --output folder {output}: {e.strerror or e}") from None
 
 
 def _segment_label(k: int, segments: list[Any]) -> str:
@@ -198,7 +236,13 @@ class RayExecutor(Executor):
         self._started = False
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": self.workers}
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
+            try:
+                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+                raise AssayError(f"cannot connect to {where}: {first} (start one with `ray start --head`, or "
+                                 f"leave out --ray-address for a local instance)") from None
             self._started = True
         self._run_job = ray.remote(run_job)
         self._run_reduce = ray.remote(run_reduce)

@@ -31,7 +31,8 @@ from assay.core.step import GlobalStep, Step, StepContext
 from assay.io.sources import Shard, read_shard
 from assay.io.writers import ShardWriter
 
-# records read by this worker process so far; the local executor shares it with the progress bar
+# input records read by this worker process so far; the local executor shares it with the progress display. Only
+# segment 0 counts: later segments re-read the same records from _stages/ (counting them too showed 650 for 325)
 PROGRESS_COUNTER: Any = None
 
 
@@ -128,6 +129,7 @@ def run_job(job: Job) -> dict[str, Any]:
 
     inp = recipe.input
     read = 0
+    counter = PROGRESS_COUNTER if job.segment == 0 else None
 
     def source() -> Iterator[Record]:
         nonlocal read
@@ -140,9 +142,9 @@ def run_job(job: Job) -> dict[str, Any]:
             it = _read_stage(files, errors)
         for r in it:
             read += 1
-            if PROGRESS_COUNTER is not None and read % 64 == 0:
-                with PROGRESS_COUNTER.get_lock():
-                    PROGRESS_COUNTER.value += 64
+            if counter is not None and read % 64 == 0:
+                with counter.get_lock():
+                    counter.value += 64
             yield r
 
     def reject(batch: list[Record]) -> None:
@@ -169,9 +171,9 @@ def run_job(job: Job) -> dict[str, Any]:
         if rejected is not None:
             rejected.abort()
         raise
-    if PROGRESS_COUNTER is not None:
-        with PROGRESS_COUNTER.get_lock():
-            PROGRESS_COUNTER.value += read % 64
+    if counter is not None:
+        with counter.get_lock():
+            counter.value += read % 64
 
     result = {
         "segment": job.segment,
