@@ -46,7 +46,7 @@ class _RecordingEcho(EchoBackend):
 
 
 def _all_text(folder: Path) -> str:
-    """Every file of a run folder as text (gzip members decompressed)."""
+    """Every file of a run folder as text (gzip members decompressed; the LLM response cache as raw bytes)."""
     parts = []
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         data = f.read_bytes()
@@ -73,7 +73,6 @@ output: {{format: jsonl}}
 steps:
   - execution_feedback:
       max_repairs: 1
-      cache: "off"
       backend: {{kind: openai, model: echo, base_url: "{server.url}", max_retries: 0}}
 """)
         env = {**os.environ, "OPENAI_API_KEY": canary}
@@ -86,6 +85,7 @@ steps:
     # the run really did what the user saw: the key hunter ran, failed, was sent for repair and was rejected
     assert "keys seen:" in run and "failed_tests" in run
     assert len(llm.prompts) == 1 and "keys seen:" in llm.prompts[0]
+    assert (tmp_path / "out" / "llm-cache.sqlite").exists()  # the response cache is searched too
     # ... but the key appears nowhere: not in the error text, rejected/, stats, nor the repair prompt
     assert canary not in run
     assert canary not in llm.prompts[0]
