@@ -9,12 +9,10 @@ import copy
 import json
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from testutil import free_port
+from testutil import uvicorn_thread
 
 from annotate_support import cheap_password_hashing
 
@@ -198,21 +196,10 @@ def test_rest_public_read(kb, service):
 @pytest.fixture(scope="module")
 def http_server(service):
     """REST + MCP on a real uvicorn server on loopback, in a thread."""
-    import uvicorn
-
     from assay.knowledge.server import build_app
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(service), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with uvicorn_thread(build_app(service)) as url:
+        yield url
 
 
 async def _exercise(client, patches) -> None:  # noqa: ANN001

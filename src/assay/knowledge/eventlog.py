@@ -13,7 +13,9 @@ the signature by a key the verifier trusts for that purpose and that user (:clas
 and that the event is a legal step of the version's lifecycle (``proposed`` first, ``accepted`` only after
 ``approved``, ``retracted``/``superseded`` only after ``accepted``). Unsigned entries other than ``proposed`` (written
 before events were signed) are accepted only below a root-signed :class:`~assay.knowledge.trust.Checkpoint` whose
-head hash matches. A checkpoint beyond the end of the log means the log was cut short.
+head hash matches; so are entries signed by a key revoked as compromised (after a compromise the administrators
+check the log and seal it with a new checkpoint). A checkpoint beyond the end of the log means the log was cut
+short.
 
 The replay stops at the first bad entry: statuses are those established before it, and the error says where.
 """
@@ -163,13 +165,12 @@ def _check(e: Entry, st: LogState, trust: TrustRing, sealed_until: int) -> str |
             return None
         return "not signed (and not covered by a root-signed checkpoint)"
     errors: list[str] = []
-    purpose = SIGNER_PURPOSE[e.event]
     at = datetime.fromtimestamp(e.at, timezone.utc)
-    if trust.check(e.payload(st.head), e.signature, e.key_id, purpose, e.user, at, "signature", errors):
-        return None
-    if e.event == "proposed":  # an author who signs with another purpose's key is fine too
+    vouched = e.seq <= sealed_until  # a revoked key's entries stand where a root checkpoint vouches for them
+    purposes = (SIGNER_PURPOSE[e.event],) if e.event != "proposed" else ("reviewer", "publisher")  # any author key
+    for purpose in purposes:
         errors.clear()
-        other = "publisher" if purpose == "reviewer" else "reviewer"
-        if trust.check(e.payload(st.head), e.signature, e.key_id, other, e.user, at, "signature", errors):
+        if trust.check(e.payload(st.head), e.signature, e.key_id, purpose, e.user, at, "signature", errors,
+                       vouched=vouched):
             return None
     return "; ".join(errors)

@@ -1,8 +1,8 @@
 """Size and rate limits for the knowledge server, one ASGI middleware in front of REST and MCP alike.
 
 * **Body size**: a request whose body is larger than ``max_body`` bytes is answered **413** — at once when it says
-  so in ``Content-Length``, else as soon as the streamed body passes the limit (the rest is never read, so memory
-  stays flat whatever the client sends).
+  so in ``Content-Length``, else as soon as the streamed body passes the limit (the body is read before the app
+  sees it, never more than ``max_body`` bytes of it, so memory stays flat whatever the client sends).
 * **Rate**: each client (its bearer token, else its address) has a token bucket of ``burst`` requests refilled at
   ``rate`` per second; a request finding it empty is answered **429** with ``Retry-After``. ``rate=0`` turns it off.
 
@@ -22,10 +22,6 @@ from typing import Any
 DEFAULT_MAX_BODY = 2 << 20        # 2 MiB: a patch may hold 200,000 characters of content plus its reviews
 DEFAULT_RATE = 20.0               # requests per second and client, sustained
 DEFAULT_BURST = 60
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 class RequestLimits:
@@ -50,29 +46,24 @@ class RequestLimits:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             await _answer(send, 413, self._too_large())
             return
+        # read the whole body first (at most max_body bytes are ever held), so the app never starts on a body that
+        # turns out too large, whatever it does with a failed read
+        chunks: list[bytes] = []
         received = 0
-        started = False
-
-        async def limited_receive() -> Any:
-            nonlocal received
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: Any) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message], receive), send)
+                return
+            received += len(message.get("body", b""))
+            if received > self.max_body:
                 await _answer(send, 413, self._too_large())
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([body], receive), send)
 
     def _too_large(self) -> str:
         return f"the request body is larger than {self.max_body:,} bytes"
@@ -100,6 +91,16 @@ class RequestLimits:
             if len(self._buckets) > 100_000:  # forget idle clients rather than grow without bound
                 self._buckets = {c: v for c, v in self._buckets.items() if now - v[1] < 60}
             return 0.0
+
+
+def _replay(messages: list[Any], receive: Any) -> Any:
+    """A ``receive`` that hands out ``messages`` first, then waits on the real one (for the disconnect)."""
+    pending = list(messages)
+
+    async def replayed() -> Any:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
 
 
 async def _answer(send: Any, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:

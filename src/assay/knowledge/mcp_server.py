@@ -27,7 +27,7 @@ import sys
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 
 from assay.knowledge.access import ANONYMOUS, LOCAL, Reader
 from assay.knowledge.api import DEFAULT_STATUS, MAX_CHANGES, MAX_K
@@ -117,8 +117,8 @@ def build_mcp_server(service: Any, users: Any = None) -> MCPServer:
     def patch_resource(id: str, ctx: Context | None = None) -> str:  # noqa: A002 (the template's variable name)
         patch_id, version = _split_ref(id)
         patch = service.get_patch(patch_id, version, reader=reader_of(ctx))
-        if patch is None:
-            raise ValueError(f"no patch {id}")
+        if patch is None:  # absent, or not readable by this caller: the same answer
+            raise ResourceNotFoundError(f"no patch {id}")
         return json.dumps(patch, ensure_ascii=False, sort_keys=True)
 
     return mcp

@@ -188,9 +188,10 @@ class TrustRing:
         return c if self._root_signed(c, f"checkpoint at seq {c.seq}") else None
 
     def check(self, payload: bytes, signature: str | None, kid: str | None, purpose: str, user: str | None,
-              at: datetime | None, what: str, errors: list[str]) -> bool:
+              at: datetime | None, what: str, errors: list[str], *, vouched: bool = False) -> bool:
         """Is ``signature`` over ``payload`` made by a trusted, unrevoked ``purpose`` key of ``user`` (as of
-        ``at``)? Reasons of a refusal go to ``errors``."""
+        ``at``)? ``vouched``: a root-signed checkpoint covers this signature, so a revocation does not void it.
+        Reasons of a refusal go to ``errors``."""
         if not signature or not kid:
             errors.append(f"{what}: not signed")
             return False
@@ -204,7 +205,7 @@ class TrustRing:
             errors.append(f"{what}: key {kid} belongs to {k.user}, not {user}")
             return False
         rev = k.revocation
-        if rev is not None and (rev.reason == "compromised" or at is None or at >= rev.revoked_at):
+        if rev is not None and not vouched and (rev.reason == "compromised" or at is None or at >= rev.revoked_at):
             errors.append(f"{what}: key {kid} was revoked ({rev.reason}) at {rev.revoked_at.isoformat()}")
             return False
         return check_signature(payload, signature, kid, {kid: k.raw}, what, errors)
