@@ -40,6 +40,23 @@ def render_text_image(text: str, seed: int = 0, size: tuple[int, int] = (256, 19
     return buf.getvalue()
 
 
+def screenshot_image(title: str = "Pathlib object oriented filesystem paths", size: tuple[int, int] = (1920, 1080),
+                     seed: int = 0) -> bytes:
+    """A 2-megapixel screenshot of a documentation page as PNG: a large title over two columns of dense 15 px
+    text (random words), the kind of image that made OCR take most of a minute."""
+    rng = random.Random(seed)
+    img = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    draw.text((40, 20), title, fill=(20, 20, 20), font=_font(44))
+    body = _font(15)
+    for y in range(90, size[1] - 20, 22):
+        for x in (20, size[0] // 2 + 10):
+            draw.text((x, y), " ".join(rng.choice(WORDS) for _ in range(14)), fill=(30, 30, 30), font=body)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def shape_image(color: tuple[int, int, int], size: tuple[int, int] = (160, 120), fmt: str = "PNG") -> bytes:
     """A coloured ellipse on grey: an image with no text."""
     img = Image.new("RGB", size, (128, 128, 128))

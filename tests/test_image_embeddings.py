@@ -8,6 +8,7 @@ import io
 import json
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from assay.core import image_embeddings as ie  # noqa: E402
-from image_text_fixtures import WORDS, make_tiny_clip, render_text_image, shape_image  # noqa: E402
+from image_text_fixtures import WORDS, make_tiny_clip, render_text_image, screenshot_image, shape_image  # noqa: E402,E501
 
 
 def _png(img: Image.Image) -> bytes:
@@ -254,6 +255,30 @@ def test_ocr_reads_rendered_text_and_blank_images_give_zero_rows() -> None:
     assert abs(np.linalg.norm(vecs[1]) - 1) < 1e-5
     caption = emb.embed_texts(["a picture of a castle", "a picture of a zebra"])
     assert vecs[1] @ caption[0] > vecs[1] @ caption[1] + 0.2
+
+
+#: real photographs: Debian's mate-backgrounds (GPL-2+; `make system-deps` installs it), 1600x1200 to 2560x1920 JPEGs
+PHOTOS = sorted(Path("/usr/share/backgrounds/mate/nature").glob("*.jpg"))
+
+
+def test_ocr_work_per_image_is_capped_on_photos_and_screenshots() -> None:
+    """Issue 15 §3: OCR took 2.9 CPU seconds on a 2560x1600 photo and 53 on a 2-megapixel screenshot (RapidOCR
+    detected at up to 2000 px and read every line in full). The work is now capped; the big text is still read."""
+    emb = ie.OcrTextEmbedder()
+    assert PHOTOS, "needs mate-backgrounds (make system-deps)"
+    photo = (PHOTOS[0].parent / "Aqua.jpg").read_bytes()
+    assert Image.open(io.BytesIO(photo)).size == (2560, 1600)
+    started = time.thread_time()  # CPU seconds of this thread, where ONNX runs: the same on a busy machine
+    assert emb.read_text(photo) == ""  # no text in this photo
+    photo_cpu = time.thread_time() - started
+    assert photo_cpu < 1.5
+    started = time.thread_time()
+    text = emb.read_text(screenshot_image())
+    shot_cpu = time.thread_time() - started
+    print(f"\nOCR CPU seconds: photo {photo_cpu:.2f}, screenshot {shot_cpu:.2f}; {emb.stats}")
+    assert shot_cpu < 10
+    assert "pathlib object oriented filesystem paths" in text.lower()
+    assert emb.stats["downscaled"] == 2 and emb.stats["lines_capped"] == 1 and emb.stats["time_capped"] == 0
 
 
 # -- spec resolution -------------------------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ import logging
 import os
 import struct
 import threading
-from collections import OrderedDict
+import time
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
@@ -429,23 +430,39 @@ def _ocr_engine(threads: int) -> Any:
                 raise EmbedderUnavailable("the 'ocr' embedder needs rapidocr-onnxruntime: pip install "
                                           "'assay[vision]'") from e
             # limit_type=max: never upscale small images (the default upscales to 736 px, 3x slower for nothing);
-            # no angle classifier: captions in the wild are upright, and it costs a third of the time
-            engine = RapidOCR(det_limit_type="max", det_limit_side_len=960, use_cls=False,
-                              intra_op_num_threads=threads, inter_op_num_threads=1)
+            # no angle classifier: captions in the wild are upright, and it costs a third of the time. The size cap
+            # is applied by OcrTextEmbedder._read: RapidOCR 1.4.4 ignores det_limit_side_len with limit_type max
+            # (it detects at up to 2000 px)
+            engine = RapidOCR(det_limit_type="max", use_cls=False, intra_op_num_threads=threads,
+                              inter_op_num_threads=1)
             _OCR_ENGINES[threads] = engine
         return engine
 
 
 class OcrTextEmbedder:
     """Reads the text visible in an image (PP-OCRv4 from ``rapidocr-onnxruntime``, ONNX, offline) and embeds it and
-    the captions with the packaged all-MiniLM-L6-v2 (384-d). An image with no legible text gets a zero row."""
+    the captions with the packaged all-MiniLM-L6-v2 (384-d). An image with no legible text gets a zero row.
+
+    The work per image is capped, so a photo or a 2-megapixel screenshot costs about what a small image does:
+    text is detected on the image shrunk to ``max_side`` pixels (the detector's cost grows with the pixels; text
+    lower than about 1/100 of the image's longer side is then not found); at most ``max_lines`` lines are read,
+    the tallest first (a caption names the big text: a title, a sign, a headline; MiniLM reads only the first 256
+    word pieces anyway), each cut to ``MAX_LINE_RATIO`` times its height, from the image at up to twice
+    ``max_side``; and recognition stops after ``time_limit`` CPU seconds (a safety net that the caps above keep
+    from firing: when it does, the text is partial and counted).
+    ``stats`` counts ``downscaled``, ``lines_capped`` and ``time_capped`` images."""
 
     name = "ocr-minilm"
     #: images (by content hash) and texts remembered, least recently used forgotten first
     CACHE_SIZE = 20_000
+    #: a line's crop is cut to this many times its height before recognition (its cost grows with the width)
+    MAX_LINE_RATIO = 25
+    #: lines recognised together (RapidOCR's own batch size)
+    REC_BATCH = 6
 
     def __init__(self, *, batch_size: int = 64, device: str = "auto", threads: int = 1,
-                 min_confidence: float = 0.5) -> None:
+                 min_confidence: float = 0.5, max_side: int = 960, max_lines: int = 16,
+                 time_limit: float = 5.0) -> None:
         from assay.core.embeddings import minilm
 
         try:
@@ -454,6 +471,10 @@ class OcrTextEmbedder:
             raise EmbedderUnavailable(f"the 'ocr' embedder needs the packaged MiniLM: {e}") from e
         self.threads = max(1, threads)
         self.min_confidence = min_confidence
+        self.max_side = max_side
+        self.max_lines = max_lines
+        self.time_limit = time_limit
+        self.stats: Counter[str] = Counter()
         self._read_cache: OrderedDict[str, str] = OrderedDict()
         self._vec_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         _ocr_engine(self.threads)  # fail now, not at the first image, when the package is missing
@@ -467,22 +488,47 @@ class OcrTextEmbedder:
         if key is not None and key in self._read_cache:
             self._read_cache.move_to_end(key)
             return self._read_cache[key]
-        from PIL import ImageOps
-
-        img = load_image(image)
-        # a border of the image's mean colour: the text detector misses words that touch the edge (captions burnt
-        # in at the bottom of a frame, cropped signs) — measured 118/120 -> 120/120 on rendered words
-        arr = np.asarray(img)
-        fill = tuple(int(v) for v in arr.reshape(-1, 3).mean(axis=0)) if arr.size else (255, 255, 255)
-        img = ImageOps.expand(img, border=max(16, round(0.05 * max(img.size))), fill=fill)
-        result, _ = _ocr_engine(self.threads)(np.asarray(img))
-        lines = [(box, text) for box, text, conf in (result or ())
-                 if float(conf) >= self.min_confidence and text.strip()]
-        lines.sort(key=lambda bt: (round(min(p[1] for p in bt[0]) / 16), min(p[0] for p in bt[0])))
-        text = " ".join(text.strip() for _, text in lines)
+        text = self._read(load_image(image))
         if key is not None:
             _remember(self._read_cache, key, text, self.CACHE_SIZE)
         return text
+
+    def _read(self, img: Any) -> str:
+        from PIL import Image, ImageOps
+
+        started = time.thread_time()  # CPU seconds of this thread (ONNX runs here): the same under any load
+        engine = _ocr_engine(self.threads)
+        full = _shrunk(img, 2 * self.max_side)
+        # a border of the image's mean colour: the text detector misses words that touch the edge (captions burnt
+        # in at the bottom of a frame, cropped signs) — measured 118/120 -> 120/120 on rendered words
+        fill = tuple(int(v) for v in np.asarray(full.resize((1, 1), Image.Resampling.BOX)).reshape(3))
+        full = ImageOps.expand(full, border=max(16, round(0.05 * max(full.size))), fill=fill)
+        small = _shrunk(full, self.max_side)
+        if small is not full:
+            self.stats["downscaled"] += 1
+        boxes, _ = engine.text_det(np.asarray(small))
+        if boxes is None or len(boxes) == 0:
+            return ""
+        boxes = np.asarray(boxes, dtype=np.float32) * np.float32(full.size[0] / small.size[0])
+        heights = np.maximum(np.linalg.norm(boxes[:, 0] - boxes[:, 3], axis=1),
+                             np.linalg.norm(boxes[:, 1] - boxes[:, 2], axis=1))
+        chosen = np.argsort(-heights, kind="stable")[: self.max_lines]
+        if len(boxes) > self.max_lines:
+            self.stats["lines_capped"] += 1
+        crops = [c[:, : self.MAX_LINE_RATIO * max(1, c.shape[0])]
+                 for c in engine.get_crop_img_list(np.asarray(full), [boxes[i] for i in chosen])]
+        read: list[tuple[Any, str]] = []
+        for start in range(0, len(crops), self.REC_BATCH):
+            if time.thread_time() - started > self.time_limit:
+                self.stats["time_capped"] += 1
+                break
+            results, _ = engine.text_rec(crops[start: start + self.REC_BATCH])
+            for i, result in zip(chosen[start: start + self.REC_BATCH], results):
+                text, conf = result[0], result[1]
+                if float(conf) >= self.min_confidence and text.strip():
+                    read.append((boxes[i], text))
+        read.sort(key=lambda bt: (round(float(bt[0][:, 1].min()) / 16), float(bt[0][:, 0].min())))
+        return " ".join(text.strip() for _, text in read)
 
     def embed_images(self, images: Sequence[ImageLike]) -> np.ndarray:
         return self.embed_texts([self.read_text(im) for im in images])
@@ -497,6 +543,17 @@ class OcrTextEmbedder:
         for i, t in enumerate(texts):
             out[i] = self._vec_cache[t]
         return out
+
+
+def _shrunk(img: Any, max_side: int) -> Any:
+    """``img`` scaled down so that its longer side is at most ``max_side`` (the same object when it already is)."""
+    from PIL import Image
+
+    if max(img.size) <= max_side:
+        return img
+    scale = max_side / max(img.size)
+    size = (max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale)))
+    return img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
 def _image_key(image: ImageLike) -> str | None:
