@@ -179,3 +179,43 @@ def test_quality_spec_grid_is_small_enough():
     runs = Runs(np.ones(4), np.arange(1.0, 5.0), Q=np.ones(4))
     spec = _quality_spec(runs, with_size=False)
     assert math.prod(len(spec.grid[n]) for n in spec.model.names) <= 1000
+
+
+#: Muennighoff et al. (2023), "Scaling Data-Constrained Language Models" (arXiv 2305.16264): the fitted constants
+#: published in the paper's repository (huggingface/datablations, README, "Parametric Fit"): log A = 6.255414,
+#: log B = 7.3049974, log E = 0.6254804, α = β = 0.3526596, R_D* = 15.387756, R_N* = 5.309743
+MUENNIGHOFF_2023 = DataConstrainedLaw(
+    ChinchillaLaw(A=math.exp(6.255414), B=math.exp(7.3049974), E=math.exp(0.6254804), alpha=0.3526596,
+                  beta=0.3526596), R_D_star=15.387756, R_N_star=5.309743)
+
+
+def _muennighoff_runs(noise: float, seeds: int = 1, distort=None) -> Runs:
+    """N from 1e8 to 1e10, unique data 3e8 to 3e10, 1 to 64 epochs: most single-epoch runs have N > N_opt(U)
+    (N_opt(U) = 1.6e7 … 1.6e9 under the law). Log-normal noise ``noise`` per run, ``seeds`` replicates."""
+    rng = np.random.default_rng(11)
+    rows = [(n, u * ep, u) for n in np.logspace(8, 10, 5) for u in np.logspace(8.5, 10.5, 5)
+            for ep in (1, 2, 4, 8, 16, 32, 64) for _ in range(seeds)]
+    N, D, U = (np.array(c) for c in zip(*rows))
+    L = MUENNIGHOFF_2023.loss(N, D, U) * (1.0 if distort is None else distort(D / U))
+    return Runs(L * np.exp(rng.normal(0, noise, len(N))), D, N=N, U=U)
+
+
+def test_data_constrained_fit_recovers_muennighoffs_r_d_star():
+    """The user's case: on points generated from Muennighoff's fit (R_D* 15.4) the two-stage fit returned 6.8 with a
+    residual 10x the noise, silently (its Chinchilla stage included single-epoch runs with N > N_opt(U))."""
+    noise = 0.002
+    fit = fit_data_constrained(_muennighoff_runs(noise), bootstrap=0)
+    assert fit.params["R_D_star"] == pytest.approx(15.387756, rel=0.10)  # tolerance: 10%
+    assert fit.params["R_N_star"] == pytest.approx(5.309743, rel=0.25)
+    assert fit.params["alpha"] == pytest.approx(0.3526596, abs=0.02)
+    assert fit.rmse_log < 1.3 * noise
+    assert fit.warnings == []
+
+
+def test_data_constrained_fit_warns_when_the_law_misses_the_runs():
+    """Runs the law cannot describe (loss climbing again past 8 epochs, as overfitting does): the residual is far
+    above the replicate noise, and the fit says so instead of returning constants silently."""
+    overfit = lambda epochs: 1.0 + 0.02 * np.maximum(np.log2(epochs) - 3, 0.0) ** 2  # noqa: E731
+    fit = fit_data_constrained(_muennighoff_runs(0.002, seeds=2, distort=overfit), bootstrap=0)
+    assert len(fit.warnings) == 1 and "noise" in fit.warnings[0] and "replicate" in fit.warnings[0]
+    assert "WARNING" in fit.summary() and fit.to_dict()["warnings"] == fit.warnings

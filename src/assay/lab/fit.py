@@ -19,16 +19,18 @@ replicating approach 3).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from assay.lab.laws import ChinchillaLaw, DataConstrainedLaw, QualityLaw
+from assay.lab.laws import ChinchillaLaw, DataConstrainedLaw, QualityLaw, law_from_params
 from assay.lab.stats import percentile_ci
 
 HUBER_DELTA = 1e-3
@@ -359,16 +361,13 @@ class FitResult:
     #: constants whose optimum sits on a search bound: the runs do not pin them down (e.g. E → 0 when the data
     #: sizes are too few or too close together to see the loss flatten)
     at_bounds: list[str] = field(default_factory=list)
+    #: how the fit was made (e.g. which runs a stage used)
+    notes: list[str] = field(default_factory=list)
+    #: reasons not to trust the constants (e.g. residuals far above the runs' noise)
+    warnings: list[str] = field(default_factory=list)
 
     def law_object(self, params: dict[str, float] | None = None) -> ChinchillaLaw | QualityLaw | DataConstrainedLaw:
-        p = self.params if params is None else params
-        if self.law == "chinchilla":
-            return ChinchillaLaw(p["A"], p["B"], p["E"], p["alpha"], p["beta"])
-        if self.law == "quality":
-            return QualityLaw(B=p["B"], beta=p["beta"], gamma=p["gamma"], E=p["E"], A=p.get("A", 0.0),
-                              alpha=p.get("alpha", 0.0))
-        base = ChinchillaLaw(p["A"], p["B"], p["E"], p["alpha"], p["beta"])
-        return DataConstrainedLaw(base, R_D_star=p["R_D_star"], R_N_star=p["R_N_star"])
+        return law_from_params(self.law, self.params if params is None else params)
 
     def interval(self, fn: Callable[[Any], float]) -> tuple[float, float, float]:
         """``(point, lo, hi)`` of any quantity computed from the law (``fn(law)``), CI from the bootstrap fits."""
@@ -430,6 +429,8 @@ class FitResult:
             "huber_delta": self.huber_delta,
             "fixed_size": self.fixed_size,
             "at_bounds": self.at_bounds,
+            "notes": self.notes,
+            "warnings": self.warnings,
         }
 
     def summary(self) -> str:
@@ -439,6 +440,8 @@ class FitResult:
             lo, hi = self.ci.get(k, (math.nan, math.nan))
             flag = "   (at its search bound: not identified by these runs)" if k in self.at_bounds else ""
             lines.append(f"  {k:>9} = {v:.6g}   95% CI [{lo:.6g}, {hi:.6g}]{flag}")
+        lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -510,56 +513,159 @@ def fit_quality(runs: Runs, bootstrap: int = 200, seed: int = 0, delta: float = 
     return result
 
 
+#: a fit whose rms log-residual exceeds this multiple of the runs' noise is flagged: the law does not describe them
+RESIDUAL_WARNING_RATIO = 3.0
+
+
+def replicate_noise(runs: Runs) -> float | None:
+    """Pooled standard deviation of log loss within design points that have replicates (seeds); ``None`` without
+    replicates."""
+    groups: dict[tuple[float, ...], list[float]] = {}
+    for key, y in zip(runs.design_keys(), np.log(runs.loss)):
+        groups.setdefault(key, []).append(float(y))
+    reps = [g for g in groups.values() if len(g) > 1]
+    dof = sum(len(g) - 1 for g in reps)
+    if not dof:
+        return None
+    return float(math.sqrt(sum(float(np.var(g, ddof=1)) * (len(g) - 1) for g in reps) / dof))
+
+
+def _residual_warning(rmse: float, noise: float | None, source: str) -> list[str]:
+    if noise is None or noise <= 0 or rmse <= RESIDUAL_WARNING_RATIO * noise:
+        return []
+    return [f"rms log-residual {rmse:.4f} is {rmse / noise:.1f}x the runs' noise ({noise:.4f}, {source}): the law "
+            f"does not describe these runs and its constants are biased"]
+
+
+def _dc_law(theta: np.ndarray) -> DataConstrainedLaw:
+    """The data-constrained law of ``θ = (log A, log B, log E, α, β, log R_D*, log R_N*)``."""
+    a, b, e, alpha, beta, r_d, r_n = (float(x) for x in theta)
+    return DataConstrainedLaw(ChinchillaLaw(math.exp(a), math.exp(b), math.exp(e), alpha, beta),
+                              R_D_star=math.exp(r_d), R_N_star=math.exp(r_n))
+
+
+def _dc_objective(r: Runs, delta: float) -> Callable[[np.ndarray], float]:
+    y = np.log(r.loss)
+
+    def objective(theta: np.ndarray) -> float:
+        try:
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                pred = np.log(_dc_law(theta).loss(r.N, r.D, r.U))
+        except (OverflowError, ZeroDivisionError):  # G = (αA/(βB))^(1/(α+β)) out of range far from the optimum
+            return math.inf
+        value = _huber_value(pred - y, delta)
+        return value if math.isfinite(value) else math.inf
+
+    return objective
+
+
+_R_STAR_BOUNDS = (-5.0, 10.0)
+#: joint-fit initialisations besides the two-stage estimate (screened by their initial objective)
+_DC_GRID = {"a": (0.0, 5.0, 10.0, 15.0, 20.0), "b": (0.0, 5.0, 10.0, 15.0, 20.0), "e": (-1.0, 0.0, 0.5, 1.0),
+            "alpha": (0.2, 0.35, 0.6), "beta": (0.2, 0.35, 0.6), "r_d": tuple(np.log([5.0, 15.0, 50.0])),
+            "r_n": tuple(np.log([2.0, 5.0, 15.0]))}
+_DC_MAX_STARTS = 16
+#: without replicates, the noise is estimated from a Chinchilla fit to at least this many unconstrained runs
+_MIN_RUNS_FOR_NOISE = 15
+
+
+@contextlib.contextmanager
+def _quiet_differences() -> Iterator[None]:
+    """Finite differences next to an infinite objective (out-of-range constants) warn about ``inf - inf``; the
+    optimiser steps away from such points, so the warning says nothing to the user."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _unconstrained_runs(runs: Runs, law: ChinchillaLaw, single: np.ndarray) -> np.ndarray:
+    """The single-epoch runs on which the data-constrained law with base ``law`` is plain Chinchilla:
+    ``N <= N_opt(U)`` (no excess parameters)."""
+    assert runs.N is not None and runs.U is not None
+    return single[runs.N[single] <= law.optimal_params_for_data(runs.U[single]) * (1 + 1e-9)]
+
+
+def _identifies_chinchilla(runs: Runs) -> bool:
+    return len(runs) >= 5 and runs.distinct("N") >= 2 and runs.distinct("D") >= 2
+
+
 def fit_data_constrained(runs: Runs, bootstrap: int = 200, seed: int = 0, delta: float = HUBER_DELTA,
                          base: ChinchillaLaw | None = None) -> FitResult:
-    """Muennighoff et al. (2023): Chinchilla constants on single-epoch runs (unless ``base`` is given), then
-    ``R_D*``, ``R_N*`` on all runs (``U`` = unique tokens; rows without repetition have ``U >= D``)."""
+    """Muennighoff et al. (2023), fitted jointly.
+
+    Their two stages (Chinchilla on single-epoch runs, then ``R_D*``, ``R_N*`` on all runs) are biased when
+    single-epoch runs have excess parameters (``N > N_opt(U)``), which the law itself discounts: on points
+    generated from Muennighoff's own fit, R_D* 15.4 came out 6.8. And the runs with ``N <= N_opt(U)`` cannot be
+    picked before the fit (a biased fit puts N_opt far too high). So all seven constants are fitted together on
+    all runs (Huber on log loss, L-BFGS from the best of a screened grid), and the bootstrap refits jointly. With
+    ``base`` given, only ``R_D*`` and ``R_N*`` are fitted. ``U`` = unique tokens; rows without repetition have ``U >= D``. Warns when the residual is
+    far above the runs' noise (from replicates, else the Chinchilla residual on the runs the fitted law treats as
+    unconstrained).
+    """
     _require(runs, "data-constrained", ("N", "U"), 3)
     assert runs.N is not None and runs.U is not None
     repeated = runs.D > runs.U * (1 + 1e-9)
     if not repeated.any():
         raise FitError("no run repeats its data (D > U): R_D* and R_N* are not identifiable")
-    base_fit: FitResult | None = None
-    if base is None:
-        single = runs.subset(np.flatnonzero(~repeated))
-        base_fit = fit_chinchilla(single, bootstrap=bootstrap, seed=seed, delta=delta)
-        base = base_fit.law_object()  # type: ignore[assignment]
-    assert isinstance(base, ChinchillaLaw)
+    single = np.flatnonzero(~repeated)
+    r_starts = [np.log([rd, rn]) for rd in (1.0, 5.0, 15.0, 50.0, 150.0) for rn in (1.0, 5.0, 15.0, 50.0)]
 
     def stage2(r: Runs, chin: ChinchillaLaw, starts: Iterable[np.ndarray], keep: int) -> list[tuple[float, Any]]:
         y = np.log(r.loss)
 
         def objective(theta: np.ndarray) -> float:
             law = DataConstrainedLaw(chin, R_D_star=math.exp(theta[0]), R_N_star=math.exp(theta[1]))
-            pred = np.log(law.loss(r.N, r.D, r.U))
-            return _huber_value(pred - y, delta)
+            return _huber_value(np.log(law.loss(r.N, r.D, r.U)) - y, delta)
 
-        return _multi_start(objective, starts, [(-5.0, 10.0), (-5.0, 10.0)], False, keep)
+        return _multi_start(objective, starts, [_R_STAR_BOUNDS, _R_STAR_BOUNDS], False, keep)
 
-    starts = [np.log([rd, rn]) for rd in (1.0, 5.0, 15.0, 50.0, 150.0) for rn in (1.0, 5.0, 15.0, 50.0)]
-    optima = stage2(runs, base, starts, 4)
-    if not optima:
-        raise FitError("the optimiser found no finite optimum")
-    value, theta = optima[0]
-    point = {**base.to_dict(), "R_D_star": math.exp(theta[0]), "R_N_star": math.exp(theta[1])}
-    law = DataConstrainedLaw(base, point["R_D_star"], point["R_N_star"])
+    if base is not None:  # Chinchilla constants given: R_D*, R_N* only
+        optima = stage2(runs, base, r_starts, 4)
+        if not optima:
+            raise FitError("the optimiser found no finite optimum")
+        value, theta = optima[0]
+        law = DataConstrainedLaw(base, math.exp(theta[0]), math.exp(theta[1]))
+
+        def refit(sub: Runs) -> DataConstrainedLaw | None:
+            found = stage2(sub, base, [x for _, x in optima], 1)
+            return DataConstrainedLaw(base, *np.exp(found[0][1])) if found else None
+    else:
+        names = tuple(_DC_GRID)
+        bounds = [_COEF_BOUNDS, _COEF_BOUNDS, _e_bounds(runs), (1e-3, 5.0), (1e-3, 5.0), _R_STAR_BOUNDS,
+                  _R_STAR_BOUNDS]
+        with _quiet_differences():
+            optima = _multi_start(_dc_objective(runs, delta), _grid_starts(names, _DC_GRID), bounds, False, 2,
+                                  _DC_MAX_STARTS)
+        if not optima:
+            raise FitError("the optimiser found no finite optimum")
+        value, theta = optima[0]
+        law = _dc_law(theta)
+
+        def refit(sub: Runs) -> DataConstrainedLaw | None:
+            with _quiet_differences():
+                found = _multi_start(_dc_objective(sub, delta), [x for _, x in optima], bounds, False, 1)
+            return _dc_law(found[0][1]) if found else None
+
+    point = law.to_dict()
     resid = np.log(law.loss(runs.N, runs.D, runs.U)) - np.log(runs.loss)
-
     boot: list[dict[str, float]] = []
     rng = np.random.default_rng(seed + 1)
-    base_samples = base_fit.boot_params if base_fit is not None else []
-    for i, idx in enumerate(_bootstrap_indices(runs, bootstrap, rng)):
-        chin = base
-        if base_samples:
-            b = base_samples[i % len(base_samples)]
-            chin = ChinchillaLaw(b["A"], b["B"], b["E"], b["alpha"], b["beta"])
-        found = stage2(runs.subset(idx), chin, [x for _, x in optima], 1)
-        if found:
-            boot.append({**chin.to_dict(), "R_D_star": math.exp(found[0][1][0]),
-                         "R_N_star": math.exp(found[0][1][1])})
+    for idx in _bootstrap_indices(runs, bootstrap, rng):
+        fitted = refit(runs.subset(idx))
+        if fitted is not None:
+            boot.append(fitted.to_dict())
     ci = {k: percentile_ci(b[k] for b in boot) for k in point}
-    return FitResult("data-constrained", point, ci, len(runs), value, float(np.sqrt(np.mean(resid**2))), len(boot),
-                     delta, boot)
+    rmse = float(np.sqrt(np.mean(resid**2)))
+    noise, source = replicate_noise(runs), "from replicate runs"
+    if noise is None:
+        clean = runs.subset(_unconstrained_runs(runs, law.base, single))
+        if len(clean) >= _MIN_RUNS_FOR_NOISE and _identifies_chinchilla(clean):
+            fitted = fit_chinchilla(clean, bootstrap=0, seed=seed, delta=delta)
+            noise = fitted.rmse_log * math.sqrt(len(clean) / (len(clean) - 5))  # 5 constants fitted
+            source = f"Chinchilla's residual on the {len(clean)} single-epoch runs with N <= N_opt(U)"
+    return FitResult("data-constrained", point, ci, len(runs), value, rmse, len(boot), delta, boot,
+                     notes=[] if base is not None else ["all seven constants fitted jointly on all runs"],
+                     warnings=_residual_warning(rmse, noise, source))
 
 
 def fit_law(runs: Runs, law: str, bootstrap: int = 200, seed: int = 0, delta: float = HUBER_DELTA) -> FitResult:

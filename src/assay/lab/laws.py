@@ -183,3 +183,16 @@ class DataConstrainedLaw:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.base.to_dict(), "R_D_star": self.R_D_star, "R_N_star": self.R_N_star}
+
+
+def law_from_params(law: str, p: dict[str, float]) -> ChinchillaLaw | QualityLaw | DataConstrainedLaw:
+    """The law object of a fit's ``law`` name and ``params`` (as written in a fit's JSON)."""
+    if law == "chinchilla":
+        return ChinchillaLaw(p["A"], p["B"], p["E"], p["alpha"], p["beta"])
+    if law == "quality":
+        return QualityLaw(B=p["B"], beta=p["beta"], gamma=p["gamma"], E=p["E"], A=p.get("A", 0.0),
+                          alpha=p.get("alpha", 0.0))
+    if law == "data-constrained":
+        base = ChinchillaLaw(p["A"], p["B"], p["E"], p["alpha"], p["beta"])
+        return DataConstrainedLaw(base, R_D_star=p["R_D_star"], R_N_star=p["R_N_star"])
+    raise ValueError(f"unknown law {law!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,50 +42,148 @@ def _colors(n: int) -> list[Any]:
     return [cmap(i / max(1, n - 1) * 0.9) for i in range(n)]
 
 
-def _group_means(runs: list[dict[str, Any]], group: str) -> dict[float, dict[float, list[float]]]:
-    out: dict[float, dict[float, list[float]]] = {}
+#: at most this many law curves (and legend entries) in a fit figure; with more groups of runs, the curves are
+#: drawn for evenly spaced ones and a colour bar maps the points' colour to N (or Q, U)
+MAX_CURVES = 8
+
+
+@dataclass
+class FitCurve:
+    """One curve of the fitted law, drawn for one group of runs: ``group`` holds the design values it is drawn at
+    (``N``, ``Q``, ``U``; ``U = None`` for runs that do not repeat their data)."""
+
+    group: dict[str, float | None]
+    D: np.ndarray
+    loss: np.ndarray
+    label: str
+
+
+def _group_keys(fit: dict[str, Any]) -> tuple[str, ...]:
+    """The design values that, with D, fix a run's predicted loss under the fitted law."""
+    if fit["law"] == "quality":
+        return ("Q",) if fit.get("fixed_size", not fit["params"].get("A")) else ("N", "Q")
+    if fit["law"] == "data-constrained":
+        return ("N", "U")
+    return ("N",)
+
+
+def run_group_value(run: dict[str, Any], key: str) -> float | None:
+    """A run's value of ``key`` for grouping; for ``U``, ``None`` when the run does not repeat data (``D <= U``)."""
+    if key == "U":
+        return float(run["U"]) if run["D"] > run["U"] * (1 + 1e-9) else None
+    return float(run[key])
+
+
+def _groups(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[tuple, list[dict[str, Any]]]:
+    out: dict[tuple, list[dict[str, Any]]] = {}
     for r in runs:
-        out.setdefault(r[group], {}).setdefault(r["D"], []).append(r["loss"])
-    return out
+        out.setdefault(tuple(run_group_value(r, k) for k in keys), []).append(r)
+    order = lambda key: tuple((v is None, v or 0.0) for v in key)  # noqa: E731
+    return dict(sorted(out.items(), key=lambda kv: order(kv[0])))
 
 
-def law_fit(result: dict[str, Any]) -> bytes:
-    """Observed held-out loss against D (one colour per Q or N) with the fitted law drawn through it."""
-    from assay.lab.laws import ChinchillaLaw, DataConstrainedLaw, QualityLaw
+def _label(group: dict[str, float | None]) -> str:
+    parts = []
+    for k, v in group.items():
+        if k == "Q":
+            parts.append(f"Q={v:g}")
+        elif k == "U":
+            parts.append("U≥D (no repeats)" if v is None else f"U={v:.3g}")
+        else:
+            parts.append(f"{k}={v:.3g}")
+    return ", ".join(parts)
 
-    plt = _plt()
-    fit, runs = result["fit"], result["runs"]
-    law_name, p = fit["law"], fit["params"]
-    group = "Q" if law_name == "quality" else "N"
-    groups = _group_means(runs, group) if all(group in r for r in runs) else {0.0: _group_means(runs, "D")}
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    Ds = np.array(sorted({r["D"] for r in runs}), dtype=float)
+
+def _curve_loss(law: Any, law_name: str, group: dict[str, float | None], D: np.ndarray) -> np.ndarray:
+    if law_name == "quality":
+        return law.loss(D, group["Q"], group.get("N"))
+    if law_name == "data-constrained":
+        U = group["U"]
+        return law.loss(group["N"], D, D if U is None else np.minimum(D, U))
+    return law.loss(group["N"], D)
+
+
+def _checked_runs(result: dict[str, Any], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    runs = [r for r in result["runs"] if all(k in r for k in ("D", "loss", *keys))]
+    if not runs:
+        raise ValueError(f"no runs with the columns {', '.join(('D', 'loss', *keys))}")
+    return runs
+
+
+def law_fit_curves(result: dict[str, Any]) -> list[FitCurve]:
+    """The fitted law's curve for each group of runs (same ``N``, ``Q``, ``U``: see :func:`_group_keys`) over the
+    runs' range of ``D``; at most :data:`MAX_CURVES`, evenly spaced over the groups."""
+    from assay.lab.laws import law_from_params
+
+    fit = result["fit"]
+    keys = _group_keys(fit)
+    runs = _checked_runs(result, keys)
+    law = law_from_params(fit["law"], fit["params"])
+    Ds = np.array([r["D"] for r in runs], dtype=float)
     grid = np.logspace(np.log10(Ds.min()) - 0.1, np.log10(Ds.max()) + 0.3, 100)
-    for color, (g, by_d) in zip(_colors(len(groups)), sorted(groups.items(), reverse=True)):
+    groups = list(_groups(runs, keys))
+    if len(groups) > MAX_CURVES:
+        groups = [groups[i] for i in np.unique(np.linspace(0, len(groups) - 1, MAX_CURVES).round().astype(int))]
+    curves = []
+    for g in groups:
+        group = dict(zip(keys, g))
+        curves.append(FitCurve(group, grid, np.asarray(_curve_loss(law, fit["law"], group, grid), dtype=float),
+                               _label(group)))
+    return curves
+
+
+def law_fit_figure(result: dict[str, Any]) -> Any:
+    """The figure of :func:`law_fit` (a matplotlib Figure, for tests and notebooks)."""
+    plt = _plt()
+    from matplotlib.colors import LogNorm, Normalize
+
+    fit = result["fit"]
+    keys = _group_keys(fit)
+    groups = _groups(_checked_runs(result, keys), keys)
+    curves = law_fit_curves(result)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    many = len(groups) > MAX_CURVES
+    values = [g[0] for g in groups]
+    by_value = len(keys) == 1 and all(v is not None for v in values)
+    if by_value:  # colour = the design value itself (log scale for sizes), so a colour bar can name it
+        lo, hi = min(values), max(values)
+        norm = (LogNorm(lo, hi) if keys[0] != "Q" and lo > 0 and hi > lo else Normalize(lo, hi if hi > lo else lo + 1))
+        cmap = plt.get_cmap("viridis")
+        colors = {g: cmap(norm(g[0]) * 0.9) for g in groups}
+    else:
+        colors = dict(zip(groups, _colors(len(groups))))
+    for g, members in groups.items():
+        by_d: dict[float, list[float]] = {}
+        for r in members:
+            by_d.setdefault(float(r["D"]), []).append(float(r["loss"]))
         d = np.array(sorted(by_d))
         m = np.array([np.mean(by_d[x]) for x in d])
         e = np.array([np.std(by_d[x], ddof=1) if len(by_d[x]) > 1 else 0.0 for x in d])
-        label = f"Q={g:g}" if group == "Q" else f"N={g:.3g}"
-        ax.errorbar(d, m, yerr=e, fmt="o", color=color, label=label, capsize=3)
-        if law_name == "quality":
-            law = QualityLaw(B=p["B"], beta=p["beta"], gamma=p["gamma"], E=p["E"], A=p.get("A", 0.0),
-                             alpha=p.get("alpha", 0.0))
-            ax.plot(grid, law.loss(grid, g, None if law.fixed_size else g), color=color, lw=1)
-        elif law_name == "chinchilla":
-            law = ChinchillaLaw(p["A"], p["B"], p["E"], p["alpha"], p["beta"])
-            ax.plot(grid, law.loss(g, grid), color=color, lw=1)
-        elif law_name == "data-constrained":
-            law = DataConstrainedLaw(ChinchillaLaw(p["A"], p["B"], p["E"], p["alpha"], p["beta"]),
-                                     p["R_D_star"], p["R_N_star"])
-            us = [r["U"] for r in runs if r.get("N") == g and "U" in r]
-            if us:
-                ax.plot(grid, law.loss(g, grid, np.minimum(grid, min(us))), color=color, lw=1)
+        if e.any():
+            ax.errorbar(d, m, yerr=e, fmt="none", ecolor=colors[g], capsize=3)
+        ax.scatter(d, m, color=colors[g], s=18, zorder=3)
+    for c in curves:
+        ax.plot(c.D, c.loss, "-", color=colors[tuple(c.group[k] for k in keys)], lw=1, label=c.label)
+    if many and by_value:
+        from matplotlib.cm import ScalarMappable
+
+        sm = ScalarMappable(norm=norm, cmap=cmap)
+        fig.colorbar(sm, ax=ax, label=keys[0])
     ax.set_xscale("log")
     ax.set_xlabel("training tokens D")
     ax.set_ylabel("held-out loss (nats/token)")
-    ax.set_title(f"{law_name} law fit (rms log-residual {fit['rmse_log']:.4f})")
-    ax.legend(fontsize=8)
-    return _png(fig)
+    title = f"{fit['law']} law fit (rms log-residual {fit['rmse_log']:.4f})"
+    if many:
+        title += f"\nlaw drawn for {len(curves)} of {len(groups)} groups of runs"
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def law_fit(result: dict[str, Any]) -> bytes:
+    """Observed held-out loss against D (one colour per group of runs: same N, Q, U) with the fitted law drawn
+    through each group at the group's own N, Q and U (PNG)."""
+    return _png(law_fit_figure(result))
 
 
 def effective_data(result: dict[str, Any]) -> bytes:
