@@ -10,6 +10,13 @@ each agent type (mean over agents, 95 % CI over agents). Then the same reports a
 to time :func:`assay.knowledge.rewards.pay_batch`.
 
     python benchmarks/knowledge_rewards.py [--tasks 4000] [--agents 100] [--per-task 5] [--seed 0]
+
+``--separation`` answers "how big must a batch be?": crowds of honest (accuracy 0.75), half-effort (look at half the
+tasks, guess the rest) and careless agents (half, a quarter, a quarter) are paid by CA over ``--trials`` seeds for
+each number of reports per agent; it prints how often an honest agent out-earns a careless one and a half-effort
+one (every honest–other pair compared within its batch).
+
+    python benchmarks/knowledge_rewards.py --separation [--agents 100] [--per-task 5] [--trials 8]
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from assay.knowledge.rewards import (correlated_agreement, majority_agreement, make_population, payout_by_kind,
                                      peer_truth_serum, simulate_reports)
@@ -57,13 +66,51 @@ def ledger_timing(reports: list, n_agents: int) -> str:
             f"re-paying the same batch: {t2 - t1:.2f} s, nothing written (already_paid)")
 
 
+SEPARATION_MIX = {"honest": 0.5, "half_effort": 0.25, "careless": 0.25}
+REPORTS_PER_AGENT = (10, 20, 50, 100, 150, 200, 300, 400)
+
+
+def _beats(a: np.ndarray, b: np.ndarray) -> float:
+    """P(a random element of a > a random element of b), ties counting half."""
+    return float((a[:, None] > b[None, :]).mean() + 0.5 * (a[:, None] == b[None, :]).mean())
+
+
+def separation(n_agents: int, per_task: int, trials: int) -> None:
+    print(f"CA separation: {n_agents} agents ({SEPARATION_MIX}), {per_task} reports per task, {trials} batches per "
+          "size; honest and half-effort accuracy 0.75\n")
+    print("| reports per agent | tasks | P(honest > careless) | P(honest > half-effort) | mean pay honest / half / "
+          "careless |")
+    print("|---|---|---|---|---|")
+    agents = make_population(n_agents, SEPARATION_MIX, honest_accuracies=(0.75,))
+    for per_agent in REPORTS_PER_AGENT:
+        n_tasks = per_agent * n_agents // per_task
+        vs_careless, vs_half, means = [], [], {k: [] for k in SEPARATION_MIX}
+        for seed in range(trials):
+            reports, _ = simulate_reports(agents, n_tasks=n_tasks, per_task=per_task, prior=PRIOR, seed=seed)
+            per = correlated_agreement(reports, seed=seed).per_agent()
+            pay = {k: np.array([per[a.name][1] for a in agents if a.kind == k and a.name in per])
+                   for k in SEPARATION_MIX}
+            vs_careless.append(_beats(pay["honest"], pay["careless"]))
+            vs_half.append(_beats(pay["honest"], pay["half_effort"]))
+            for k in SEPARATION_MIX:
+                means[k].append(float(pay[k].mean()))
+        print(f"| {per_agent} | {n_tasks} | {np.mean(vs_careless):.3f} | {np.mean(vs_half):.3f} | "
+              + " / ".join(f"{np.mean(means[k]):+.3f}" for k in ("honest", "half_effort", "careless")) + " |",
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", type=int, default=4000)
     ap.add_argument("--agents", type=int, default=100)
     ap.add_argument("--per-task", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--separation", action="store_true", help="How big a batch must be (see the docstring).")
+    ap.add_argument("--trials", type=int, default=8)
     args = ap.parse_args()
+    if args.separation:
+        separation(args.agents, args.per_task, args.trials)
+        return
     print(f"{args.tasks} tasks x {args.per_task} reports, {args.agents} agents, prior {PRIOR}; "
           "mean payout per report, 95% CI over agents\n")
     last_reports = None

@@ -166,7 +166,12 @@ def test_rewards_pay_once_balance_and_ledger(project_db):
     again = _json(kn(*pay))
     assert again["already_paid"] is True and again["n_entries"] == first["n_entries"]
     assert _json(kn("rewards", "balance", "--json")) == balance
-    assert "already paid: nothing written" in _ok(kn(*pay[:-1]))
+    again = _ok(kn(*pay[:-1]))
+    assert "already paid: nothing written" in again
+    # five annotators with a few dozen answers each: far below the 100 scored reports the rule needs, and it says so
+    assert "warning:" in again and "below_guarantee" in again
+    assert first["small_batch"]["agents_below"] == len(KINDS)
+    assert all(e["details"]["below_guarantee"] for e in entries)
     assert len(_json(kn("rewards", "ledger", "--json"))) == len(entries)
     # the same batch id with other parameters is refused, still without paying anything
     _refused(kn(*[("1.0" if a == "0.5" else a) for a in pay]), "already paid with other reports or parameters")

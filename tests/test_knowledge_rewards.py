@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 from assay.annotate import workflow
 from assay.annotate.models import Project, User
 from assay.core.record import Record
-from assay.knowledge.rewards import (BatchConflict, annotation_reports, balances, correlated_agreement,
+from assay.knowledge.rewards import (MIN_REPORTS_PER_AGENT, BatchConflict, SmallBatch, annotation_reports, balances, correlated_agreement,
                                      delta_matrix, ledger_entries, majority_agreement, make_population, pay_batch,
                                      payout_by_kind, peer_truth_serum, simulate_reports)
 
@@ -125,9 +125,9 @@ def test_unscorable_and_bad_reports_are_counted():
 
 
 # -- the ledger ----------------------------------------------------------------------------------------------------
-def _crowd_users(db, n):
+def _crowd_users(db, n, prefix="u"):
     with db.write() as s:
-        return [workflow.create_user(s, f"u{i}", "password-123").id for i in range(n)]
+        return [workflow.create_user(s, f"{prefix}{i}", "password-123").id for i in range(n)]
 
 
 def test_pay_batch_is_idempotent_and_the_ledger_append_only(db):
@@ -166,6 +166,36 @@ def test_pay_batch_is_idempotent_and_the_ledger_append_only(db):
         pay_batch(db, "x", reports, rule="majority")
     with pytest.raises(ValueError):
         pay_batch(db, "", reports)
+
+
+def test_small_batches_are_flagged_or_refused(db):
+    """Issue 14: a batch of 400 tasks (5 reports each, 100 annotators: 20 reports per annotator) pays random agents
+    close to honest ones. Below MIN_REPORTS_PER_AGENT scored reports the entries say so, or the batch is refused."""
+    ids = _crowd_users(db, 100)
+    agents = make_population(100, {"honest": 0.5, "half_effort": 0.25, "careless": 0.25}, honest_accuracies=[0.75])
+    user_of = {a.name: ids[k] for k, a in enumerate(agents)}
+    sim, _ = simulate_reports(agents, n_tasks=400, per_task=5, prior=PRIOR, seed=3)
+    reports = [(f"task:{t}", user_of[a], lab) for t, a, lab in sim]
+    with pytest.raises(SmallBatch, match="fewer than 100 scored reports"):
+        pay_batch(db, "small-refused", reports, small_batch="refuse")
+    assert ledger_entries(db, batch_id="small-refused") == []  # nothing written, the batch id stays free
+    paid = pay_batch(db, "small", reports)
+    assert paid["small_batch"]["agents_below"] == paid["small_batch"]["agents"] == 100
+    rows = ledger_entries(db, batch_id="small")
+    assert rows and all(r["details"]["below_guarantee"] and r["details"]["agent_reports"] < MIN_REPORTS_PER_AGENT
+                        for r in rows)
+    # a batch with enough reports per annotator (20 annotators x 3 reports on 800 tasks: 120 each) is not flagged
+    big = pay_batch(db, "big-enough", _sim_for(db, 20, 800), small_batch="refuse")
+    assert "small_batch" not in big
+    assert not any("below_guarantee" in r["details"] for r in ledger_entries(db, batch_id="big-enough"))
+
+
+def _sim_for(db, n_agents, n_tasks):  # noqa: ANN001, ANN202
+    ids = _crowd_users(db, n_agents, prefix="big")
+    agents = make_population(n_agents, {"honest": 1.0}, honest_accuracies=[0.75])
+    sim, _ = simulate_reports(agents, n_tasks=n_tasks, per_task=3, prior=PRIOR, seed=4)
+    user_of = {a.name: ids[k] for k, a in enumerate(agents)}
+    return [(f"task:{t}", user_of[a], lab) for t, a, lab in sim]
 
 
 def test_pay_an_annotation_project(db):
@@ -220,7 +250,7 @@ def test_migration_0004_matches_the_models_and_downgrades(backend, tmp_path):
 
     db, cleanup = make_database(backend, tmp_path, via_alembic=True)
     try:
-        assert current_revision(db.write_engine) == "0004"
+        assert current_revision(db.write_engine) >= "0004"  # head: later revisions build on 0004
         with db.write_engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
         from alembic import command

@@ -816,6 +816,9 @@ def rewards_pay(batch_id: str,
                 scale: float = typer.Option(1.0, help="Pay per unit of score."),
                 base: float = typer.Option(0.0, help="Fixed pay per scored report."),
                 seed: int = typer.Option(0, help="Seed of the peer and task draws."),
+                small_batch: str = typer.Option("warn", help="When annotators have fewer scored reports than the "
+                                                             "rule needs (100 each): warn (pay, mark the entries "
+                                                             "below_guarantee) or refuse."),
                 as_json: bool = JSON_OPTION,
                 db: Optional[str] = DB_OPTION) -> None:
     """Pay a project's annotations by a peer-prediction rule into the ledger. A batch id pays once: repeating it
@@ -831,12 +834,14 @@ def rewards_pay(batch_id: str,
         # an empty batch would still use up the batch id, and paying it later with the right window would conflict
         _fail(f"project {project!r} has no answers to pay" + (" in that time window" if since or until else ""))
     summary = _pay_errors(lambda: pay_batch(database, batch_id, groups, rule=rule, seed=seed, scale=scale,
-                                            base=base))
+                                            base=base, small_batch=small_batch))
     names = _usernames(database)
     summary["per_username"] = {names.get(int(uid), uid): amount for uid, amount in summary["per_user"].items()}
     if as_json:
         _echo_json(summary)
         return
+    if summary.get("small_batch"):  # (in --json output it is the summary's small_batch field)
+        typer.echo(f"warning: {summary['small_batch']['note']}; the entries say below_guarantee", err=True)
     state = "already paid: nothing written" if summary["already_paid"] else "paid"
     typer.echo(f"batch {summary['batch_id']} ({summary['rule']}): {state}; {summary['n_entries']} entries from "
                f"{summary['n_reports']} reports, total {summary['total']:g}")

@@ -54,6 +54,17 @@ from assay.knowledge.network_models import RewardBatch, RewardEntry
 
 Report = tuple[Hashable, Hashable, Hashable]  # (task, agent, label)
 RULES = ("ca", "pts")
+#: below this many scored reports an agent's pay does not reliably rank honest work above guessing. Measured with
+#: ``benchmarks/knowledge_rewards.py --separation`` (CA; crowds of honest, half-effort and careless agents, 8 batches
+#: per size, with 100 agents × 5 reports per task and 20 agents × 3): an honest agent (accuracy 0.75) out-earns a
+#: random one in 71 % of pairs at 10 reports per agent, 77 % at 20, 88 % at 50, 95.5 % at 100 and 98 % at 150, in
+#: both crowd sizes; out-earning a half-effort agent needs about 300 (≈ 0.9). So 100 reports per agent.
+MIN_REPORTS_PER_AGENT = 100
+SMALL_BATCH_POLICIES = ("warn", "refuse")
+
+
+class SmallBatch(ValueError):
+    """A batch too small for the rule's guarantee, with ``small_batch="refuse"``."""
 
 
 class BatchConflict(ValueError):
@@ -329,14 +340,22 @@ def _batch_summary(batch: RewardBatch, already_paid: bool) -> dict[str, Any]:
 
 def pay_batch(db: Any, batch_id: str, reports: Iterable[Report] | Mapping[str, Iterable[Report]], *,
               rule: str = "ca", seed: int = 0, scale: float = 1.0, base: float = 0.0,
-              labels: Sequence[Any] | None = None) -> dict[str, Any]:
+              labels: Sequence[Any] | None = None, small_batch: str = "warn",
+              min_reports: int = MIN_REPORTS_PER_AGENT) -> dict[str, Any]:
     """Score ``reports`` (``(task, user_id, label)``; or a mapping group → reports, each group scored on its own,
     e.g. one per rating dimension) by ``rule`` and append one ledger entry per scored report, ``amount = base +
     scale · score``. Idempotent per ``batch_id``: see the module docstring. Reports naming a user id that does not
     exist are skipped and counted (``unknown_user``). Returns the batch summary: entries, total, per-user totals,
-    skipped reports by reason."""
+    skipped reports by reason.
+
+    An agent with fewer than ``min_reports`` scored reports in a group is below the size where the rule separates
+    honest from guessed work (:data:`MIN_REPORTS_PER_AGENT`): ``small_batch="warn"`` pays and marks each such entry
+    (``details.below_guarantee``, ``details.agent_reports``) and the summary (``small_batch``); ``"refuse"`` raises
+    :class:`SmallBatch` before anything is written."""
     if rule not in _RULES:
         raise ValueError(f"unknown reward rule {rule!r}; choose from {', '.join(RULES)}")
+    if small_batch not in SMALL_BATCH_POLICIES:
+        raise ValueError(f"small_batch must be one of {', '.join(SMALL_BATCH_POLICIES)}")
     batch_id = str(batch_id).strip()
     if not batch_id or len(batch_id) > 64:
         raise ValueError("batch id must be 1-64 characters")
@@ -364,6 +383,8 @@ def pay_batch(db: Any, batch_id: str, reports: Iterable[Report] | Mapping[str, I
         user_ids = set(s.scalars(select(User.id)))
     skipped: dict[str, int] = {}
     entries: list[dict[str, Any]] = []
+    below: set[tuple[str, Hashable]] = set()   # (group, agent) under min_reports
+    scored_agents: set[tuple[str, Hashable]] = set()
     t = now()
     n_reports = 0
     for group in sorted(groups):
@@ -377,6 +398,9 @@ def pay_batch(db: Any, batch_id: str, reports: Iterable[Report] | Mapping[str, I
         result = score_reports(rows, rule, seed=_seed_for(batch_id, group, seed), labels=labels)
         for reason, n in result.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + n
+        counts = {agent: n for agent, (n, _mean) in result.per_agent().items()}
+        scored_agents.update((group, a) for a in counts)
+        below.update((group, a) for a, n in counts.items() if n < min_reports)
         for sc in result.scores:
             task = str(sc.task)
             if len(task) > 200:
@@ -386,6 +410,9 @@ def pay_batch(db: Any, batch_id: str, reports: Iterable[Report] | Mapping[str, I
             details["score"] = sc.score
             if group:
                 details["group"] = group
+            if (group, sc.agent) in below:
+                details["below_guarantee"] = True
+                details["agent_reports"] = counts[sc.agent]
             entries.append({"batch_id": batch_id, "user_id": sc.agent, "task": task,
                             "amount": round(base + scale * sc.score, 6), "rule": rule, "computed_at": t,
                             "details": details})
@@ -393,6 +420,13 @@ def pay_batch(db: Any, batch_id: str, reports: Iterable[Report] | Mapping[str, I
     for e in entries:
         per_user[e["user_id"]] = per_user.get(e["user_id"], 0.0) + e["amount"]
     summary = {"skipped": skipped, "per_user": {str(u): round(v, 6) for u, v in sorted(per_user.items())}}
+    if below:
+        summary["small_batch"] = {
+            "min_reports_per_agent": min_reports, "agents_below": len(below), "agents": len(scored_agents),
+            "note": f"{len(below)} of {len(scored_agents)} agent(s) have fewer than {min_reports} scored reports: "
+                    f"at that size {rule} does not reliably pay honest work above guessing"}
+        if small_batch == "refuse":
+            raise SmallBatch(f"batch {batch_id!r} is too small: {summary['small_batch']['note']} (nothing written)")
     batch = RewardBatch(batch_id=batch_id, rule=rule, params=params, inputs_digest=digest, n_reports=n_reports,
                         n_entries=len(entries), total=round(sum(e["amount"] for e in entries), 6), summary=summary,
                         created_at=t)
@@ -437,7 +471,9 @@ class SimAgent:
     """A simulated reporter. ``kind``: ``honest`` (reports its signal, correct with probability ``accuracy``, else
     a uniformly random wrong label), ``careless`` (uniform random label), ``colluder`` (always the label that is
     most common a priori — the "majority guess"), ``colluder_hash`` (colluders agree on a label derived from the task
-    id: task-dependent coordination without looking, which is outside CA's model — see the docs)."""
+    id: task-dependent coordination without looking, which is outside CA's model — see the docs), ``half_effort``
+    (looks at half the tasks, reporting its signal like an honest agent of its ``accuracy``, and answers the other
+    half at random)."""
 
     name: str
     kind: str
@@ -458,12 +494,13 @@ def simulate_reports(agents: Sequence[SimAgent], *, n_tasks: int, per_task: int,
     for t in range(n_tasks):
         for a in rng.choice(len(agents), size=per_task, replace=False):
             agent = agents[int(a)]
-            if agent.kind == "honest":
+            looks = agent.kind == "honest" or (agent.kind == "half_effort" and rng.random() < 0.5)
+            if looks:
                 if rng.random() < agent.accuracy:
                     label = int(truth[t])
                 else:
                     label = int(rng.choice([k for k in range(K) if k != truth[t]]))
-            elif agent.kind == "careless":
+            elif agent.kind in ("careless", "half_effort"):
                 label = int(rng.integers(K))
             elif agent.kind == "colluder":
                 label = majority
@@ -477,8 +514,8 @@ def simulate_reports(agents: Sequence[SimAgent], *, n_tasks: int, per_task: int,
 
 def make_population(n_agents: int, mix: Mapping[str, float], honest_accuracies: Sequence[float] = (0.9, 0.75, 0.6),
                     ) -> list[SimAgent]:
-    """``n_agents`` agents split by ``mix`` (kind → share, largest remainder rounding); honest agents cycle through
-    ``honest_accuracies``."""
+    """``n_agents`` agents split by ``mix`` (kind → share, largest remainder rounding); honest and half-effort agents
+    cycle through ``honest_accuracies``."""
     kinds = sorted(mix)
     raw = {k: mix[k] * n_agents / sum(mix.values()) for k in kinds}
     counts = {k: int(math.floor(v)) for k, v in raw.items()}
@@ -487,7 +524,7 @@ def make_population(n_agents: int, mix: Mapping[str, float], honest_accuracies: 
     agents: list[SimAgent] = []
     for kind in kinds:
         for n in range(counts[kind]):
-            acc = honest_accuracies[n % len(honest_accuracies)] if kind == "honest" else 0.0
+            acc = honest_accuracies[n % len(honest_accuracies)] if kind in ("honest", "half_effort") else 0.0
             agents.append(SimAgent(f"{kind}-{n}", kind, acc))
     return agents
 
