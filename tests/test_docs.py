@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINKED = ("recipes", "samples", ".venv", "tests/data")  # what a block may use, at the repository's relative paths
 MARKER = re.compile(r"^<!--\s*docs-test:\s*(skip-block|fails|output)\b\s*(.*?)\s*-->\s*$")
 FENCE = re.compile(r"^```(\S*)\s*$")
-BLOCK_TIMEOUT = 900
+BLOCK_TIMEOUT = 300  # seconds; the longest blocks (a recipe over the bundled sample) take one or two minutes
 MAX_SKIPPED = 8  # skip markers across all pages: raise only with a reason in the review
 
 
@@ -98,14 +99,33 @@ def run_page(path: Path, workdir: Path) -> None:
             continue
         if b.lang != "bash" or b.marker == "skip-block":
             continue
-        p = subprocess.run(["bash", "-euo", "pipefail", "-c", b.text], cwd=workdir, env=env, capture_output=True,
-                           text=True, timeout=BLOCK_TIMEOUT)
+        p = _run_block(b.text, workdir, env, where)
         last_output = p.stdout + p.stderr
         if b.marker == "fails":
             assert p.returncode != 0, f"{where}: documented as failing, but it exited 0:\n{b.text}"
         else:
             assert p.returncode == 0, (f"{where} exited {p.returncode}:\n{b.text}\n--- stdout ---\n{p.stdout[-2000:]}"
                                        f"\n--- stderr ---\n{p.stderr[-3000:]}")
+
+
+def _run_block(script: str, workdir: Path, env: dict[str, str], where: str) -> subprocess.CompletedProcess:
+    """Run one block in its own process group; whatever it leaves running (a server without its `kill`) is stopped
+    afterwards, and a block that never ends fails with a hint instead of hanging the suite."""
+    proc = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], cwd=workdir, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=BLOCK_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{where} did not finish in {BLOCK_TIMEOUT} s (a server started in the foreground? start "
+                             f"it with & and stop it in the block):\n{script}\n--- stderr ---\n{err[-2000:]}") from None
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
@@ -129,14 +149,17 @@ def test_skipped_blocks() -> None:
     assert len(skipped) <= MAX_SKIPPED, skipped
 
 
-def test_the_runner_catches_drift(tmp_path: Path) -> None:
-    """The checks themselves: a failing command, a wrong output example, a `fails` block that succeeds."""
+def test_the_runner_catches_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks themselves: a failing command, a wrong output example, a `fails` block that succeeds, a block
+    that never ends."""
+    monkeypatch.setattr(f"{__name__}.BLOCK_TIMEOUT", 2)
     page = tmp_path / "page.md"
     work = _scratch(tmp_path / "w")
     cases = {
         "```bash\nfalse\n```\n": "exited 1",
         "```bash\necho hello\n```\n<!-- docs-test: output -->\n```text\nhello world\n```\n": "the output shown is not what the command prints",
         "<!-- docs-test: fails -->\n```bash\ntrue\n```\n": "documented as failing",
+        "```bash\nsleep 60\n```\n": "did not finish in 2 s",
         "<!-- docs-test: skip-block needs a cluster -->\n```bash\nfalse\n```\n```bash\necho ok\n```\n": None,
     }
     for text, expected in cases.items():
