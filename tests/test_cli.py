@@ -179,3 +179,11 @@ def test_a_long_job_prints_periodic_progress_into_a_log(tmp_path: Path):
     counts = [int(re.search(r"([\d,]+) records read", line).group(1).replace(",", "")) for line in during]
     assert counts == sorted(counts) and counts[-1] > counts[0], during
     assert any(line.startswith("[1/1] test_slow: 1/1 shards · 400 records read") for line in p.stderr.splitlines())
+
+
+def test_inspect_n_below_one_is_refused(tmp_path: Path):
+    data = write_jsonl(tmp_path / "in.jsonl", [{"text": "hello world"}])
+    for n in ("0", "-2"):
+        p = assay_cli("inspect", str(data), "-n", n, check=False)
+        _one_line_error(p, "-n must be at least 1")
+        assert "hello world" not in p.stdout

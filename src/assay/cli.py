@@ -52,7 +52,8 @@ def run(
         r = Recipe.from_yaml(recipe)
         ex = make_executor(executor, workers, ray_address)
         with progress_display(console, interval, ex.records_read) as progress:
-            stats = ex.run(r, input, output, overwrite=overwrite, progress=progress)
+            stats = ex.run(r, input, output, overwrite=overwrite, progress=progress,
+                           notify=lambda note: console.print(f"note: {escape(note)}", soft_wrap=True))
     except AssayError as e:
         _fail(str(e))
         return
@@ -126,6 +127,8 @@ def inspect(
     from assay.core.errors import ErrorLog
     from assay.io.sources import plan_shards, read_shard
 
+    if n < 1:
+        _fail(f"-n must be at least 1 (got {n})")
     p = path
     if os.path.isdir(p):
         from assay.run.executor import output_files
