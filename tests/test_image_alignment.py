@@ -3,6 +3,7 @@ drop/flag, and bad input (no image, corrupt image, no caption) as counted reason
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -83,9 +84,11 @@ def test_flag_action_and_explicit_threshold() -> None:
     strict = ImageTextAlignment({"model": "ocr", "threshold": 0.99, "action": "flag"})
     out = strict.process_batch([r.copy() for r in batch], StepContext())
     assert all(r.drop is None for r in out)
-    assert [r.signals.get("image_text_alignment.flag") for r in out] == ["low_clip_score"] * 3 + [None]
-    assert SCORE_SIGNAL not in out[3].signals  # no legible text: no evidence, kept unscored
+    # no legible text: no evidence, kept unscored, and with action flag marked as unchecked
+    assert [r.signals.get("image_text_alignment.flag") for r in out] == ["low_clip_score"] * 3 + ["unscorable_image"]
+    assert SCORE_SIGNAL not in out[3].signals
     assert strict.stats.counters["flagged:low_clip_score"] == 3
+    assert strict.stats.counters["flagged:unscorable_image"] == 1
     assert strict.stats.counters["unscorable_image"] == 1
     lax = ImageTextAlignment({"model": "ocr", "threshold": 0.0, "unscorable": "drop"})
     out = lax.process_batch([r.copy() for r in batch], StepContext())
@@ -130,3 +133,59 @@ def test_recipe_run_end_to_end(tmp_path: Path) -> None:
     assert all(r["signals"][SCORE_SIGNAL] > DEFAULT_THRESHOLDS["ocr-minilm"] for r in out)
     stats = (tmp_path / "out" / "stats.json").read_text()
     assert "low_clip_score" in stats and "corrupt_image" in stats
+
+
+#: real photographs (Debian's mate-backgrounds, GPL-2+) and real diagrams (the Python manual's figures, PSF License),
+#: with captions that describe them; `make system-deps` installs both
+PHOTO_DIR = Path("/usr/share/backgrounds/mate/nature")
+FIGURE_DIR = Path("/usr/share/doc/python3.11/html/_images")
+TRUE_PAIRS = {
+    PHOTO_DIR / "LadyBird.jpg": "a ladybird on a green leaf",
+    PHOTO_DIR / "YellowFlower.jpg": "close-up of a yellow flower",
+    PHOTO_DIR / "Storm.jpg": "storm clouds over a field",
+    PHOTO_DIR / "RainDrops.jpg": "rain drops on a window",
+    PHOTO_DIR / "Dune.jpg": "a sand dune in the desert",
+    FIGURE_DIR / "logging_flow.png": "how a logging call flows through loggers and handlers",
+    FIGURE_DIR / "pathlib-inheritance.png": "class inheritance diagram of the pathlib module",
+    FIGURE_DIR / "hashlib-blake2-tree.png": "BLAKE2 tree hashing: leaves and nodes",
+}
+WRONG_PAIRS = {PHOTO_DIR / "Garden.jpg": "a red sports car on a race track",
+               PHOTO_DIR / "Wood.jpg": "screenshot of a spreadsheet with sales figures"}
+
+
+def test_laion_recipe_with_the_ocr_stand_in_flags_instead_of_dropping(tmp_path: Path) -> None:
+    """Issue 15 §3: with no CLIP model, `model: auto` resolved to OCR and the shipped LAION recipe dropped true
+    pairs (photos and diagrams whose text the caption does not repeat) and kept mismatched photos unscored. Now the
+    stand-in flags (low_clip_score, unscorable_image), drops nothing, and the run says so in one line at its start
+    and in the data card."""
+    from assay.core.errors import ErrorLog
+    from assay.io.webdataset import read_webdataset
+    from image_scenes import write_tar
+    from testutil import ROOT, assay_cli
+
+    pairs = {**TRUE_PAIRS, **WRONG_PAIRS}
+    assert all(p.is_file() for p in pairs), "needs mate-backgrounds and python3-doc (make system-deps)"
+    samples = [{"__key__": f"{i:04d}", p.suffix[1:]: p.read_bytes(), "txt": caption}
+               for i, (p, caption) in enumerate(pairs.items())]
+    write_tar(tmp_path / "in" / "00000.tar", samples)
+    env = {k: v for k, v in os.environ.items() if k != "ASSAY_IMAGE_TEXT_MODEL"}  # no CLIP configured
+    done = assay_cli("run", str(ROOT / "recipes" / "laion.yaml"), "-i", str(tmp_path / "in"), "-o",
+                     str(tmp_path / "out"), "-w", "1", env=env, timeout=600)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[0].startswith("note: image_text_alignment: model 'auto' is the OCR stand-in")
+    assert "flagged, not dropped" in lines[0]
+    assert sum("OCR" in line for line in lines) == 1 and "Traceback" not in done.stderr
+
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    (align,) = [s for s in stats["steps"] if s["name"] == "image_text_alignment"]
+    assert align["records_in"] == len(pairs) and align["dropped"] == 0
+    assert stats["notes"] == [lines[0].removeprefix("note: ")]
+    assert "is the OCR stand-in" in (tmp_path / "out" / "report.html").read_text()
+
+    out = [r for f in sorted((tmp_path / "out").glob("*.tar")) for r in read_webdataset(str(f), ErrorLog())]
+    assert len(out) == len(pairs)  # nothing lost: every pair is kept, checked or not
+    flags = {r.content["caption"]: r.signals.get("image_text_alignment.flag") for r in out}
+    for caption in WRONG_PAIRS.values():  # photos without text: nothing to check them with, and it shows
+        assert flags[caption] == "unscorable_image"
+    assert sum(flag is not None for flag in flags.values()) >= len(WRONG_PAIRS)
+    assert align["counters"].get("flagged:unscorable_image", 0) >= len(WRONG_PAIRS)

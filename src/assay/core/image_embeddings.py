@@ -644,8 +644,8 @@ def get_image_text_embedder(spec: str | None = None, *, batch_size: int = 32, de
     else:
         raise EmbedderUnavailable(f"unknown image-text embedder {concrete!r}: use auto, clip:/path, "
                                   "openai:http://host/v1#model, ocr or histogram")
-    if spec in (None, "auto") and concrete == "ocr":
-        log.warning("image-text model 'auto' resolved to 'ocr' (OCR + MiniLM): it scores only the text visible in "
+    if spec in (None, "auto") and concrete == "ocr":  # steps say it once per run (Step.notes), not per worker
+        log.info("image-text model 'auto' resolved to 'ocr' (OCR + MiniLM): it scores only the text visible in "
                     "images; set $%s=clip:/path for CLIP scores on photographs", ENV_SPEC)
     with _CACHE_LOCK:
         return _CACHE.setdefault(key, emb)

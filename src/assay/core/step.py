@@ -139,6 +139,12 @@ class Step:
     def lineage_entry(self) -> LineageEntry:
         return LineageEntry(self.name, self.version, self.params_hash)
 
+    def notes(self) -> list[str]:
+        """One-line notices the user must see about how this step will run (e.g. a stand-in model chosen by
+        ``auto``): printed at the start of ``assay run`` and kept in ``stats.json`` and the data card. Cheap: called
+        in the driver before any :meth:`setup`."""
+        return []
+
     # -- work --------------------------------------------------------------------------------------------------
     def setup(self, ctx: StepContext) -> None:
         """Load models and other heavy state. Called once per worker process before its first shard."""

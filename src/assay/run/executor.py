@@ -68,7 +68,7 @@ class Executor:
 
     # the shared part ----------------------------------------------------------------------------------------
     def run(self, recipe: Recipe, inputs: list[str], output: str, *, overwrite: bool = False,
-            progress: ProgressFn | None = None) -> dict[str, Any]:
+            progress: ProgressFn | None = None, notify: Callable[[str], None] | None = None) -> dict[str, Any]:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         paths = inputs or recipe.input.paths
@@ -86,6 +86,9 @@ class Executor:
             recipe_dict = recipe.model_dump(mode="json")
             self._check_or_start(fs, root, recipe, shards, overwrite)
             _, steps, segments = build(recipe_dict)
+            notes = [f"{step.name}: {note}" for step in steps for note in step.notes()]  # to stats.json and the card
+            for note in notes if notify else ():
+                notify(note)
             results: list[dict[str, Any]] = []
             for k, seg in enumerate(segments):
                 todo = [Job(recipe_dict, output, k, len(segments), s, len(shards)) for s in shards]
@@ -111,6 +114,7 @@ class Executor:
                         progress(f"reduce {seg.reduce_after.name}", done, len(todo), self.records_read())
                     self.reduce(recipe_dict, output, k, len(shards))
             stats = _merge_stats(recipe, results, shards, len(segments), self.name, self.workers)
+            stats["notes"] = notes
             stats["started"] = started.isoformat()
             stats["finished"] = datetime.now(timezone.utc).isoformat()
             stats["seconds"] = round(time.perf_counter() - t0, 3)

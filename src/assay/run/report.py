@@ -20,7 +20,7 @@ border-bottom:1px solid #eef1f4;text-align:left}td.n,th.n{text-align:right;font-
 .cards{display:flex;gap:1rem;flex-wrap:wrap}.card{background:#f4f7fa;border-radius:8px;padding:.8rem 1.1rem;
 min-width:9rem}.card b{display:block;font-size:1.5rem}pre{white-space:pre-wrap;background:#f7f9fb;padding:.6rem;
 border-radius:6px;font-size:.82rem;max-height:14rem;overflow:auto}svg text{font-size:12px;fill:#1d2733}
-.muted{color:#8a99a8}
+.muted{color:#8a99a8}.note{background:#fff6dd;border-left:4px solid #e0a800;padding:.5rem .8rem}
 """
 
 
@@ -123,6 +123,7 @@ def render(stats: dict[str, Any], kept: list[Any], rejected: list[Any]) -> str:
 <h1>Data card: {e(stats['recipe'])}</h1>
 <p class="sub">recipe fingerprint {e(stats['fingerprint'])} · executor {e(stats['executor'])} × {stats['workers']}
  · finished {e(stats.get('finished', ''))} · {stats.get('seconds', 0)} s</p>
+{''.join(f'<p class="note">note: {e(n)}</p>' for n in stats.get('notes', []))}
 <div class="cards">
 <div class="card"><b>{stats['input']['records_read']:,}</b>records read</div>
 <div class="card"><b>{out_n:,}</b>records kept ({100 * out_n / read:.1f}%)</div>
