@@ -163,7 +163,8 @@ def _check(e: Entry, st: LogState, trust: TrustRing, sealed_until: int) -> str |
     if e.signature is None:
         if e.event == "proposed" or e.seq <= sealed_until:
             return None
-        return "not signed (and not covered by a root-signed checkpoint)"
+        return ("not signed, and no root-signed checkpoint covers it (events written before revision 0006: run "
+                "`assay knowledge trust init --root-key ROOT.key` once)")
     errors: list[str] = []
     at = datetime.fromtimestamp(e.at, timezone.utc)
     vouched = e.seq <= sealed_until  # a revoked key's entries stand where a root checkpoint vouches for them
