@@ -113,3 +113,14 @@ def test_stack_code_recipe_end_to_end(tmp_path: Path):
                 for line in gzip.open(p, "rt")]
     assert any(r["meta"].get("path") == "app/contaminated.py" and r["drop"]["reason"] == "contaminated"
                for r in rejected)
+
+    # the data card: 9 repository records made thousands of files and were packed into samples in the user's run,
+    # and the card said "records kept (2966.7%)"; it must say what happened instead
+    assay_cli("report", str(out), cwd=ROOT, env=env, timeout=300)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    card = page.split('<div class="card">')[2].split("</div>")[0]
+    assert "records kept" not in card and "%" not in card, card
+    ingest, pack = steps["code_ingest"], steps["repo_pack"]
+    assert (f"records written, from {stats['input']['records_read']:,} read" in card
+            and f"code_ingest {ingest['records_in']:,} → {ingest['records_out']:,}" in card
+            and f"repo_pack {pack['records_in']:,} → {pack['records_out']:,}" in card), card

@@ -83,6 +83,18 @@ def _examples(fs: Any, files: list[str], n: int) -> list[Any]:
     return out
 
 
+def _output_card(stats: dict[str, Any]) -> str:
+    """The card of the records written. A share of the records read only means something when every step kept or
+    dropped records; when steps made records (one repository into its files) or combined them (files into packed
+    samples), the card names those steps with their counts instead."""
+    read, out_n = stats["input"]["records_read"], stats["output"]["records"]
+    reshaping = [s for s in stats["steps"] if s["records_out"] + s["dropped"] != s["records_in"]]
+    if not reshaping:
+        return f"<b>{out_n:,}</b>records kept ({100 * out_n / (read or 1):.1f}% of those read)"
+    how = ", ".join(f"{html.escape(s['name'])} {s['records_in']:,} → {s['records_out']:,}" for s in reshaping)
+    return f"<b>{out_n:,}</b>records written, from {read:,} read (steps that make or combine records: {how})"
+
+
 def render(stats: dict[str, Any], kept: list[Any], rejected: list[Any]) -> str:
     e = html.escape
     steps = stats["steps"]
@@ -95,8 +107,6 @@ def render(stats: dict[str, Any], kept: list[Any], rejected: list[Any]) -> str:
     top_drops = sorted(drops.items(), key=lambda kv: -kv[1])[:15]
     lengths = [(_fmt_len(int(k)), v) for k, v in stats.get("length_histogram_log2", {}).items()]
     langs = list(stats.get("languages", {}).items())[:15]
-    read = stats["input"]["records_read"] or 1
-    out_n = stats["output"]["records"]
 
     rows = []
     for s in steps:
@@ -126,7 +136,7 @@ def render(stats: dict[str, Any], kept: list[Any], rejected: list[Any]) -> str:
 {''.join(f'<p class="note">note: {e(n)}</p>' for n in stats.get('notes', []))}
 <div class="cards">
 <div class="card"><b>{stats['input']['records_read']:,}</b>records read</div>
-<div class="card"><b>{out_n:,}</b>records kept ({100 * out_n / read:.1f}%)</div>
+<div class="card">{_output_card(stats)}</div>
 <div class="card"><b>{stats['output']['rejected']:,}</b>rejected (with reasons)</div>
 <div class="card"><b>{sum(stats.get('errors', {}).values()):,}</b>input records skipped</div>
 <div class="card"><b>{stats['input']['files']:,}</b>files · {stats['input']['shards']:,} shards</div>
