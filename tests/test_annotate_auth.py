@@ -192,3 +192,47 @@ def test_secure_cookies_and_hsts_when_behind_https(db, users, secure):
         assert ("strict-transport-security" in r.headers) is secure
         if secure:
             assert r.headers["strict-transport-security"].startswith("max-age=31536000")
+
+
+def test_throttling_is_shared_by_the_workers_of_a_real_server(tmp_path):
+    """``serve --workers 2``: failures counted by one worker refuse logins in the other (the state is in the
+    database), and the refusal is fast (no Argon2 work)."""
+    import json
+    import os
+    import statistics
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from testutil import free_port, http_process
+
+    from assay.annotate.db import Database
+
+    db_path = tmp_path / "team.db"
+    d = Database(str(db_path))
+    d.migrate()
+    with d.write() as s:
+        workflow.create_user(s, "alice", PW)
+    d.dispose()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    def login(username: str, password: str) -> tuple[int, float]:
+        req = urllib.request.Request(base + "/api/login", json.dumps({"username": username, "password": password})
+                                     .encode(), {"content-type": "application/json", "connection": "close"})
+        t0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, time.perf_counter() - t0
+        except urllib.error.HTTPError as e:
+            return e.code, time.perf_counter() - t0
+
+    with http_process([sys.executable, "-m", "assay.annotate.cli", "serve", "--db", str(db_path), "--port",
+                       str(port), "--workers", "2"], base + "/healthz", env={**os.environ}):
+        wrong = [login(f"name{k}", "wrong-password") for k in range(30)]
+        assert [st for st, _ in wrong] == [401] * 30
+        refused = [login("alice", PW) for _ in range(6)]  # a new connection each: either worker may answer
+        assert [st for st, _ in refused] == [429] * 6
+        # a refusal does no Argon2 work: typically faster than a wrong-password answer (each paid for a 19 MiB hash)
+        assert statistics.median(t for _, t in refused) < statistics.median(t for _, t in wrong)
