@@ -5,14 +5,22 @@ article body of each). For every page we compare the extracted text with the tru
 
 * ``tokens``: bag of ``\\w+`` tokens; per page TP = overlap of the two multisets, precision = TP/predicted,
   recall = TP/true; both averaged over pages, F1 from the averages (the benchmark's evaluate.py, with tokens);
-* ``shingles``: the same with 4-token shingles, which is what the benchmark's evaluate.py reports.
+* ``shingles``: the same with 4-token shingles, which is what the benchmark's evaluate.py reports;
+* ``snippets``: as trafilatura's own evaluation, must-have snippets (the first ten words of lines of the true body,
+  six per page, spread over it) and must-not-have snippets (lines of the page's whole text that are not in the body:
+  navigation, footers, related links; up to twelve per page): TP = must-have found, FN = must-have missing,
+  FP = must-not-have found; precision, recall and F1 over all snippets.
 
 Rows: our step with each engine (FineWeb settings for trafilatura), and as peers the bare calls the benchmark's own
 runners make (``trafilatura.extract(html, include_comments=False)``, ``extract_plain_text(html,
 main_content=True)``), and the bare call with the step's own settings: the ratio column is our pages/s over that
 one's, i.e. what the step's checks, time limit and title extraction cost.
 
-Run: ``.venv/bin/python benchmarks/extraction_quality.py [--data DIR] [--repeat N]``
+Our step runs three times with trafilatura: ``focus`` precision (the default, FineWeb's settings), balanced (the
+library's defaults) and recall.
+
+Run: ``.venv/bin/python benchmarks/extraction_quality.py [--data DIR | --debian-docs] [--repeat N]``
+(``--debian-docs``: pages of the Python and PostgreSQL manuals Debian installs, see ``tests/doc_pages.py``).
 """
 
 from __future__ import annotations
@@ -75,6 +83,43 @@ def score(truth: dict[str, str], predicted: dict[str, str], unit: Callable[[str]
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
+_WS = re.compile(r"\s+")
+
+
+def _norm(text: str) -> str:
+    return _WS.sub(" ", text or "").strip()
+
+
+def snippets(html: str, body: str, per_page: int = 6) -> tuple[list[str], list[str]]:
+    """(must-have, must-not-have) snippets of a page, from its true body and its whole visible text."""
+    from resiliparse.extract.html2text import extract_plain_text
+
+    lines = [_norm(line) for line in body.split("\n") if len(line.split()) >= 6]
+    step = max(1, len(lines) // per_page)
+    must = [" ".join(line.split()[:10]) for line in lines[::step][:per_page]]
+    flat_body = _norm(body)
+    must_not: list[str] = []
+    for line in extract_plain_text(html, main_content=False).split("\n"):
+        line = _norm(line)
+        if len(line.split()) >= 2 and line not in flat_body and line not in must_not:
+            must_not.append(line)
+    return must, must_not[: 2 * per_page]
+
+
+def snippet_score(cases: dict[str, tuple[list[str], list[str]]], predicted: dict[str, str]) -> dict[str, float]:
+    """Precision, recall and F1 over all snippets (trafilatura's evaluation): ``cases`` maps a page to its
+    (must-have, must-not-have) snippets."""
+    tp = fn = fp = 0
+    for key, (must, must_not) in cases.items():
+        text = _norm(predicted.get(key, ""))
+        found = sum(s in text for s in must)
+        tp, fn, fp = tp + found, fn + len(must) - found, fp + sum(s in text for s in must_not)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
 def load_pages(data: Path) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     truth_raw = json.loads((data / "ground-truth.json").read_text(encoding="utf-8"))
     htmls, truth, urls = {}, {}, {}
@@ -86,12 +131,22 @@ def load_pages(data: Path) -> tuple[dict[str, str], dict[str, str], dict[str, st
     return htmls, truth, urls
 
 
-def run_step(engine: str, htmls: dict[str, str], urls: dict[str, str]) -> tuple[dict[str, str], float, Counter]:
+def load_debian_docs() -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import doc_pages
+
+    pages = doc_pages.article_pages()
+    return ({p["key"]: p["html"] for p in pages}, {p["key"]: p["articleBody"] for p in pages},
+            {p["key"]: p["url"] for p in pages})
+
+
+def run_step(engine: str, htmls: dict[str, str], urls: dict[str, str],
+             **params: str) -> tuple[dict[str, str], float, Counter]:
     from assay.core.record import Record
     from assay.core.step import StepContext
     from assay.harvest.extract import Extract
 
-    step = Extract(engine=engine)
+    step = Extract(engine=engine, **params)
     ctx = StepContext()
     step.setup(ctx)
     records = [Record(key, html, "html", {"url": urls[key]}) for key, html in htmls.items()]
@@ -119,6 +174,7 @@ def peer_extractors() -> dict[str, list[tuple[str, Callable[[], Callable[[str], 
             ("peer: trafilatura, same settings", same_settings),
             ("peer: trafilatura, benchmark runner", lambda: lambda html: trafilatura.extract(
                 html, include_comments=False) or ""),
+            ("peer: bare trafilatura.extract(html)", lambda: lambda html: trafilatura.extract(html) or ""),
         ],
         "resiliparse": [
             ("peer: resiliparse main_content=True", lambda: lambda html: extract_plain_text(html, main_content=True)),
@@ -137,38 +193,51 @@ def run_peer(make_fn: Callable[[], Callable[[str], str]], htmls: dict[str, str])
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--debian-docs", action="store_true", help="use the Debian manuals (tests/doc_pages.py)")
     ap.add_argument("--repeat", type=int, default=3, help="time the best of N interleaved runs")
     args = ap.parse_args()
-    if not (args.data / "ground-truth.json").exists():
+    if args.debian_docs:
+        htmls, truth, urls = load_debian_docs()
+    elif not (args.data / "ground-truth.json").exists():
         print(f"no benchmark data at {args.data}", file=sys.stderr)
         return 1
-    htmls, truth, urls = load_pages(args.data)
+    else:
+        htmls, truth, urls = load_pages(args.data)
     n = len(htmls)
-    print(f"{n} pages, {sum(map(len, htmls.values())) / n / 1000:.0f} kB of HTML on average\n")
+    cases = {key: snippets(htmls[key], truth[key]) for key in htmls}
+    print(f"{n} pages, {sum(map(len, htmls.values())) / n / 1000:.0f} kB of HTML on average; "
+          f"{sum(len(c[0]) for c in cases.values())} must-have and {sum(len(c[1]) for c in cases.values())} "
+          f"must-not-have snippets\n")
     header = (f"{'extractor':<44} {'tok P':>6} {'tok R':>6} {'tok F1':>6}   {'sh4 P':>6} {'sh4 R':>6} {'sh4 F1':>6}"
-              f"   {'pages/s':>8} {'ratio':>6}  drops")
+              f"   {'snip P':>6} {'snip R':>6} {'snip F':>6}   {'pages/s':>8} {'ratio':>6}  drops")
     print(header)
     print("-" * len(header))
     peers = peer_extractors()
     for engine in ("trafilatura", "resiliparse"):
+        focuses = ["precision", "balanced", "recall"] if engine == "trafilatura" else ["precision"]
         # interleave the runs (ours, peers, ours, peers, ...) so that load from other processes hits all alike
-        ours_runs: list = []
+        ours_runs: list[list] = [[] for _ in focuses]
         peer_runs: list[list] = [[] for _ in peers[engine]]
         for _ in range(args.repeat):
-            ours_runs.append(run_step(engine, htmls, urls))
+            for runs, focus in zip(ours_runs, focuses):
+                runs.append(run_step(engine, htmls, urls, focus=focus))
             for runs, (_, make_fn) in zip(peer_runs, peers[engine]):
                 runs.append(run_peer(make_fn, htmls))
-        ours_out, ours_s, drops = min(ours_runs, key=lambda x: x[1])
-        rows = [(f"assay extract engine={engine}", ours_out, ours_s, dict(drops))]
+        rows = []
+        for focus, runs in zip(focuses, ours_runs):
+            out, secs, drops = min(runs, key=lambda x: x[1])
+            label = f"assay extract engine={engine}" + (f" focus={focus}" if engine == "trafilatura" else "")
+            rows.append((label, out, secs, dict(drops)))
         for (label, _), runs in zip(peers[engine], peer_runs):
             out, secs = min(runs, key=lambda x: x[1])
             rows.append((label, out, secs, None))
-        reference_s = rows[1][2]  # the bare call with the same settings
+        reference_s = rows[len(focuses)][2]  # the bare call with the default's settings
         for label, out, secs, drop_info in rows:
-            t, s = score(truth, out, tokens), score(truth, out, shingles)
-            ratio = f"{reference_s / ours_s:.2f}" if drop_info is not None else ""
+            t, s, c = score(truth, out, tokens), score(truth, out, shingles), snippet_score(cases, out)
+            ratio = f"{reference_s / secs:.2f}" if drop_info is not None else ""
             print(f"{label[:44]:<44} {t['precision']:6.3f} {t['recall']:6.3f} {t['f1']:6.3f}   "
-                  f"{s['precision']:6.3f} {s['recall']:6.3f} {s['f1']:6.3f}   {n / secs:8.1f} {ratio:>6}  "
+                  f"{s['precision']:6.3f} {s['recall']:6.3f} {s['f1']:6.3f}   "
+                  f"{c['precision']:6.3f} {c['recall']:6.3f} {c['f1']:6.3f}   {n / secs:8.1f} {ratio:>6}  "
                   f"{drop_info if drop_info else ''}")
     return 0
 

@@ -241,6 +241,30 @@ def test_quality_on_real_pages_matches_the_benchmark_scorer():
     assert whole_precision < metrics["precision"] - 0.1, (whole_precision, metrics)
 
 
+def test_balanced_focus_scores_at_least_the_bare_library_on_held_out_pages():
+    """The user's case: with its FineWeb settings the step scored below bare trafilatura on pages with must-have /
+    must-not-have snippets (trafilatura's evaluation). favor_precision and the shard-level deduplicate cost recall;
+    focus=balanced must match the bare library, and precision stays the default."""
+    import trafilatura
+
+    bench = _load_benchmark_module()
+    pages = doc_pages.article_pages()[3::6]
+    cases = {p["key"]: bench.snippets(p["html"], p["articleBody"]) for p in pages}
+    records = [Record(p["key"], p["html"], "html", {"url": p["url"]}) for p in pages]
+
+    def step_scores(**params):
+        out = run(Extract(engine="trafilatura", timeout_mode="none", **params), [r.copy() for r in records])
+        return bench.snippet_score(cases, {r.id: r.content if r.drop is None else "" for r in out})
+
+    default, balanced = step_scores(), step_scores(focus="balanced")
+    bare = bench.snippet_score(cases, {p["key"]: trafilatura.extract(p["html"]) or "" for p in pages})
+    assert sum(len(must) for must, _ in cases.values()) > 100 and sum(len(no) for _, no in cases.values()) > 100
+    assert balanced["recall"] >= bare["recall"] and balanced["f1"] >= bare["f1"], (balanced, bare)
+    assert default["recall"] < balanced["recall"] - 0.01, (default, balanced)  # the cost the user saw
+    assert default["precision"] >= balanced["precision"]
+    assert Extract().params.focus == "precision"
+
+
 def test_benchmark_scorer_on_hand_computed_cases():
     bench = _load_benchmark_module()
     assert bench.overlap_counts(["a", "b", "b"], ["b", "c"]) == (1, 1, 2)

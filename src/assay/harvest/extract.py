@@ -24,6 +24,13 @@ How the time limit works (``timeout_mode``):
 * ``process`` (the default outside the main thread, where signals cannot be used): extraction runs in a child
   process that is killed and replaced when it overruns. Costs a pickle of each page and a child start-up.
 * ``none``: no limit (benchmarks).
+
+Precision or recall (``focus``, trafilatura only). The default, ``precision``, is FineWeb's: trafilatura's
+``favor_precision`` plus ``deduplicate`` (segments seen several times in the shard are dropped). Both cost recall:
+``favor_precision`` prunes more of the page around the main text, and on pages of one site ``deduplicate`` drops
+main-text passages the pages share (a manual's recurring notes, an outlet's standard paragraphs). ``balanced``
+calls trafilatura with its own defaults, so it scores exactly as the bare ``trafilatura.extract`` (figures in
+``benchmarks/extraction_quality.py``); ``recall`` sets ``favor_recall``.
 """
 
 from __future__ import annotations
@@ -67,11 +74,14 @@ class ExtractParams(StepParams):
     max_undecodable_ratio: float = Field(0.02, ge=0, description="U+FFFD and lone surrogates per byte above "
                                                                  "which: broken_encoding")
     # trafilatura; defaults as FineWeb: precision first, no comments, repeated-boilerplate removal
-    favor_precision: bool = Field(True, description="trafilatura: prefer precision over recall")
+    focus: Literal["precision", "balanced", "recall"] = Field(
+        "precision", description="trafilatura: precision (FineWeb: favor_precision, with deduplicate), balanced "
+                                  "(the library's defaults: as bare trafilatura.extract) or recall (favor_recall)")
     include_comments: bool = Field(False, description="keep the comment sections of pages")
     include_tables: bool = Field(True, description="trafilatura: keep the text of tables")
-    deduplicate: bool = Field(True, description="trafilatura: drop segments repeated many times in the shard "
-                                                "(LRU reset per shard)")
+    deduplicate: bool | None = Field(None, description="trafilatura: drop segments repeated many times in the "
+                                                       "shard (LRU reset per shard); default: on with focus "
+                                                       "precision only")
     # resiliparse
     preserve_formatting: bool = Field(True, description="resiliparse: keep line breaks and paragraphs")
     list_bullets: bool = Field(True, description="resiliparse: bullets before list items")
@@ -166,15 +176,15 @@ class _Engine:
         import trafilatura
 
         dedup: Any = False
-        if p.deduplicate:
+        if p.deduplicate or (p.deduplicate is None and p.focus == "precision"):
             if self._dedup_cache is None:
                 from trafilatura.deduplication import LRU_SIZE, LRUCache
 
                 self._dedup_cache = LRUCache(maxsize=LRU_SIZE)
             dedup = self._dedup_cache
-        text = trafilatura.extract(html, url=url, favor_precision=p.favor_precision,
-                                   include_comments=p.include_comments, include_tables=p.include_tables,
-                                   deduplicate=dedup)
+        text = trafilatura.extract(html, url=url, favor_precision=p.focus == "precision",
+                                   favor_recall=p.focus == "recall", include_comments=p.include_comments,
+                                   include_tables=p.include_tables, deduplicate=dedup)
         return text or "", title
 
 
