@@ -236,3 +236,18 @@ def test_throttling_is_shared_by_the_workers_of_a_real_server(tmp_path):
         assert [st for st, _ in refused] == [429] * 6
         # a refusal does no Argon2 work: typically faster than a wrong-password answer (each paid for a 19 MiB hash)
         assert statistics.median(t for _, t in refused) < statistics.median(t for _, t in wrong)
+
+
+def test_guessing_that_waits_out_every_backoff_still_reaches_the_lock(db, users):
+    rule, t = auth.ACCOUNT_RULE, auth.now() - 20_000
+    for n in range(1, rule.lock_after + 1):
+        with db.write() as s:
+            auth.record_failure(s, "alice", None, t)
+        with db.read() as s:  # the guesser waits exactly as long as the server asks, then guesses again
+            wait = auth.throttled_for(s, "alice", None, t)
+        assert wait == pytest.approx(rule.blocked_for(n))
+        t += wait + 0.01
+    assert wait == rule.lock_seconds  # locked by the 20th failure
+    assert t - wait - auth.now() + 20_000 > rule.window  # although the guessing took longer than one window
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(auth.AuthEvent).where(auth.AuthEvent.kind == "locked")) == 1

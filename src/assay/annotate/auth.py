@@ -8,7 +8,7 @@
 * Login throttling (:func:`login`): failed logins are counted per account (the name as typed, so unknown names behave
   like known ones) and per client address, in the database so all workers share them. After a few failures each
   further attempt must wait an exponential backoff; after many the account is locked for an hour (an admin unlocks it
-  sooner). A refused attempt is answered 429 with ``Retry-After`` *before* any password is checked. Failures and
+  sooner); a count starts over only after a quiet spell longer than the longest backoff. A refused attempt is answered 429 with ``Retry-After`` *before* any password is checked. Failures and
   lockouts go to the audit log (``auth_events``).
 * A login creates a row in ``sessions`` keyed by the SHA-256 of a random token; the browser holds the token in an
   HttpOnly, SameSite=Lax cookie, API clients send it as ``Authorization: Bearer``. Logging out deletes the row; so do a
@@ -112,9 +112,10 @@ def authenticate(db: DBSession, username: str, password: str) -> User | None:
 # -- login throttling ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ThrottleRule:
-    """``free`` failures within ``window`` seconds cost nothing; from then on the key waits 2^(failures - free)
-    seconds (at most ``max_backoff``) after each failure; at ``lock_after`` failures it is locked for
-    ``lock_seconds``. A window ends ``window`` seconds after its first failure, unless the key is still blocked."""
+    """The first ``free`` failures cost nothing; from then on the key waits 2^(failures - free) seconds (at most
+    ``max_backoff``) after each failure; at ``lock_after`` failures it is locked for ``lock_seconds``. The count
+    starts over once ``window`` seconds pass without a failure (and the key is not blocked): ``max_backoff`` is
+    shorter than ``window``, so somebody who waits out every backoff still reaches the lock."""
 
     free: int
     window: float
@@ -175,7 +176,7 @@ def record_failure(s: DBSession, username: str, ip: str | None, t: float | None 
     for key, rule in _keys(username, ip).items():
         _insert_ignore(s, {"key": key, "failures": 0, "window_start": t, "last_failure": t, "blocked_until": 0.0})
         row = s.scalars(select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()).one()
-        if t - row.window_start > rule.window and row.blocked_until <= t:
+        if t - row.last_failure > rule.window and row.blocked_until <= t:
             row.failures, row.window_start = 0, t
         row.failures += 1
         row.last_failure = t
