@@ -682,3 +682,14 @@ def test_dpo_export_defaults_to_complete_items_and_offers_the_conversational_lay
     assert chat[0]["chosen"] == [{"role": "assistant", "content": "good answer 0"}]
     assert chat[0]["rejected"] == [{"role": "assistant", "content": "bad answer 0"}]
     assert admin.get(f"/api/projects/{p}/export?format=dpo&layout=sideways").status_code == 400
+
+
+def test_web_form_answers_a_foreign_slot_like_a_missing_one(client, world):
+    p = world["prefs"]
+    carol = api_login(client, "carol", PW)
+    theirs = carol.post(f"/api/projects/{p}/next").json()["assignment"]["id"]
+    csrf = web_login(client, "alice", PW)
+    pages = [client.post(f"/projects/{p}/submit", data={"csrf_token": csrf, "assignment_id": str(aid), "choice": "a"},
+                         headers={"accept": "text/html"}) for aid in (theirs, 999_999)]
+    assert [r.status_code for r in pages] == [404, 404]
+    assert all(workflow.NOT_YOURS in r.text.replace("&#39;", "'") for r in pages)

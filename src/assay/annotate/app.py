@@ -188,8 +188,8 @@ def submit_answer(db: Database, request: Request, project_id: int, assignment_id
         row = s.execute(select(Item.swapped, Item.record_id).join(Assignment, Assignment.item_id == Item.id)
                         .where(Assignment.id == assignment_id, Assignment.project_id == p.id,
                                Assignment.user_id == c.user_id)).first()
-    if row is None:  # a missing id and somebody else's slot get the same answer
-        raise HTTPException(404, workflow.NOT_YOURS)
+    if row is None:  # a missing id and somebody else's slot get the same answer (the web form shows it)
+        raise workflow.NotFound(workflow.NOT_YOURS)
     swapped = tasks.sides_swapped(p.config, bool(row.swapped), row.record_id, assignment_id, c.user_id)
     value = to_stored_answer(p, swapped, value)
     with db.write() as s:
