@@ -118,3 +118,42 @@ def test_bad_inputs_fail_cleanly(tmp_path):
     assert res.exit_code == 2
     res = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
     assert res.exit_code == 2
+
+
+def test_ladder_prints_the_whole_commands_time(tmp_path):
+    """The user's case: `ladder` printed 329 s after a 769 s run: the printed time covered the ladder's runs only,
+    not the tokenizer, the candidates' runs and their placement, or the figures."""
+    import re
+    import time
+
+    from testutil import SAMPLE
+
+    start = time.perf_counter()
+    out = _invoke("ladder", "--clean", SAMPLE, "--candidate", f"docs={SAMPLE}", "--tokens", "1000,2000",
+                  "--qualities", "1,0.5", "--seeds", "1", "--place-tokens", "6000", "--model", "nano", "--vocab",
+                  "320", "--eval-tokens", "2048", "--bootstrap", "5", "--max-docs", "20",
+                  "--out", tmp_path / "lab")
+    wall = time.perf_counter() - start
+    printed = float(re.search(r"wrote .*?(\d+(?:\.\d+)?) s\b", out.output, re.S).group(1))
+    assert 0.9 * wall <= printed <= wall, (printed, wall, out.output[-400:])
+    data = orjson.loads((tmp_path / "lab" / "ladder.json").read_bytes())
+    assert data["seconds"] < data["total_seconds"] <= wall
+    assert data["placement_seconds"] > 0
+
+
+def test_report_states_training_settings_in_words(tmp_path):
+    """The lab report printed the training settings as a raw Python dict ({'batch_size': 4, 'lr': 0.002, …})."""
+    from assay.lab.harness import Harness
+    from assay.lab.report import write_report
+
+    docs = [f"document {i} says something about topic {i % 7} and number {i * 13}." * 20 for i in range(40)]
+    h = Harness.build(docs[:30], docs[30:], preset="nano", vocab_size=300, eval_tokens=512)
+    loss = {"mean": 5.0, "lo": 4.9, "hi": 5.1, "n": 3}
+    result = {"kind": "ablation", "harness": h.describe(), "tokens": 1000, "seconds": 1.0, "comparisons": [],
+              "datasets": [{"name": "a", "loss": loss, "losses": [4.9, 5.0, 5.1], "unique_tokens": 900,
+                            "epochs": 1.1}]}
+    (tmp_path / "ablation.json").write_bytes(orjson.dumps(result))
+    html = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "{&#x27;" not in html and "'batch_size'" not in html and "batch_size" not in html
+    assert "AdamW" in html and "peak learning rate 0.002" in html and "batch 4 sequences" in html
+    assert "warm-up 20% of the steps" in html and "cosine decay to 10%" in html and "1 torch thread" in html

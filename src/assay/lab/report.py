@@ -99,6 +99,33 @@ def _constants(fit: dict[str, Any]) -> str:
     return _table(["constant", "value", "95% CI", ""], rows)
 
 
+def _train_settings(train: dict[str, Any]) -> str:
+    """The training recipe (:class:`assay.lab.tinylm.TrainConfig` minus tokens and seed) in words."""
+    t = dict(train)
+    parts = ["AdamW"]
+    if "lr" in t:
+        parts.append(f"peak learning rate {t.pop('lr'):g}")
+    if "batch_size" in t:
+        parts.append(f"batch {t.pop('batch_size')} sequences")
+    if "warmup" in t:
+        decay = f" then cosine decay to {t.pop('min_lr_ratio'):.0%}" if "min_lr_ratio" in t else ""
+        parts.append(f"linear warm-up {t.pop('warmup'):.0%} of the steps{decay}")
+    if "weight_decay" in t:
+        parts.append(f"weight decay {t.pop('weight_decay'):g}")
+    if "grad_clip" in t:
+        parts.append(f"gradient clipping {t.pop('grad_clip'):g}")
+    if "eval_points" in t:
+        parts.append(f"{t.pop('eval_points')} held-out evaluations per run")
+    if "threads" in t:
+        threads = t.pop("threads")
+        parts.append("torch threads: min(2, CPUs)" if threads is None else
+                     f"{threads} torch thread{'s' if threads != 1 else ''}")
+    if "device" in t:
+        parts.append(f"device {t.pop('device')}")
+    parts += [f"{k.replace('_', ' ')} {v}" for k, v in t.items()]
+    return html.escape(", ".join(parts))
+
+
 def _harness(h: dict[str, Any]) -> str:
     if not h:
         return ""
@@ -106,7 +133,13 @@ def _harness(h: dict[str, Any]) -> str:
     return (f"<p class='note'>model: {m.get('n_layer')} layers × d={m.get('d_model')}, context {m.get('context')}, "
             f"vocabulary {h.get('vocab_size')} → {_fmt(h.get('params'))} parameters "
             f"({_fmt(h.get('params_non_embedding'))} without embeddings); held-out set {_fmt(h.get('eval_tokens'))} "
-            f"tokens; recipe {html.escape(str(h.get('train')))}</p>")
+            f"tokens; training: {_train_settings(h.get('train') or {})}</p>")
+
+
+def _fit_remarks(fit: dict[str, Any]) -> str:
+    """A fit's notes and warnings (e.g. a residual far above the runs' noise)."""
+    return "".join([f"<p class='note'>note: {html.escape(n)}</p>" for n in fit.get("notes", [])]
+                   + [f"<p><b>warning:</b> {html.escape(w)}</p>" for w in fit.get("warnings", [])])
 
 
 def _ladder(path: Path, r: dict[str, Any]) -> str:
@@ -119,6 +152,7 @@ def _ladder(path: Path, r: dict[str, Any]) -> str:
     if fit:
         out.append("<h3>Fitted quality law L = B/(D^β·Q^γ) + E (fixed model size)</h3>")
         out.append(_constants(fit))
+        out.append(_fit_remarks(fit))
         gb = fit.get("gamma_over_beta")
         if gb:
             out.append(f"<p>γ/β = {_fmt(gb[0])} {_ci(gb[1], gb[2])}: a token of quality Q is worth "
@@ -144,7 +178,9 @@ def _ladder(path: Path, r: dict[str, Any]) -> str:
     if curves:
         figs.append(_figure(plots.loss_curves, curves, alt="loss curves"))
     out.append(f"<div class='figs'>{''.join(figs)}</div>")
-    out.append(f"<p class='note'>{len(r['runs'])} training runs in {_fmt(float(r.get('seconds', 0.0)))} s.</p>")
+    total = r.get("total_seconds")
+    out.append(f"<p class='note'>{len(r['runs'])} training runs and the fit in {_fmt(float(r.get('seconds', 0.0)))}"
+               f" s{'' if total is None else f'; the whole command {_fmt(float(total))} s'}.</p>")
     return "".join(out)
 
 
@@ -167,7 +203,7 @@ def _fit(path: Path, r: dict[str, Any]) -> str:
     out = [f"<h2>{html.escape(fit['law'])} law fit <span class='note'>{html.escape(path.name)}</span></h2>",
            f"<p class='note'>{fit['n_runs']} runs from {html.escape(str(r.get('source', '')))}; Huber δ = "
            f"{fit['huber_delta']} on log loss; {fit['bootstrap']} bootstrap refits; rms log-residual "
-           f"{_fmt(fit['rmse_log'])}</p>", _constants(fit)]
+           f"{_fmt(fit['rmse_log'])}</p>", _constants(fit), _fit_remarks(fit)]
     if r.get("compute_optimal"):
         out.append(_table(["FLOPs C", "N_opt", "95% CI", "D_opt", "95% CI", "D/N"],
                           [[c["C"], c["N_opt"], _ci(c["N_lo"], c["N_hi"]), c["D_opt"], _ci(c["D_lo"], c["D_hi"]),
