@@ -227,7 +227,8 @@ def test_server_errors_are_retried(server_factory) -> None:
 
 
 def test_failed_calls_keep_the_record_flagged_or_drop_it(server_factory) -> None:
-    server = server_factory("--fail", "503,503,503,503")
+    # 400s: requests the server refuses (a 503 for every request of a batch is an outage, waited out instead)
+    server = server_factory("--fail", "400,400,400,400")
     kept = run_step(Recaption(backend=server.backend(max_retries=0), cache="off"),
                     [image_record("a", "old caption", encoded(RED)), image_record("b", "other", encoded(BLUE))])
     assert [r.signals.get("recaption.flag") for r in kept] == ["llm_error", "llm_error"]
@@ -306,13 +307,13 @@ def test_diff_caption_bad_clips_are_counted(vlm: VLMServer) -> None:
 
 
 def test_diff_caption_failed_calls_keep_the_clip_flagged(server_factory) -> None:
-    server = server_factory("--fail", "503,503")
+    server = server_factory("--fail", "400,400")  # refused requests (a batch of 503s is an outage, waited out)
     step = DiffCaption(backend=server.backend(max_retries=0), cache="off")
     clip, later = run_step(step, [clip_record("a", [RED, BLUE])]) + run_step(step, [clip_record("b", [RED, BLUE])])
     assert clip.signals["diff_caption.flag"] == "llm_error" and clip.content["caption"] is None
     assert "diff_captions" not in clip.meta and "original_caption" not in clip.meta
     assert "diff_caption.flag" not in later.signals and "mostly blue" in later.content["caption"]
-    assert server.stats()["503"] == 2
+    assert server.stats()["400"] == 2
 
 
 def test_keyframe_time_fallbacks_and_spread() -> None:
@@ -355,3 +356,28 @@ steps:
     (step_stats,) = [s for s in stats["steps"] if s["name"] == "recaption"]
     assert step_stats["drops"] == {"undecodable_image": 1} and step_stats["counters"]["llm.calls"] == 4
     assert (out_dir / "llm-cache.sqlite").exists()
+
+
+def test_assay_run_against_a_dead_server_stops_with_one_line(tmp_path: Path) -> None:
+    """Issue 15 §3: re-captioning against a server that is not there printed a ~30-line traceback. It stops with
+    one `error:` line that says what happened and that a rerun resumes; every record's work so far is kept."""
+    from testutil import free_port
+
+    records = [image_record(f"img{i}", f"alt text {i}", encoded(RED, (64, 48), "JPEG")) for i in range(4)]
+    (tmp_path / "in.jsonl").write_bytes(b"".join(r.to_json() + b"\n" for r in records))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"""name: recaption-dead-server
+output: {{format: jsonl}}
+steps:
+  - recaption:
+      batch_requests: 1
+      backend: {{kind: openai, base_url: "http://127.0.0.1:{free_port()}/v1", model: describe, max_retries: 0,
+                 backoff: 0, max_outage: 1, api_key_env: ASSAY_TEST_NO_KEY}}
+""")
+    for workers in ("1", "2"):
+        done = assay_cli("run", str(recipe), "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / f"out{workers}"),
+                         "-w", workers, check=False, timeout=120)
+        assert done.returncode == 2 and "Traceback" not in done.stderr + done.stdout
+        errors = [line for line in done.stderr.splitlines() if line.strip()]
+        assert errors[-1].startswith("error: recaption: ") and "Run the same command again to resume" in errors[-1]
+        assert sum(line.startswith("error:") for line in errors) == 1

@@ -76,6 +76,8 @@ def prepare_image(data: bytes, max_side: int, quality: int) -> PreparedImage:
     is at most ``max_side`` (never enlarge), and re-encode it as JPEG (which also strips metadata)."""
     from PIL import Image, ImageOps
 
+    from assay.core.image_embeddings import flatten_alpha
+
     try:
         with Image.open(io.BytesIO(data)) as opened:
             width, height = opened.size
@@ -85,11 +87,8 @@ def prepare_image(data: bytes, max_side: int, quality: int) -> PreparedImage:
                 opened.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
             image = ImageOps.exif_transpose(opened)
             image.load()
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                image = Image.new("RGB", rgba.size, (255, 255, 255))
-                image.paste(rgba, mask=rgba.getchannel("A"))
-            elif image.mode != "RGB":
+            image = flatten_alpha(image)
+            if image.mode != "RGB":
                 image = image.convert("RGB")
             if max(image.size) > max_side:
                 image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
