@@ -104,15 +104,15 @@ class Executor:
 
                 if progress:
                     progress(label, 0, len(todo), self.records_read())
-                try:
+                try:  # a step's setup (in a worker) or a global step's reduce may import an optional package
                     self.map_jobs(todo, on_done, lambda: progress and progress(label, done, len(todo),
                                                                                 self.records_read()))
+                    if seg.reduce_after is not None:
+                        if progress:
+                            progress(f"reduce {seg.reduce_after.name}", done, len(todo), self.records_read())
+                        self.reduce(recipe_dict, output, k, len(shards))
                 except ModuleNotFoundError as e:
                     raise AssayError(missing_module_message(e)) from None
-                if seg.reduce_after is not None:
-                    if progress:
-                        progress(f"reduce {seg.reduce_after.name}", done, len(todo), self.records_read())
-                    self.reduce(recipe_dict, output, k, len(shards))
             stats = _merge_stats(recipe, results, shards, len(segments), self.name, self.workers)
             stats["notes"] = notes
             stats["started"] = started.isoformat()
