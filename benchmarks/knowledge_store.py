@@ -61,6 +61,8 @@ def run(url: str, n: int, reads: int) -> None:
     for u in ("rev1", "rev2"):
         store.register_key(u, keys.raw_public(k[u]), "reviewer")
     store.register_key("pub", keys.raw_public(k["pub"]), "publisher")
+    root = keys.generate()
+    store.certify(root)
 
     t: dict[str, list[float]] = {"propose": [], "review": [], "publish": [], "get_patch": [], "verify_patch": [],
                                  "verify offline": []}
@@ -73,7 +75,8 @@ def run(url: str, n: int, reads: int) -> None:
         last = _timed(lambda: store.publish(p.patch_id, 1, "pub", k["pub"]), t["publish"])
     from assay.knowledge.search import HybridIndex
 
-    svc = KnowledgeService(db, index=HybridIndex(None, embedder="none"))  # BM25 only: measures the feed, not a model
+    svc = KnowledgeService(db, index=HybridIndex(None, embedder="none"),  # BM25 only: measures the feed, not a model
+                           roots={keys.key_id(root): keys.raw_public(root)})
     t0 = time.perf_counter()
     indexed = svc.sync()
     sync_s = time.perf_counter() - t0
@@ -81,9 +84,9 @@ def run(url: str, n: int, reads: int) -> None:
     for _ in range(reads):
         _timed(lambda: svc.get_patch(last.patch_id), t["get_patch"])
         assert _timed(lambda: svc.verify_patch(doc), t["verify_patch"])["valid"]
-    reviewer_keys, publisher_keys = svc.keyrings()
+    ring, _checkpoints, _basis = svc.trust_ring()
     for _ in range(reads * 4):
-        _timed(lambda: verify(doc, reviewer_keys, publisher_keys=publisher_keys), t["verify offline"])
+        _timed(lambda: verify(doc, trust=ring), t["verify offline"])
     print(f"{db.url.split('@')[-1].split('?')[0]}: {n} patches, {reads} reads")
     for name, xs in t.items():
         print(f"  {name:<15} {_ms(xs)}   (n={len(xs)})")

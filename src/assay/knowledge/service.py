@@ -78,6 +78,7 @@ class KnowledgeService:
         self.trust_registered = trust_registered
         self._log = LogState()
         self._log_basis: str | None = None
+        self._ring: tuple[Any, tuple[TrustRing, list[dict[str, Any]], str]] | None = None
         self._lock = threading.RLock()
         self._cursor = self._load_cursor()
         self._cursor_checked = False
@@ -124,7 +125,13 @@ class KnowledgeService:
     # -- trust and the verified log --------------------------------------------------------------------------------
     def trust_ring(self) -> tuple[TrustRing, list[dict[str, Any]], str]:
         """The keyring (pinned roots + the certificates and revocations that verify against them + keys pinned one
-        by one [+ registered keys with ``trust_registered``]), the stored checkpoints, and a fingerprint of both."""
+        by one [+ registered keys with ``trust_registered``]), the stored checkpoints, and a fingerprint of both.
+        Rebuilt only when the stored trust documents (or, with ``trust_registered``, the registered keys) change."""
+        version = (self.store.trust_version(),
+                   tuple(sorted(self.store.public_keys())) if self.trust_registered else ())
+        with self._lock:
+            if self._ring is not None and self._ring[0] == version:
+                return self._ring[1]
         docs = self.store.trust_documents()
         ring = TrustRing.from_roots(self.roots, docs["certificates"], docs["revocations"])
         for kid, raw in self.trusted_keys.items():
@@ -136,6 +143,8 @@ class KnowledgeService:
                                      ).purposes.add(k["purpose"])
         basis = json.dumps([sorted(self.roots), sorted(self.trusted_keys), self.trust_registered, docs,
                             self.store.list_keys() if self.trust_registered else []], sort_keys=True, default=str)
+        with self._lock:
+            self._ring = (version, (ring, docs["checkpoints"], basis))
         return ring, docs["checkpoints"], basis
 
     def log_state(self) -> LogState:

@@ -223,6 +223,13 @@ class KnowledgeStore:
                     for name, model in (("certificates", KeyCertificateRow), ("revocations", KeyRevocationRow),
                                         ("checkpoints", CheckpointRow))}
 
+    def trust_version(self) -> tuple[int, ...]:
+        """Changes whenever a certificate, revocation or checkpoint is added (one query; for caching keyrings)."""
+        cols = [select(f(m.id)).scalar_subquery() for m in (KeyCertificateRow, KeyRevocationRow, CheckpointRow)
+                for f in (func.count, func.max)]
+        with self.db.read() as s:
+            return tuple(s.execute(select(*cols)).one())
+
     def log_entries(self, after: int = 0, limit: int | None = None) -> list[eventlog.Entry]:
         """Log entries after ``after`` in ``seq`` order, for :func:`assay.knowledge.eventlog.verify_events`."""
         with self.db.read() as s:
