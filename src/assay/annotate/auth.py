@@ -57,7 +57,8 @@ def _password_hasher():  # noqa: ANN202
 def hash_password(password: str) -> str:
     if not password:
         raise ValueError("empty password")
-    return _password_hasher().hash(password)
+    with _HASH_SLOTS:
+        return _password_hasher().hash(password)
 
 
 def hash_slots() -> int:
@@ -68,14 +69,16 @@ def hash_slots() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-# argon2-cffi releases the GIL while hashing, so these slots run on separate cores.
-_VERIFY_SLOTS = threading.BoundedSemaphore(hash_slots())
+# Hashing and verifying both take a slot; argon2-cffi releases the GIL, so the slots run on separate cores.
+_HASH_SLOTS = threading.BoundedSemaphore(hash_slots())
+
+
 
 
 def verify_password(password_hash: str, password: str) -> bool:
     from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-    with _VERIFY_SLOTS:
+    with _HASH_SLOTS:
         try:
             return _password_hasher().verify(password_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -143,8 +146,12 @@ class LoginThrottled(Exception):
         super().__init__(f"too many failed logins; try again in {self.retry_after} s")
 
 
+def _account_key(username: str) -> str:
+    return f"user:{username[:64]}"
+
+
 def _keys(username: str, ip: str | None) -> dict[str, ThrottleRule]:
-    keys = {f"user:{username[:64]}": ACCOUNT_RULE}
+    keys = {_account_key(username): ACCOUNT_RULE}
     if ip:
         keys[f"ip:{ip[:64]}"] = ADDRESS_RULE
     return keys
@@ -190,7 +197,7 @@ def record_failure(s: DBSession, username: str, ip: str | None, t: float | None 
 
 def unlock(s: DBSession, username: str, actor: str | None = None) -> bool:
     """Forget the failed logins of an account (an admin ending a lockout early). True if it had any."""
-    res = s.execute(delete(LoginThrottle).where(LoginThrottle.key == f"user:{username[:64]}"))
+    res = s.execute(delete(LoginThrottle).where(LoginThrottle.key == _account_key(username)))
     s.add(AuthEvent(at=now(), kind="unlocked", username=username[:64], actor=actor))
     return bool(res.rowcount)
 
@@ -199,8 +206,9 @@ def account_blocks(s: DBSession, usernames: list[str]) -> dict[str, float]:
     """Username → until when the account is refused (only accounts refused now)."""
     t = now()
     rows = s.execute(select(LoginThrottle.key, LoginThrottle.blocked_until)
-                     .where(LoginThrottle.key.in_([f"user:{u}" for u in usernames]), LoginThrottle.blocked_until > t))
-    return {k[5:]: until for k, until in rows}
+                     .where(LoginThrottle.key.in_([_account_key(u) for u in usernames]),
+                            LoginThrottle.blocked_until > t))
+    return {k[len(_account_key("")):]: until for k, until in rows}
 
 
 @dataclass
@@ -226,11 +234,13 @@ def login(db: Any, username: str, password: str, ip: str | None) -> LoginResult 
         with db.write() as s:
             record_failure(s, username, ip)
         return None
+    # outdated parameters: hash again now (before the write transaction: no lock held while hashing)
+    new_hash = hash_password(password) if needs_rehash(user.password_hash) else None
     with db.write() as s:
-        s.execute(delete(LoginThrottle).where(LoginThrottle.key == f"user:{username}"))
-        if needs_rehash(user.password_hash):
-            s.execute(User.__table__.update().where(User.id == user.id)
-                      .values(password_hash=hash_password(password)))
+        s.execute(delete(LoginThrottle).where(LoginThrottle.key == _account_key(username)))
+        if new_hash is not None:
+            s.execute(User.__table__.update().where(User.id == user.id, User.password_hash == user.password_hash)
+                      .values(password_hash=new_hash))
         token, csrf = create_session(s, user)
     return LoginResult(user.id, user.username, user.role, token, csrf)
 
