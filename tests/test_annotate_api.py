@@ -693,3 +693,30 @@ def test_web_form_answers_a_foreign_slot_like_a_missing_one(client, world):
                          headers={"accept": "text/html"}) for aid in (theirs, 999_999)]
     assert [r.status_code for r in pages] == [404, 404]
     assert all(workflow.NOT_YOURS in r.text.replace("&#39;", "'") for r in pages)
+
+
+def test_review_page_filters_and_pages_on_both_databases(client, world, db, monkeypatch):
+    from assay.annotate import web
+
+    monkeypatch.setattr(web, "REVIEW_PAGE_SIZE", 2)
+    p = world["prefs"]
+    for name, n in (("alice", 3), ("carol", 2)):
+        u = api_login(client, name, PW)
+        for _ in range(n):
+            a = u.post(f"/api/projects/{p}/next").json()["assignment"]
+            assert u.post(f"/api/projects/{p}/assignments/{a['id']}/submit",
+                          json={"value": {"choice": "a"}}).status_code == 201
+    web_login(client, "rita", PW)
+
+    def page(query: str) -> tuple[str, list[str]]:
+        r = client.get(f"/projects/{p}/review?{query}")
+        assert r.status_code == 200, r.text
+        info = re.search(r'class="page-info">([^<]+)<', r.text).group(1)
+        return info, re.findall(r'<strong class="annotator">([^<]+)</strong>', r.text)
+
+    assert page("") == ("page 1 of 3 · 5 annotations", ["alice", "alice"])
+    assert page("page=3") == ("page 3 of 3 · 5 annotations", ["carol"])
+    assert page("annotator=carol") == ("page 1 of 1 · 2 annotations", ["carol", "carol"])
+    assert page("status=accepted")[0] == "page 1 of 1 · 0 annotations"
+    assert page("status=all&annotator=alice&page=2") == ("page 2 of 2 · 3 annotations", ["alice"])
+    assert client.get(f"/projects/{p}/review?status=bogus").status_code == 400
