@@ -24,7 +24,10 @@ What is covered
       one byte of content, of a domain, or of a review's verdict or comment makes verification fail.
     * ``status`` is left out on purpose: it is lifecycle state that changes after publication (accepted →
       superseded / retracted) without the publisher re-signing. A valid signature means "the publisher published
-      exactly this, with these reviews"; whether it is still current comes from the store's change feed.
+      exactly this, with these reviews"; whether it is still current comes from the signed, hash-chained event log
+      (:mod:`assay.knowledge.eventlog`).
+    * Quorum counts keys: each key may sign one review of a version, so one person cannot make a quorum under
+      several names. Who may sign at all is the verifier's keyring (:mod:`assay.knowledge.trust`).
     * Each payload starts with a context line (``assay-knowledge-patch-v1`` / ``assay-knowledge-review-v1``), so a
       signature made for a review can never pass as a patch signature or the other way round.
 """
