@@ -27,6 +27,20 @@ UNITS = ["<!--", "<script>", "<style x=", "<", "import (\n", "from . import (\n"
          "SPDX-License-Identifier: ", "\n", "\t", "a" * 7]
 
 
+def test_import_scope_walks_stay_linear():
+    """Finding which imports run at import time walks back to enclosing headers: imports with ever smaller
+    indentation (each walk would pass every line above) must not make it quadratic (was 30 s for 2 MB)."""
+    import time
+
+    texts = ["\n".join(" " * (2000 - i) + "import x" for i in range(2000)),
+             "\n".join(") -> None:\n        import x" for _ in range(50_000)),
+             "class A:\n" + "    x:\n" * 100_000 + "        import y\n"]
+    for text in texts:
+        started = time.process_time()
+        python_imports(text, runtime_only=True)
+        assert time.process_time() - started < 5, text[:40]
+
+
 @pytest.mark.timeout(240)  # a quadratic pattern takes many minutes on these sizes; linear ones take seconds
 def test_pathological_texts_are_processed_in_linear_time():
     redactor = SecretRedactor(pii_types=["email", "ip_address"])

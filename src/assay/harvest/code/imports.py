@@ -50,7 +50,7 @@ _PY_HEADER = re.compile(r"(?:async[ \t]+)?(def|class|if|elif|else|for|while|try|
 _PY_TYPE_CHECKING_IF = re.compile(r"if[ \t]+(?:[A-Za-z_][\w.]*\.)?TYPE_CHECKING[ \t]*(?::|and\b)")
 
 
-def python_import_scope(text: str, line_start: int, memo: dict[int, str] | None = None) -> str:
+def python_import_scope(text: str, line_start: int) -> str:
     """When the import statement on the line starting at ``line_start`` runs: ``"module"`` (when the module is
     imported: at module level, in a class body, a ``try`` or an ``if``), ``"function"`` (inside a ``def``: only
     when it is called) or ``"type_checking"`` (under ``if TYPE_CHECKING:``: never at run time).
@@ -58,52 +58,69 @@ def python_import_scope(text: str, line_start: int, memo: dict[int, str] | None 
     Walks back line by line to the enclosing block headers, stopping at the first ``def`` or ``if TYPE_CHECKING``
     (a header is a line with less indentation ending with ``:``; other less-indented lines are continuation lines
     or string contents and are passed over; ``) -> None:`` sends the walk to the ``def (`` that opened it).
-    ``memo`` (line start → scope of import lines already judged, in text order) makes a file's walks linear: an
-    earlier import at the same or an outer level of the walk has the answer."""
-    memo = {} if memo is None else memo
-    line_end = text.find("\n", line_start)
-    first = text[line_start:line_end if line_end >= 0 else len(text)]
-    limit = len(first) - len(first.lstrip(" \t"))
-    pending: int | None = None  # the indentation of a multi-line header whose first line is further up
-    pos = line_start
-    scope = "module"
-    while pos > 0 and limit > 0:
-        start = text.rfind("\n", 0, pos - 1) + 1
-        line = text[start:pos - 1]
-        pos = start
-        code = line.lstrip(" \t")
-        if not code or code[0] == "#":
-            continue
-        indent = len(line) - len(code)
-        if pending is not None:
-            header = _PY_HEADER.match(code) if indent < limit else None
-            # the header that opened the pending ") -> None:" line; or a whole header line, which no header's
-            # continuation can hold: the pending line was text inside a string
-            if header is None or (indent > pending and not _ends_with_colon(code)):
+    Limit: a line inside a multi-line string, indented less than the import and reading like a header
+    (``with x:``), is taken for one."""
+    return _ImportScopes(text).scope(line_start)
+
+
+class _ImportScopes:
+    """:func:`python_import_scope` for the import statements of one text, judged in text order.
+
+    Remembering each judged statement makes the walks of a file short (an earlier import at the same or an outer
+    level of the walk has the answer), and a budget of characters read keeps hostile texts (thousands of imports
+    with ever smaller indentation) linear: past it, statements count as ``"module"``, as if not walked."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.memo: dict[int, str] = {}
+        self.budget = 4 * len(text) + 100_000
+
+    def scope(self, line_start: int) -> str:
+        text, memo = self.text, self.memo
+        line_end = text.find("\n", line_start)
+        first = text[line_start:line_end if line_end >= 0 else len(text)]
+        limit = len(first) - len(first.lstrip(" \t"))
+        pending: int | None = None  # the indentation of a multi-line header whose first line is further up
+        pos = line_start
+        scope = "module"
+        while pos > 0 and limit > 0 and self.budget > 0:
+            start = text.rfind("\n", 0, pos - 1) + 1
+            line = text[start:pos - 1]
+            self.budget -= pos - start
+            pos = start
+            code = line.lstrip(" \t")
+            if not code or code[0] == "#":
                 continue
-            pending = None
-        else:
-            if indent > limit:
-                continue
-            known = memo.get(start)
-            if known is not None:
-                scope = known
+            indent = len(line) - len(code)
+            if pending is not None:
+                header = _PY_HEADER.match(code) if indent < limit else None
+                # the header that opened the pending ") -> None:" line; or a whole header line, which no header's
+                # continuation can hold: the pending line was text inside a string
+                if header is None or (indent > pending and not _ends_with_colon(code)):
+                    continue
+                pending = None
+            else:
+                if indent > limit:
+                    continue
+                known = memo.get(start)
+                if known is not None:
+                    scope = known
+                    break
+                if indent == limit or not _ends_with_colon(code):
+                    continue
+                header = _PY_HEADER.match(code)
+                if header is None:
+                    pending = indent
+                    continue
+            if header.group(1) == "def":
+                scope = "function"
                 break
-            if indent == limit or not _ends_with_colon(code):
-                continue
-            header = _PY_HEADER.match(code)
-            if header is None:
-                pending = indent
-                continue
-        if header.group(1) == "def":
-            scope = "function"
-            break
-        if _PY_TYPE_CHECKING_IF.match(code):
-            scope = "type_checking"
-            break
-        limit = indent
-    memo[line_start] = scope
-    return scope
+            if _PY_TYPE_CHECKING_IF.match(code):
+                scope = "type_checking"
+                break
+            limit = indent
+        memo[line_start] = scope
+        return scope
 
 
 def _ends_with_colon(code: str) -> bool:
@@ -118,9 +135,9 @@ def python_imports(text: str, runtime_only: bool = False) -> list[tuple[int, str
     ``import a.b`` → ``(0, "a.b", ())``. With ``runtime_only``, only the statements that run when the module is
     imported (see :func:`python_import_scope`): function-local and ``TYPE_CHECKING`` imports are left out."""
     out: list[tuple[int, str, tuple[str, ...]]] = []
-    memo: dict[int, str] = {}
+    scopes = _ImportScopes(text) if runtime_only else None
     for m in _PY_IMPORT_LINE.finditer(text):
-        if runtime_only and python_import_scope(text, m.start(), memo) != "module":
+        if scopes is not None and scopes.scope(m.start()) != "module":
             continue
         stmt = m.group(0).strip()
         try:
