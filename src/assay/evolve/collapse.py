@@ -25,7 +25,7 @@ rare words, however human they are. :func:`size_matched` therefore compares the 
 subsamples of the same size* (a bootstrap): each draw splits the anchor into a subsample ``S`` of ``m`` texts and
 the rest ``R``; the anchor's baseline is ``metric(S)`` (``metric(S, R)`` for tail recall and coverage), the
 synthetic value ``metric(syn)`` (``metric(syn, R)``), with ``m = min(len(syn), len(anchor) // 2)`` (larger synthetic
-sets are subsampled to ``m`` per draw). A metric counts as collapsed when the synthetic value is on the collapsed
+sets are subsampled to ``m`` per draw; ``m`` is at most 250). A metric counts as collapsed when the synthetic value is on the collapsed
 side of the baseline by more than :attr:`CollapseThresholds.z` bootstrap standard deviations *and* by at least
 :attr:`CollapseThresholds.min_change` of the baseline mean; the set is flagged when
 :attr:`CollapseThresholds.min_metrics` metrics are. A generator trained on the whole anchor also knows ``R``: on
@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from assay.core.blas import single_threaded_blas
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _WORD = re.compile(r"\w+")
@@ -317,8 +319,8 @@ class _Texts:
 
 def size_matched(synthetic_texts: Sequence[str], anchor_texts: Sequence[str],
                  synthetic_embeddings: np.ndarray | None = None, anchor_embeddings: np.ndarray | None = None,
-                 n_boot: int = 100, seed: int = 0,
-                 thresholds: CollapseThresholds = CollapseThresholds()) -> dict[str, Any]:
+                 n_boot: int = 100, seed: int = 0, thresholds: CollapseThresholds = CollapseThresholds(),
+                 max_size: int = 250) -> dict[str, Any]:
     """Compare the synthetic set with same-size anchor subsamples (see the module docstring) and flag collapse.
 
     Returns ``size`` (``m``), ``n_boot``, ``thresholds``, per metric ``{synthetic, anchor_mean, anchor_lo,
@@ -326,15 +328,27 @@ def size_matched(synthetic_texts: Sequence[str], anchor_texts: Sequence[str],
     ``change`` signed so that negative is the collapsed side), ``collapsed_metrics`` and ``flagged`` (at least
     ``thresholds.min_metrics`` metrics collapsed).
     ``flagged`` is ``None`` (with a ``note``) when the anchor has fewer than 4 texts or the synthetic set fewer
-    than 2: there is then nothing to compare.
+    than 2: there is then nothing to compare. ``max_size`` caps ``m`` (both sides are then compared at that size)
+    and the reference ``R`` at ``2 * max_size`` texts: each draw costs two eigendecompositions and two self-BLEU
+    passes of ``m`` texts.
     """
     n_syn, n_anc = len(synthetic_texts), len(anchor_texts)
-    m = min(n_syn, n_anc // 2)
+    m = min(n_syn, n_anc // 2, max_size)
     base: dict[str, Any] = {"size": m, "n_boot": n_boot, "thresholds": thresholds.to_dict()}
     if m < 2 or n_boot < 2:
         return {**base, "metrics": {}, "collapsed_metrics": [], "flagged": None,
                 "note": f"too few texts for a size-matched comparison ({n_syn} synthetic, {n_anc} anchor; "
                         f"need at least 2 and 4)"}
+    with single_threaded_blas():  # hundreds of small eigendecompositions and products
+        return _size_matched(synthetic_texts, anchor_texts, synthetic_embeddings, anchor_embeddings, n_boot, seed,
+                             thresholds, m, max_size, base)
+
+
+def _size_matched(synthetic_texts: Sequence[str], anchor_texts: Sequence[str],
+                  synthetic_embeddings: np.ndarray | None, anchor_embeddings: np.ndarray | None, n_boot: int,
+                  seed: int, thresholds: CollapseThresholds, m: int, max_size: int,
+                  base: dict[str, Any]) -> dict[str, Any]:
+    n_syn, n_anc = len(synthetic_texts), len(anchor_texts)
     syn = _Texts(synthetic_texts, synthetic_embeddings)
     anc = _Texts(anchor_texts, anchor_embeddings)
     if syn.emb is not None and anc.emb is not None:
@@ -346,7 +360,7 @@ def size_matched(synthetic_texts: Sequence[str], anchor_texts: Sequence[str],
     fixed_syn = syn.set_metrics(all_syn, seed) if n_syn == m else None  # the same in every draw
     for b in range(n_boot):
         perm = rng.permutation(n_anc)
-        sub, rest = perm[:m].tolist(), perm[m:].tolist()
+        sub, rest = perm[:m].tolist(), perm[m:m + 2 * max_size].tolist()
         syn_idx = all_syn if n_syn == m else sorted(rng.choice(n_syn, m, replace=False).tolist())
         for draws, texts, idx, fixed in ((anc_draws, anc, sub, None), (syn_draws, syn, syn_idx, fixed_syn)):
             values = {**(fixed or texts.set_metrics(idx, seed + b)), **texts.against(idx, anc, rest)}
@@ -382,6 +396,12 @@ def collapse_metrics(synthetic_texts: Sequence[str], anchor_texts: Sequence[str]
     embedding metrics are left out). Sets larger than ``max_docs`` are subsampled (seeded) for the embedding,
     self-BLEU and size-matched metrics. The top-level values compare whole sets: read them next to the
     size-matched ones, never alone, when the sets differ in size."""
+    with single_threaded_blas():  # eigendecompositions of up to max_docs² matrices
+        return _collapse_metrics(synthetic_texts, anchor_texts, embedder, max_docs, seed, n_boot, thresholds)
+
+
+def _collapse_metrics(synthetic_texts: Sequence[str], anchor_texts: Sequence[str], embedder: Any | None,
+                      max_docs: int, seed: int, n_boot: int, thresholds: CollapseThresholds) -> dict[str, Any]:
     rng = random.Random(seed)
     syn = list(synthetic_texts)
     anc = list(anchor_texts)

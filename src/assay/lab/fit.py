@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from assay.core.blas import single_threaded_blas
 from assay.lab.laws import ChinchillaLaw, DataConstrainedLaw, QualityLaw, law_from_params
 from assay.lab.stats import percentile_ci
 
@@ -281,7 +282,7 @@ def _multi_start(objective: Callable[[np.ndarray], Any], starts: Iterable[np.nda
     With ``max_starts``, only the starts with the lowest initial objective are optimised (screening a large grid
     costs one evaluation per point; a full L-BFGS run costs a hundred).
     """
-    with _single_threaded_blas():
+    with single_threaded_blas():  # L-BFGS-B calls BLAS on tiny vectors
         return _multi_start_inner(objective, starts, bounds, jac, keep, max_starts)
 
 
@@ -308,18 +309,6 @@ def _multi_start_inner(objective: Callable[[np.ndarray], Any], starts: Iterable[
         if len(distinct) >= keep:
             break
     return distinct
-
-
-def _single_threaded_blas() -> Any:
-    """L-BFGS-B calls BLAS on tiny vectors: multi-threaded OpenBLAS makes each call ~100x slower on a busy machine."""
-    import scipy.optimize  # noqa: F401  (load scipy's own BLAS first so the limit reaches it)
-
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-        import contextlib
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _grid_starts(names: Sequence[str], grid: dict[str, Sequence[float]]) -> list[np.ndarray]:
