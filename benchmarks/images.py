@@ -14,7 +14,16 @@ placeholder captions ("IMG_1234.jpg", "image"), ~3% images too small, ~1% trunca
 img2dataset, the usual peer, downloads and resizes but does not filter or dedup, so the comparison is with the
 component that has a peer (imagehash). One worker by default (``-w``) so figures are per core.
 
+``--photos N`` measures instead on real photographs (Debian's mate-backgrounds, GPL-2+: crops of 1,000-2,600 px,
+re-saved as JPEG with an EXIF block, as cameras write them), side by side with a plain PIL loop doing the same work:
+read the tar, decode, size/aspect and caption checks, ``imagehash.phash`` with an exact-hash dedup, tar write. The two
+alternate ``--repeat`` times in one process (one core); wall and CPU seconds are printed with their ratio.
+``--ocr`` times the ``ocr`` alignment model per real image (CPU seconds of its thread): photos, the Python manual's
+figures (python3-doc) and a generated 1920x1080 documentation screenshot.
+
     .venv/bin/python benchmarks/images.py [--n 2000] [--shards 4] [--align-n 200] [-w 1]
+    .venv/bin/python benchmarks/images.py --photos 120 --repeat 3
+    .venv/bin/python benchmarks/images.py --ocr
 """
 
 from __future__ import annotations
@@ -142,6 +151,124 @@ def bench_phash(folder: Path, limit: int) -> None:
     print(f"  ratio assay/imagehash: {best_theirs / best_ours:.2f}x; identical hashes: {same}/{n}")
 
 
+PHOTO_DIRS = ("/usr/share/backgrounds/mate/nature", "/usr/share/backgrounds/mate/desktop",
+              "/usr/share/backgrounds/mate/abstract")
+
+
+def make_photo_corpus(folder: Path, n: int, seed: int = 0) -> float:
+    """``n`` JPEGs cut from the real photographs installed here, in one tar; returns the mean megapixels."""
+    sources = [p for d in PHOTO_DIRS for p in sorted(Path(d).glob("*.jpg")) if "_" not in p.stem]
+    if not sources:
+        sys.exit("--photos needs Debian's mate-backgrounds (make system-deps)")
+    photos = [Image.open(p).convert("RGB") for p in sources]
+    rng = random.Random(seed)
+    samples, pixels = [], 0
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        scale = rng.uniform(0.45, 1.0)
+        w, h = int(photo.width * scale), int(photo.height * scale)
+        x, y = rng.randrange(photo.width - w + 1), rng.randrange(photo.height - h + 1)
+        exif = Image.Exif()
+        exif[0x010F], exif[0x0110], exif[0x0132] = "Camera maker", "Model X", "2024:05:01 10:00:00"
+        samples.append({"__key__": f"{i:09d}", "jpg": encode(photo.crop((x, y, x + w, y + h)), "JPEG", quality=90,
+                                                             exif=exif),
+                        "txt": f"a photograph from the collection, number {i}", "json": {"url": f"http://e/{i}"}})
+        pixels += w * h
+    write_tar(folder / "00000.tar", samples)
+    return pixels / n / 1e6
+
+
+def plain_pil_loop(tar_in: Path, tar_out: Path) -> int:
+    """What a short script does for the same result: decode, filters, caption rules, pHash + exact dedup, tar."""
+    import imagehash
+    import json
+    import tarfile
+
+    seen: set[str] = set()
+    kept = 0
+    with tarfile.open(tar_in) as src, tarfile.open(tar_out, "w") as dst:
+        members = [m for m in src.getmembers() if m.isfile()]
+        by_key: dict[str, dict[str, bytes]] = {}
+        for m in members:
+            key, _, ext = m.name.partition(".")
+            by_key.setdefault(key, {})[ext] = src.extractfile(m).read()
+        for key, sample in by_key.items():
+            try:
+                img = Image.open(io.BytesIO(sample["jpg"]))
+                img.load()
+            except OSError:
+                continue
+            w, h = img.size
+            caption = sample.get("txt", b"").decode("utf-8", "replace")
+            if min(w, h) < 64 or max(w, h) > 8192 or not 0.33 <= w / h <= 3.0:
+                continue
+            if not 5 <= len(caption) <= 1000 or len(caption.split()) < 2:
+                continue
+            digest = str(imagehash.phash(img))
+            if digest in seen:
+                continue
+            seen.add(digest)
+            meta = {**json.loads(sample.get("json", b"{}")), "width": w, "height": h, "phash": digest}
+            for ext, data in (("jpg", sample["jpg"]), ("txt", caption.encode()), ("json", json.dumps(meta).encode())):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                dst.addfile(info, io.BytesIO(data))
+            kept += 1
+    return kept
+
+
+def bench_photos(tmp_path: Path, n: int, repeat: int) -> None:
+    megapixels = make_photo_corpus(tmp_path / "photos", n)
+    size = (tmp_path / "photos" / "00000.tar").stat().st_size
+    print(f"real photos: {n} JPEGs with EXIF, {megapixels:.1f} Mpx on average, {size / 1e6:.1f} MB in one tar")
+    recipe = laion_recipe(tmp_path / "photos.yaml", False)
+    times: dict[str, list[tuple[float, float]]] = {"assay": [], "plain": []}
+    for k in range(repeat):
+        for name in ("assay", "plain"):
+            wall, cpu = time.perf_counter(), time.process_time()
+            if name == "assay":
+                _, stats = run_recipe(recipe, tmp_path / "photos", tmp_path / f"out-photos-{k}", 1)
+                kept = stats["output"]["records"]
+            else:
+                kept = plain_pil_loop(tmp_path / "photos" / "00000.tar", tmp_path / f"plain-{k}.tar")
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+            print(f"  run {k + 1} {name:<6} {n / times[name][-1][0]:6.1f} images/s wall, "
+                  f"{n / times[name][-1][1]:6.1f} per CPU second; {kept} kept")
+    best = {name: (min(t[0] for t in ts), min(t[1] for t in ts)) for name, ts in times.items()}
+    print(f"LAION recipe without alignment vs plain PIL loop, best of {repeat}: "
+          f"{n / best['assay'][0]:.1f} vs {n / best['plain'][0]:.1f} images/s wall "
+          f"(ratio {best['plain'][0] / best['assay'][0]:.2f}x), "
+          f"{n / best['assay'][1]:.1f} vs {n / best['plain'][1]:.1f} per CPU second "
+          f"(ratio {best['plain'][1] / best['assay'][1]:.2f}x)")
+
+
+def bench_ocr() -> None:
+    import statistics
+
+    from assay.core.image_embeddings import OcrTextEmbedder
+    from image_text_fixtures import screenshot_image
+
+    groups = {
+        "photos (mate-backgrounds)": [p.read_bytes() for p in sorted(Path(PHOTO_DIRS[0]).glob("*.jpg"))],
+        "figures (Python manual)": [p.read_bytes() for p in
+                                    sorted(Path("/usr/share/doc/python3.11/html/_images").glob("*.png"))],
+        "1920x1080 screenshot": [screenshot_image()],
+    }
+    emb = OcrTextEmbedder()
+    emb.read_text(screenshot_image(size=(64, 48)))  # load the ONNX sessions
+    print("OCR per image, CPU seconds of the reading thread (independent of other load):")
+    for name, images in groups.items():
+        secs = []
+        for data in images:
+            started = time.thread_time()
+            emb.read_text(data)
+            secs.append(time.thread_time() - started)
+        if secs:
+            print(f"  {name:<28} {len(secs):3d} images: median {statistics.median(secs):.2f} s, "
+                  f"max {max(secs):.2f} s")
+    print(f"  caps applied: {dict(emb.stats)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
@@ -149,7 +276,17 @@ def main() -> None:
     ap.add_argument("--align-n", type=int, default=200, help="images run through the recipe with alignment")
     ap.add_argument("-w", "--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--photos", type=int, default=0, help="real-photo corpus of this many images vs a plain PIL loop")
+    ap.add_argument("--repeat", type=int, default=3, help="alternating runs of each side with --photos")
+    ap.add_argument("--ocr", action="store_true", help="OCR alignment time per real image")
     args = ap.parse_args()
+    if args.ocr:
+        bench_ocr()
+        return
+    if args.photos:
+        with tempfile.TemporaryDirectory(prefix="assay-photos-") as tmp:
+            bench_photos(Path(tmp), args.photos, args.repeat)
+        return
 
     with tempfile.TemporaryDirectory(prefix="assay-images-") as tmp:
         tmp_path = Path(tmp)

@@ -132,6 +132,11 @@ class Record:
             return len(c)  # characters: cheap and close enough for throughput accounting
         if isinstance(c, (bytes, bytearray)):
             return len(c)
+        if isinstance(c, dict):  # raw bytes (images) counted as they are, not base64-encoded into JSON to be measured
+            raw = [len(v) for v in c.values() if isinstance(v, (bytes, bytearray, memoryview))]
+            if raw:
+                return sum(raw) + len(dumps({k: v for k, v in c.items()
+                                             if not isinstance(v, (bytes, bytearray, memoryview))}))
         return len(dumps(c))
 
     # -- serialisation -----------------------------------------------------------------------------------------

@@ -122,7 +122,8 @@ def run_job(job: Job) -> dict[str, Any]:
     pipeline.reset_stats()
     stage_fns = [getattr(step, phase) for step, phase in seg.stages]
 
-    fmt = recipe.output.format if last else "jsonl"
+    # records between segments: JSONL, or tars when the output is (image bytes stay raw instead of base64 in JSON)
+    fmt = recipe.output.format if last else ("webdataset" if recipe.output.format == "webdataset" else "jsonl")
     max_records = recipe.output.max_records_per_file if last else 10**12
     writer = ShardWriter(out_dir, prefix, fmt, max_records, recipe.output.max_bytes_per_file if last else 1 << 62)
     rejected = ShardWriter(rej_dir, rej_prefix, "jsonl.gz", 10**12, 1 << 62) if recipe.output.rejected else None
@@ -138,7 +139,7 @@ def run_job(job: Job) -> dict[str, Any]:
                             warc_types=tuple(inp.warc_types))
         else:
             prev = stage_dir(root, job.segment - 1)
-            files = sorted(fs.glob(f"{prev}/{prefix}-*.jsonl"))
+            files = sorted(fs.glob(f"{prev}/{prefix}-*.jsonl") + fs.glob(f"{prev}/{prefix}-*.tar"))
             it = _read_stage(files, errors)
         for r in it:
             read += 1
@@ -213,9 +214,10 @@ def run_reduce(recipe_dict: dict[str, Any], run_dir: str, segment: int, num_shar
 
 def _read_stage(files: list[str], errors: ErrorLog) -> Iterator[Record]:
     from assay.io.jsonl import read_jsonl
+    from assay.io.webdataset import read_webdataset
 
     for f in files:
-        yield from read_jsonl(f, errors)
+        yield from (read_webdataset(f, errors) if f.endswith(".tar") else read_jsonl(f, errors))
 
 
 def _write_atomic(fs: Any, path: str, data: bytes) -> None:

@@ -87,11 +87,12 @@ class ImageDecode(Step):
         if self._formats is not None and _canonical(fmt) not in self._formats:
             raise ImageProblem("format", f"format {fmt or 'unknown'}")
         if p.strip_exif:
-            new = self._strip(data, img, fmt)
+            new, same_pixels = self._strip(data, img, fmt)
             if new is not data:
                 data = new
-                img = open_image(data, p.max_pixels)
-                fmt = (img.format or fmt).lower()
+                if not same_pixels:  # re-encoded (rotated, or a format stripped by re-saving): read what is stored
+                    img = open_image(data, p.max_pixels)
+                    fmt = (img.format or fmt).lower()
                 _store(record, data)
         meta = record.meta
         meta["width"], meta["height"] = img.size
@@ -102,24 +103,25 @@ class ImageDecode(Step):
         if p.phash:
             record.signals["image.phash"] = to_hex(phash(img))
 
-    def _strip(self, data: bytes, img: Any, fmt: str) -> bytes:
-        """The image bytes without metadata (the same object if there was nothing to remove)."""
+    def _strip(self, data: bytes, img: Any, fmt: str) -> tuple[bytes, bool]:
+        """The image bytes without metadata (the same object if there was nothing to remove), and whether their
+        pixel data is ``img``'s, byte for byte (metadata cut out of the file: no need to decode them again)."""
         p: ImageDecodeParams = self.params  # type: ignore[assignment]
         orientation = img.getexif().get(_ORIENTATION, 1) if hasattr(img, "getexif") else 1
         if p.apply_orientation and orientation not in (1, None) and 2 <= int(orientation) <= 8:
             self.count("rotated")
-            return self._reencode(img, fmt, rotate=True)
+            return self._reencode(img, fmt, rotate=True), False
         stripped = strip_metadata(data, fmt)
         if stripped is None:
             if not _has_metadata(img):
                 self.count("no_metadata")
-                return data
-            return self._reencode(img, fmt, rotate=False)
+                return data, True
+            return self._reencode(img, fmt, rotate=False), False
         if len(stripped) == len(data):
             self.count("no_metadata")
-            return data
+            return data, True
         self.count("exif_stripped")
-        return stripped
+        return stripped, True
 
     def _reencode(self, img: Any, fmt: str, rotate: bool) -> bytes:
         from PIL import ImageOps
