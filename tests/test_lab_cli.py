@@ -157,3 +157,17 @@ def test_report_states_training_settings_in_words(tmp_path):
     assert "{&#x27;" not in html and "'batch_size'" not in html and "batch_size" not in html
     assert "AdamW" in html and "peak learning rate 0.002" in html and "batch 4 sequences" in html
     assert "warm-up 20% of the steps" in html and "cosine decay to 10%" in html and "1 torch thread" in html
+
+
+def test_report_shows_a_fits_warnings(tmp_path):
+    """A fit that does not describe its runs says so in the report too, not only on the terminal."""
+    from assay.lab.report import write_report
+
+    warning = "rms log-residual 0.0100 is 5.0x the runs' noise (0.0020, from replicate runs): the law does not fit"
+    fit = {"law": "chinchilla", "params": {"A": 400.0, "B": 410.0, "E": 1.7, "alpha": 0.34, "beta": 0.28},
+           "ci": {}, "n_runs": 6, "objective": 1.0, "rmse_log": 0.01, "bootstrap": 0, "huber_delta": 1e-3,
+           "fixed_size": False, "at_bounds": [], "notes": ["a note"], "warnings": [warning]}
+    runs = [{"N": n, "D": d, "loss": 3.0} for n in (1e8, 1e9) for d in (1e9, 1e10, 1e11)]
+    (tmp_path / "fit-chinchilla.json").write_bytes(orjson.dumps({"kind": "fit", "fit": fit, "runs": runs}))
+    html = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "<b>warning:</b> rms log-residual 0.0100 is 5.0x the runs&#x27; noise" in html and "note: a note" in html
