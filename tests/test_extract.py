@@ -248,7 +248,7 @@ def test_balanced_focus_scores_at_least_the_bare_library_on_held_out_pages():
     import trafilatura
 
     bench = _load_benchmark_module()
-    pages = doc_pages.article_pages()[3::6]
+    pages = doc_pages.article_pages()[3::9]
     cases = {p["key"]: bench.snippets(p["html"], p["articleBody"]) for p in pages}
     records = [Record(p["key"], p["html"], "html", {"url": p["url"]}) for p in pages]
 
