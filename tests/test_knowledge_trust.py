@@ -53,9 +53,9 @@ def _legacy_knowledge_base(db):  # noqa: ANN001, ANN202
                        "published_at) VALUES (:p, 1, :u, :k, :d, 0)"),
                   {"p": p.patch_id, "u": uid["paul"], "k": signed.key_id,
                    "d": doc(signed.model_dump(mode="json", exclude={"status"}))})
-        for seq, (event, status, user) in enumerate([("proposed", "proposed", "alice"), ("review", "under_review", "rita"),
-                                                      ("review", "approved", "sam"), ("accepted", "accepted", "paul")],
-                                                     start=1):
+        history = [("proposed", "proposed", "alice"), ("review", "under_review", "rita"), ("review", "approved", "sam"),
+                   ("accepted", "accepted", "paul")]
+        for seq, (event, status, user) in enumerate(history, start=1):
             c.execute(text("INSERT INTO knowledge_events (seq, patch_id, version, event, status, user_id, detail, at) "
                            "VALUES (:s, :p, 1, :e, :st, :u, '{}', :at)"),
                       {"s": seq, "p": p.patch_id, "e": event, "st": status, "u": uid[user], "at": 1.7e9 + seq})

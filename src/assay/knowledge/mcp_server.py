@@ -158,11 +158,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--db", default=None, help="database URL or SQLite path (default: ASSAY_ANNOTATE_DB)")
     ap.add_argument("--index", default=None, help="HybridIndex directory (default: next to the SQLite file)")
     ap.add_argument("--embedder", default="auto")
-    ap.add_argument("--keys", default=None, help="folder of trusted public keys (*.pub / *.pem)")
+    ap.add_argument("--keys", default=None, help="folder of public keys pinned one by one (*.pub / *.pem)")
+    ap.add_argument("--root", action="append", default=[], help="a pinned root public key file (repeat)")
     args = ap.parse_args(argv)
     from assay.knowledge.server import serve
 
-    serve(args.db, transport="mcp-stdio", index_path=args.index, embedder=args.embedder, keys_dir=args.keys)
+    serve(args.db, transport="mcp-stdio", index_path=args.index, embedder=args.embedder, keys_dir=args.keys,
+          roots=args.root)
 
 
 if __name__ == "__main__":
