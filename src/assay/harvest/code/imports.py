@@ -232,7 +232,8 @@ def _path_of(dotted: str) -> str:
 
 def _module_path(path: str) -> str:
     """``a/b.py`` and ``a/b/__init__.py`` → ``a/b``."""
-    return path.rsplit(".", 1)[0].removesuffix("/__init__").removesuffix("__init__")
+    stem = path.rsplit(".", 1)[0]
+    return "" if stem == "__init__" else stem.removesuffix("/__init__")
 
 
 # -- JavaScript / TypeScript ------------------------------------------------------------------------------------------
