@@ -117,7 +117,6 @@ def test_size_limit_is_checked_before_reading(tmp_path: Path):
     assert out["small.py"].drop is None
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_git_work_tree_gives_commit_and_tracked_files_only(tmp_path: Path):
     repo = make_repo(tmp_path / "g", {"a.py": "import b\n", "b.py": "X = 1\n", ".gitignore": "build/\n"})
     (repo / "build").mkdir()

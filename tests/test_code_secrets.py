@@ -3,17 +3,13 @@ reference for what counts as a secret line."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
-
-import pytest
 
 from assay.core.record import Record
 from assay.harvest.code.secrets import CodeSecrets, SecretRedactor, plausible_secret
 
 SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-HAS_DETECT_SECRETS = importlib.util.find_spec("detect_secrets") is not None
 
 # a private key made of random base64 (not a real key; the shape is what matters)
 PEM_BODY = "\n".join(["MIIEowIBAAKCAQEA0Z3VS5JJcds3xfn/ygWyF8PbnGy0AHB7MhgwMbRvI0MBZhpF",
@@ -111,7 +107,6 @@ def _our_flagged_lines(text: str) -> set[int]:
     return {text.count("\n", 0, start) + 1 for start, _, _ in SecretRedactor(pii_types=[]).find(text, "Python")}
 
 
-@pytest.mark.skipif(not HAS_DETECT_SECRETS, reason="detect-secrets (the reference) is not installed")
 def test_flagged_lines_agree_with_detect_secrets_on_planted_and_real_code(tmp_path: Path):
     """detect-secrets' own file scan (as `detect-secrets scan` runs it) and ours flag the same lines: every planted
     secret, and nothing in real library code."""
@@ -133,7 +128,6 @@ def test_flagged_lines_agree_with_detect_secrets_on_planted_and_real_code(tmp_pa
     assert ours == theirs
 
 
-@pytest.mark.skipif(not SITE.is_dir(), reason="no site-packages next to this interpreter")
 def test_pii_prechecks_never_hide_what_the_pii_module_finds():
     """Emails and IPs are only looked for when a cheap necessary condition holds: the counts must equal the pii
     module's own on real code with planted addresses."""
