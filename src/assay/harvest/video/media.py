@@ -171,9 +171,37 @@ def to_array(frame: Any, width: int | None, fmt: str = "bgr24") -> np.ndarray:
     """A decoded PyAV frame as a numpy array in ``fmt``, scaled down to ``width`` (even height, aspect kept)."""
     if width and frame.width > width:
         height = max(2, round(frame.height * width / frame.width / 2) * 2)
+        if fmt == "bgr24" and _small_i420_ok(frame, width, height):
+            return _small_bgr_from_i420(frame, width, height)
         # bilinear: ~40% faster than swscale's default bicubic, and detection thresholds do not notice
         return frame.reformat(width=width, height=height, format=fmt, interpolation="BILINEAR").to_ndarray()
     return frame.reformat(format=fmt).to_ndarray()
+
+
+def _small_i420_ok(frame: Any, width: int, height: int) -> bool:
+    """Whether :func:`_small_bgr_from_i420` applies: 8-bit 4:2:0 in video range (most H.264/H.265/VP9 files),
+    even sizes, a target whose chroma planes fill whole rows of the packed layout."""
+    return (frame.format.name == "yuv420p" and frame.color_range != 2 and frame.width % 2 == 0
+            and frame.height % 2 == 0 and width % 2 == 0 and height % 4 == 0)
+
+
+def _small_bgr_from_i420(frame: Any, width: int, height: int) -> np.ndarray:
+    """Scale the Y, U and V planes down with OpenCV straight from the decoder's buffers (bilinear, as PySceneDetect
+    downscales), then convert only the small picture to BGR (BT.601, as swscale does by default): a quarter of
+    the cost of swscale's scale-and-convert of the full frame, pixel values within 1-2 levels of it."""
+    import cv2
+
+    def plane(i: int) -> np.ndarray:  # a view of the decoder's plane, without its line padding
+        p = frame.planes[i]
+        return np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width]
+
+    small = np.empty((height * 3 // 2, width), dtype=np.uint8)  # I420: Y, then U and V packed row-wise
+    small[:height] = cv2.resize(plane(0), (width, height), interpolation=cv2.INTER_LINEAR)
+    rows = height // 4  # a (height/2, width/2) chroma plane fills height/4 rows of the packed layout
+    for k, i in ((0, 1), (1, 2)):
+        small[height + k * rows: height + (k + 1) * rows] = cv2.resize(
+            plane(i), (width // 2, height // 2), interpolation=cv2.INTER_LINEAR).reshape(rows, width)
+    return cv2.cvtColor(small, cv2.COLOR_YUV2BGR_I420)
 
 
 def grab_frames(path: str, times: list[float], *, max_side: int | None = None,

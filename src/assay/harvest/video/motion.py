@@ -29,30 +29,38 @@ from assay.harvest.video.keyframes import is_clip
 class MotionMeter:
     """Feed grey frames in order; reports the clip-level motion score and jitter of any frame range."""
 
+    #: frames wider than this are halved for phase correlation (a quarter of the FFT work; the shift, in % of the
+    #: width, moves by under 0.1 on the test videos: still 0.23 -> 0.30, shaking 1.45 -> 1.53 at 640x360)
+    SHIFT_HALVE_ABOVE = 128
+
     def __init__(self) -> None:
         self.diffs: list[float] = [0.0]  # diffs[i]: mean |frame i - frame i-1| (0 for the first frame)
         self.shifts: list[tuple[float, float]] = [(0.0, 0.0)]  # global shift from frame i-1 to frame i, px
         self.width = 1
         self._prev: np.ndarray | None = None
+        self._prev_small: np.ndarray | None = None
         self._window: np.ndarray | None = None
 
     def add(self, grey: np.ndarray, scale: float = 1.0) -> None:
         """Add the next frame (uint8, 2-D). ``scale`` divides the differences (frames compared ``scale`` apart)."""
         import cv2
 
-        cur = grey.astype(np.float32)
-        if self._prev is not None and self._prev.shape == cur.shape:
-            self.diffs.append(float(cv2.absdiff(cur, self._prev).mean()) / scale)
+        h, w = grey.shape
+        factor = 2 if w > self.SHIFT_HALVE_ABOVE else 1
+        small = (cv2.resize(grey, (w // 2, h // 2), interpolation=cv2.INTER_AREA) if factor == 2 else grey
+                 ).astype(np.float32)
+        if self._prev is not None and self._prev.shape == grey.shape:
+            self.diffs.append(cv2.mean(cv2.absdiff(grey, self._prev))[0] / scale)
             if self._window is None:
-                self._window = cv2.createHanningWindow((cur.shape[1], cur.shape[0]), cv2.CV_32F)
+                self._window = cv2.createHanningWindow((small.shape[1], small.shape[0]), cv2.CV_32F)
             # copies: phaseCorrelate may window its inputs in place
-            (dx, dy), _ = cv2.phaseCorrelate(self._prev.copy(), cur.copy(), self._window)
-            self.shifts.append((dx / scale, dy / scale))
+            (dx, dy), _ = cv2.phaseCorrelate(self._prev_small.copy(), small.copy(), self._window)
+            self.shifts.append((dx * factor / scale, dy * factor / scale))
         elif self._prev is not None:  # a frame of another size: no comparison
             self.diffs.append(0.0)
             self.shifts.append((0.0, 0.0))
-        self.width = cur.shape[1]
-        self._prev = cur
+        self.width = w
+        self._prev, self._prev_small = grey, small
 
     def stats(self, first: int = 1, end: int | None = None) -> tuple[float, float]:
         """``(score, jitter)`` over the differences of frames ``first..end-1`` (each with its predecessor)."""
