@@ -134,15 +134,22 @@ def _conversations() -> list[Record]:
 
 
 def test_judge_score_with_the_local_model(tmp_path: Path) -> None:
-    step = JudgeScore({"samples": 2, "cache": str(tmp_path / "c.sqlite"),
+    """Every answer of the local model parses, at the 64 tokens the evolve loop gives its judge: the schema's reason
+    fits in max_tokens and the grade is an enum (before: 1 of these 12 answers did not parse here; 2 of 12 in the field trial)."""
+    records = _conversations() + [
+        Record("c4", {"instruction": "Write a haiku about autumn.",
+                      "output": "Leaves fall slowly down / red and gold upon the ground / autumn says goodbye"}),
+        Record("c5", {"instruction": "Explain what a black hole is to a ten year old.",
+                      "output": "A place in space where gravity pulls so hard that even light cannot get out."})]
+    step = JudgeScore({"samples": 3, "seed": 2, "cache": str(tmp_path / "c.sqlite"),
                        "sampling": {"temperature": 0.7, "max_tokens": 64}})
-    out = list(Pipeline([step]).run_records(_conversations(), StepContext(run_dir=tmp_path)))
-    assert len(out) == 3 and "judge.samples" not in out[2].signals
+    out = list(Pipeline([step]).run_records(records, StepContext(run_dir=tmp_path)))
+    assert len(out) == 5 and "judge.samples" not in out[2].signals
     c = step.stats.counters
-    assert c["skipped:no_response"] == 1 and c["llm.calls"] == 4
-    assert c.get("unparsed", 0) == 0  # JSON under a schema: always a grade
-    for r in out[:2]:
-        assert r.signals["judge.samples"] == 2
+    assert c["skipped:no_response"] == 1 and c["llm.calls"] == 12
+    assert c.get("unparsed", 0) == 0 and c.get("repair_prompts", 0) == 0  # JSON under a schema: always a grade
+    for r in out[:2] + out[3:]:
+        assert r.signals["judge.samples"] == 3
         assert 1 <= r.signals["judge.score"] <= 10 and 0 <= r.signals["judge.disagreement"] <= 1
         assert r.signals["judge.score_std"] == pytest.approx(r.signals["judge.disagreement"] * 4.5, abs=1e-3)
 
@@ -286,6 +293,7 @@ def test_a_response_cannot_grade_itself_through_a_parroting_judge(tmp_path: Path
 def test_structured_verdicts_are_whole_json_answers() -> None:
     assert parse_rating('{"reason": "fine", "rating": 7}', structured=True) == 7
     assert parse_rating('```json\n{"reason": "fine", "rating": 7}\n```', structured=True) == 7
+    assert parse_rating('{"reason": "fine\nand clear", "rating": 7}', structured=True) == 7  # raw newline
     assert parse_rating('Sure! {"reason": "fine", "rating": 7}', structured=True) is None
     assert parse_rating("Rating: [[7]]", structured=True) is None
     assert parse_verdict('{"reason": "A is right", "verdict": "A"}', structured=True) == "A"

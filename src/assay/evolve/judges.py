@@ -100,7 +100,8 @@ def _json_field(text: str, key: str, whole: bool) -> Any:
     from assay.synthesize.backends.structured import NoJSON, extract_json, strip_fences
 
     try:
-        value = json.loads(strip_fences(text or "")) if whole else extract_json(text or "")
+        # strict=False: llama.cpp's JSON grammar lets a raw newline into a string, which is still a clear answer
+        value = json.loads(strip_fences(text or ""), strict=False) if whole else extract_json(text or "")
     except (NoJSON, ValueError):
         return None
     return value.get(key) if isinstance(value, dict) else None
