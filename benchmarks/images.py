@@ -266,7 +266,7 @@ def bench_ocr() -> None:
         if secs:
             print(f"  {name:<28} {len(secs):3d} images: median {statistics.median(secs):.2f} s, "
                   f"max {max(secs):.2f} s")
-    print(f"  caps applied: {dict(emb.stats)}")
+    print(f"  caps applied: {dict(getattr(emb, 'stats', {}))}")
 
 
 def main() -> None:
