@@ -189,3 +189,16 @@ def test_laion_recipe_with_the_ocr_stand_in_flags_instead_of_dropping(tmp_path: 
         assert flags[caption] == "unscorable_image"
     assert sum(flag is not None for flag in flags.values()) >= len(WRONG_PAIRS)
     assert align["counters"].get("flagged:unscorable_image", 0) >= len(WRONG_PAIRS)
+
+
+def test_stand_in_respects_an_explicit_action_and_named_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in flags only when the recipe leaves `action` unset and asks for `auto`; the note says which."""
+    monkeypatch.delenv("ASSAY_IMAGE_TEXT_MODEL", raising=False)
+    default = ImageTextAlignment({"model": "auto"})
+    assert default.params.action == "flag" and "flagged, not dropped" in default.notes()[0]
+    explicit = ImageTextAlignment({"model": "auto", "action": "drop"})
+    assert explicit.params.action == "drop" and "action: drop as the recipe says" in explicit.notes()[0]
+    named = ImageTextAlignment({"model": "ocr"})
+    assert named.params.action == "drop" and named.notes() == []
+    monkeypatch.setenv("ASSAY_IMAGE_TEXT_MODEL", "clip:/models/clip-vit-base-patch32")  # CLIP configured
+    assert ImageTextAlignment({"model": "auto"}).params.action == "drop"
