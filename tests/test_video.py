@@ -407,3 +407,23 @@ def test_scene_detection_keeps_pace_with_pyscenedetect(tmp_path: Path) -> None:
     peer_cuts = [int(start.frame_num) for start, _ in peer][1:]
     assert len(found.cuts) == len(peer_cuts) >= 3
     assert all(abs(a - b) <= 1 for a, b in zip(found.cuts, peer_cuts))
+
+
+def test_fast_frame_scaling_matches_swscale(tmp_path: Path) -> None:
+    """The OpenCV path of to_array (4:2:0 planes scaled, then converted) gives the picture swscale gives, within a
+    couple of levels; frames it does not apply to (full-range, odd sizes) take swscale's path."""
+    import av
+
+    from assay.harvest.video.media import _small_i420_ok, to_array
+
+    path = tmp_path / "hd.mp4"
+    make_video(path, [Scene(6, (200, 60, 40), (250, 250, 250), motion="move")], size=(640, 360))
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    for frame in frames:
+        assert _small_i420_ok(frame, 256, 144)
+        ours = to_array(frame, 256).astype(int)
+        swscale = frame.reformat(width=256, height=144, format="bgr24", interpolation="BILINEAR").to_ndarray()
+        assert ours.shape == swscale.shape == (144, 256, 3)
+        assert np.abs(ours - swscale).mean() < 3
+    assert not _small_i420_ok(frames[0], 256, 142)  # chroma rows would not fill the packed layout
