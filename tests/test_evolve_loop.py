@@ -251,6 +251,10 @@ def test_real_loop_with_the_local_model(tmp_path: Path) -> None:
         assert r["metrics"]["n_synthetic"] == r["verify"]["records"]
         verified = read_records(out / f"round-{r['round']:03d}" / "verified.jsonl")
         assert all("judge.score" in x.signals for x in verified)
+        # every judge answer parsed at once: the schema fits the 64 tokens and the grade is an enum (the field trial
+        # saw `judge.score` missing in one of two runs, from answers cut off or graded out of range)
+        judge = r["verify"]["steps"]["00-judge_score"]["counters"]
+        assert judge.get("unparsed", 0) == 0 and judge.get("repair_prompts", 0) == 0
     assert len(_project_items(out, "smollm-evolve")) == 4
     report = (out / "report.html").read_text()
     assert "round 1" in report and "round 2" in report
