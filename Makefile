@@ -14,9 +14,23 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 
+# llama-cpp-python ships as source and compiles at install time. Built for the machine's own CPU (GGML_NATIVE, its
+# default), it turns on llama.cpp's AMX kernels on CPUs that have AMX, and those crash (SIGSEGV in
+# ggml_backend_amx_mul_mat) on any prompt longer than one token on this kind of machine. So it is built once without
+# GGML_NATIVE (AVX2 and the usual x86-64 features, no AMX) into a wheelhouse outside the clone that later installs
+# reuse; pip's own wheel cache can't be used, as it does not key wheels by CMAKE_ARGS.
+LLAMA_CPP := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | head -n 1)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+WHEELHOUSE ?= $(HOME)/.cache/assay/wheels-portable
+
+$(WHEELHOUSE)/.built-$(LLAMA_CPP): | $(BIN)/python
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel -q --no-deps --no-cache-dir \
+	  --no-binary llama-cpp-python -w $(WHEELHOUSE) '$(LLAMA_CPP)'
+	touch '$@'
+
 # everything (the test suite uses every extra)
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[all,dev]'
+$(VENV)/.installed: pyproject.toml $(WHEELHOUSE)/.built-$(LLAMA_CPP) | $(BIN)/python
+	$(BIN)/python -m pip install -q --find-links $(WHEELHOUSE) -e '.[all,dev]'
 	touch $@
 
 # only what the demo needs (the `demo` extra): a fraction of the download and of the install time
