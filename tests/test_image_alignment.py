@@ -189,6 +189,7 @@ def test_laion_recipe_with_the_ocr_stand_in_flags_instead_of_dropping(tmp_path: 
         assert flags[caption] == "unscorable_image"
     assert sum(flag is not None for flag in flags.values()) >= len(WRONG_PAIRS)
     assert align["counters"].get("flagged:unscorable_image", 0) >= len(WRONG_PAIRS)
+    assert align["counters"]["ocr.downscaled"] >= 7  # the photos are 1600-2560 px: the OCR work was capped
 
 
 def test_stand_in_respects_an_explicit_action_and_named_models(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,6 +59,7 @@ class AlignmentFilter(Filter):
         self.embedder: Any = None
         self.threshold: float = 0.0
         self._unscored: dict[int, str] = {}
+        self._model_counts: dict[str, int] = {}
         self.stand_in = _auto_is_ocr(self.params.model)
         if self.stand_in and "action" not in self.params.model_fields_set:
             # OCR scores only text inside images: a low score on a photo is no evidence against its caption
@@ -77,6 +78,17 @@ class AlignmentFilter(Filter):
         p = self.params
         self.embedder = get_image_text_embedder(p.model, batch_size=p.batch_size, device=p.device)
         self.threshold = p.threshold if p.threshold is not None else default_threshold(self.embedder)
+
+    def count_model_work(self) -> None:
+        """Add what the embedder counted since the last call (the OCR model's caps: ``ocr.downscaled``,
+        ``ocr.lines_capped``, ``ocr.time_capped``) to this step's counters."""
+        counts = getattr(self.embedder, "stats", None)
+        if not counts:
+            return
+        for key, value in counts.items():
+            if value > self._model_counts.get(key, 0):
+                self.count(f"ocr.{key}", value - self._model_counts.get(key, 0))
+        self._model_counts = dict(counts)
 
     def applies(self, record: Record) -> bool:
         """Whether this step scores ``record`` at all (others pass untouched)."""
@@ -162,3 +174,4 @@ class ImageTextAlignment(AlignmentFilter):
                 else:
                     r.signals[SCORE_SIGNAL] = round(float(s), 6)
                     self.count("scored")
+        self.count_model_work()

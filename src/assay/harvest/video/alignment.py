@@ -89,6 +89,7 @@ class VideoClipAlignment(AlignmentFilter):
                 r.signals[SCORE_SIGNAL] = round(score, 6)
                 r.signals["clip.keyframe_scores"] = [round(float(s), 6) for s in v @ t]
                 self.count("scored")
+        self.count_model_work()
 
     def applies(self, record: Record) -> bool:
         return is_clip(record)
