@@ -218,6 +218,20 @@ def test_cli_summary_table_is_whole_when_not_on_a_terminal(tmp_path: Path) -> No
     assert cells[10] == f"{metrics['embedding_coverage']:.3f}"
 
 
+def test_cli_loop_stops_with_one_line_when_the_model_server_is_down(tmp_path: Path) -> None:
+    """A loop whose model server stays down stops with one unwrapped line (it was cut into four at 80 columns)."""
+    from testutil import free_port
+
+    recipe = _recipe(tmp_path, synthesize=[{"evol_instruct": {"rounds": 1}}],
+                     backend={"kind": "openai", "model": "m", "base_url": f"http://127.0.0.1:{free_port()}/v1",
+                              "max_retries": 0, "max_outage": 1})
+    res = CliRunner().invoke(app, ["loop", str(recipe), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2
+    (line,) = [x for x in res.output.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: evol_instruct: the model server answered nothing for ")
+    assert line.endswith("(ConnectError: All connection attempts failed). Run the same command again to resume.")
+
+
 def _real_recipe(tmp_path: Path) -> Path:
     recipe = {
         "name": "smollm-loop", "rounds": 2, "seed": 0,

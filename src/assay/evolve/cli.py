@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from assay.core.errors import AssayError
@@ -19,7 +20,7 @@ console = Console(stderr=True)
 
 
 def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
+    console.print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True)  # one line, whatever the width
     raise typer.Exit(2)
 
 
