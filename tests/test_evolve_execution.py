@@ -140,6 +140,7 @@ def test_rlef_repair_rounds_with_the_local_model(tmp_path: Path) -> None:
                              "tests": "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"})
     unsolved = Record("fresh", {"prompt": "Write a Python function double(x) that returns x times two.",
                                 "tests": "assert double(4) == 8\n"})
+    originals = {r.id: dict(r.content) for r in (wrong, unsolved)}  # the step writes the solution it keeps into content
     step = _step(tmp_path, max_repairs=2)
     rejected: list[Record] = []
     out = list(Pipeline([step]).run_records([wrong, unsolved], StepContext(run_dir=tmp_path),
@@ -173,8 +174,7 @@ def test_rlef_repair_rounds_with_the_local_model(tmp_path: Path) -> None:
 
     # a rerun is answered from the response cache and gives the same outcome
     step2 = _step(tmp_path, max_repairs=2)
-    out2 = list(Pipeline([step2]).run_records([Record(wrong.id, dict(wrong.content)),
-                                               Record(unsolved.id, dict(unsolved.content))],
+    out2 = list(Pipeline([step2]).run_records([Record(rid, dict(c)) for rid, c in originals.items()],
                                               StepContext(run_dir=tmp_path), reject=lambda b: None))
     assert step2.stats.counters.get("llm.calls", 0) == 0 and step2.stats.counters["llm.cache_hits"] >= 2
     assert sorted(r.id for r in out2) == sorted(r.id for r in out)
