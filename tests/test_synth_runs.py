@@ -205,3 +205,27 @@ def test_cache_on_means_the_default_cache(tmp_path: Path, value: str) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"name: r\nsteps:\n  - judge_score: {{cache: {value}}}\n")
     assert Recipe.from_yaml(recipe).instantiate()[0].params.cache is None
+
+
+def test_oss_instruct_json_mode_waits_out_an_outage_too(tmp_path: Path) -> None:
+    """`mode: json` sends through the JSON repair helper; it used to bypass the step's outage handling and turn a
+    server that was down into records dropped as `no_problem`."""
+    from assay.core.record import Record
+    from assay.core.step import StepContext
+    from assay.synthesize.backends.base import BackendError
+    from assay.synthesize.oss_instruct import OssInstruct
+
+    port = free_port()
+    down = DownServer(port)
+    code = Record("c", "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n", "code")
+    step = OssInstruct({"mode": "json", "cache": "off",
+                        "backend": {"kind": "openai", "model": "m", "base_url": f"http://127.0.0.1:{port}/v1",
+                                    "max_retries": 0, "max_outage": 1}})
+    ctx = StepContext(run_dir=tmp_path)
+    try:
+        step.setup(ctx)
+        with pytest.raises(BackendError, match="the model server answered nothing"):
+            list(step.process([[code]], ctx))
+    finally:
+        down.close()
+    assert step.stats.counters["llm.outage_waits"] >= 1

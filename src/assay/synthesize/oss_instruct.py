@@ -164,7 +164,8 @@ class OssInstruct(SynthesisStep):
         if p.mode == "json":
             assert self.llm is not None
             answers = generate_json(self.llm, [[{"role": "user", "content": prompt}] for prompt in prompts], SCHEMA,
-                                    [p.sampling.with_(seed=seed) for seed in seeds], max_repairs=p.max_repairs)
+                                    [p.sampling.with_(seed=seed) for seed in seeds], max_repairs=p.max_repairs,
+                                    send=self.generate)
             pairs = [(value["problem"].strip(), value["solution"].strip()) if value is not None else None
                      for value, _ in answers]
             self.count("json_invalid", sum(value is None for value, _ in answers))

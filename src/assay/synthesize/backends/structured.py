@@ -8,7 +8,7 @@ so :func:`extract_json` looks for the first JSON value in the text before valida
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from assay.synthesize.backends.base import Completion, LLMBackend, LLMRequest, Message, SamplingParams
 
@@ -86,13 +86,16 @@ def parse_and_validate(text: str, schema: dict[str, Any]) -> tuple[Any, str | No
 
 
 def generate_json(backend: LLMBackend, conversations: list[list[Message]], schema: dict[str, Any],
-                  params: SamplingParams | list[SamplingParams], max_repairs: int = 2) -> list[tuple[Any, Completion]]:
+                  params: SamplingParams | list[SamplingParams], max_repairs: int = 2,
+                  send: Callable[[list[LLMRequest]], list[Completion]] | None = None) -> list[tuple[Any, Completion]]:
     """Answer each conversation with JSON following ``schema``; ``(value or None, last completion)`` per input.
 
     ``params`` is one for all or one per conversation. All first attempts go out as one batch, then all first
     repairs, and so on, so the HTTP backend stays concurrent. Repair ``k`` uses seed ``seed + k`` so that it is a
-    different (and still reproducible) request.
+    different (and still reproducible) request. ``send`` sends a batch (default ``backend.generate``; a synthesis
+    step passes its own ``generate``, which counts failures and waits out server outages).
     """
+    send = send or backend.generate
     per_request = params if isinstance(params, list) else [params] * len(conversations)
     if len(per_request) != len(conversations):
         raise ValueError("give one SamplingParams, or one per conversation")
@@ -103,7 +106,7 @@ def generate_json(backend: LLMBackend, conversations: list[list[Message]], schem
     for attempt in range(max_repairs + 1):
         if not pending:
             break
-        completions = backend.generate([
+        completions = send([
             LLMRequest.chat(histories[i], _attempt_params(per_request[i], attempt), json_schema=schema)
             for i in pending])
         still = []
