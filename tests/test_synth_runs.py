@@ -191,7 +191,7 @@ def test_self_instruct_that_gives_up_warns(tmp_path: Path) -> None:
 def test_self_instruct_keeps_concurrency_requests_in_flight(tmp_path: Path) -> None:
     """`concurrency: 8` used to be capped at 4 requests in flight by the default `prompts_per_round`."""
     reply = "Explain how rainbows form after a summer storm.\nOutput: Sunlight bends inside the raindrops."
-    with served("--engine", "fixed", "--reply", reply, "--latency", "0.2") as server:
+    with served("--engine", "fixed", "--reply", reply, "--latency", "1.0") as server:  # 8 overlap even when busy
         recipe, seeds = _self_instruct(tmp_path, server.url, concurrency=8, num_instructions=1, max_requests=8)
         assay_cli("run", str(recipe), "-i", str(seeds), "-o", str(tmp_path / "out"), "-w", "1", "--no-report")
         assert server.stats()["max_in_flight"] == 8

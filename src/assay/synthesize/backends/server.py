@@ -141,6 +141,9 @@ class OpenAICompatibleServer(ThreadingHTTPServer):
     """Serves ``backend`` over the OpenAI API on ``(host, port)``; ``port=0`` picks a free port."""
 
     daemon_threads = True
+    #: pending connections the kernel queues (socketserver's default of 5 dropped the 7th of 8 simultaneous
+    #: connections, which the client's TCP stack then retried a second later)
+    request_queue_size = 128
 
     def __init__(self, backend: LLMBackend, host: str = "127.0.0.1", port: int = 0,
                  faults: FaultPlan | None = None, log_path: str | None = None) -> None:
