@@ -135,7 +135,8 @@ def _conversations() -> list[Record]:
 
 def test_judge_score_with_the_local_model(tmp_path: Path) -> None:
     """Every answer of the local model parses, at the 64 tokens the evolve loop gives its judge: the schema's reason
-    fits in max_tokens and the grade is an enum (before: 1 of these 12 answers did not parse here; 2 of 12 in the field trial)."""
+    fits in max_tokens and the grade is an enum (before: 1 of these 12 answers did not parse here; 2 of 12 in the
+    field trial)."""
     records = _conversations() + [
         Record("c4", {"instruction": "Write a haiku about autumn.",
                       "output": "Leaves fall slowly down / red and gold upon the ground / autumn says goodbye"}),
@@ -229,7 +230,8 @@ def test_score_threshold_never_keeps_a_record_without_a_score(tmp_path: Path, tu
     out, sent = _judge_run(tmp_path, turtles, {"judge_score": {"min_score": 5, "samples": 2}}, ANSWERS)
     assert read_output(out) == []  # was: 4 of 4 kept with judge.samples 0
     rejected = _rejected(out)
-    assert len(rejected) == 4 and {(r["drop"]["step"], r["drop"]["reason"]) for r in rejected} == {("judge_score", "unparsed_verdict")}
+    assert len(rejected) == 4
+    assert {(r["drop"]["step"], r["drop"]["reason"]) for r in rejected} == {("judge_score", "unparsed_verdict")}
     assert all(r["signals"]["judge.samples"] == 0 and "judge.score" not in r["signals"] for r in rejected)
     stats = _step_stats(out)
     assert stats["drops"] == {"unparsed_verdict": 4}
@@ -249,7 +251,8 @@ def test_pairwise_require_consistent_never_keeps_an_unjudged_pair(tmp_path: Path
                                                                   turtles: LoopbackLLMServer) -> None:
     out, sent = _judge_run(tmp_path, turtles, {"judge_pairwise": {"require": "consistent"}}, PAIRS)
     assert read_output(out) == []  # was: 4 of 4 kept, no signals, no flag
-    assert {(r["drop"]["step"], r["drop"]["reason"]) for r in _rejected(out)} == {("judge_pairwise", "unparsed_verdict")}
+    drops = {(r["drop"]["step"], r["drop"]["reason"]) for r in _rejected(out)}
+    assert drops == {("judge_pairwise", "unparsed_verdict")}
     c = _step_stats(out)["counters"]
     assert c["unparsed"] == 8 and c["no_verdict"] == 4 and c["repair_prompts"] == 8 and c.get("verdicts", 0) == 0
     assert len(sent) == 16 and sum(len(b["messages"]) == 3 for b in sent) == 8
