@@ -137,11 +137,14 @@ def test_judge_score_with_the_local_model(tmp_path: Path) -> None:
     """Every answer of the local model parses, at the 64 tokens the evolve loop gives its judge: the schema's reason
     fits in max_tokens and the grade is an enum (before: 1 of these 12 answers did not parse here; 2 of 12 in the
     field trial)."""
-    records = _conversations() + [
-        Record("c4", {"instruction": "Write a haiku about autumn.",
-                      "output": "Leaves fall slowly down / red and gold upon the ground / autumn says goodbye"}),
-        Record("c5", {"instruction": "Explain what a black hole is to a ten year old.",
-                      "output": "A place in space where gravity pulls so hard that even light cannot get out."})]
+    def fresh() -> list[Record]:
+        return _conversations() + [
+            Record("c4", {"instruction": "Write a haiku about autumn.",
+                          "output": "Leaves fall slowly down / red and gold upon the ground / autumn says goodbye"}),
+            Record("c5", {"instruction": "Explain what a black hole is to a ten year old.",
+                          "output": "A place in space where gravity pulls so hard that even light cannot get out."})]
+
+    records = fresh()
     step = JudgeScore({"samples": 3, "seed": 2, "cache": str(tmp_path / "c.sqlite"),
                        "sampling": {"temperature": 0.7, "max_tokens": 64}})
     out = list(Pipeline([step]).run_records(records, StepContext(run_dir=tmp_path)))
@@ -153,6 +156,12 @@ def test_judge_score_with_the_local_model(tmp_path: Path) -> None:
         assert r.signals["judge.samples"] == 3
         assert 1 <= r.signals["judge.score"] <= 10 and 0 <= r.signals["judge.disagreement"] <= 1
         assert r.signals["judge.score_std"] == pytest.approx(r.signals["judge.disagreement"] * 4.5, abs=1e-3)
+    # the model call is deterministic (per-request seeds): a fresh cache, other requests before, the same grades
+    again = JudgeScore({**step.params.model_dump(exclude_unset=True), "cache": str(tmp_path / "other.sqlite")})
+    rerun = list(Pipeline([again]).run_records(list(reversed(fresh())), StepContext(run_dir=tmp_path)))
+    assert again.stats.counters["llm.calls"] == 12
+    assert {r.id: r.signals for r in rerun} == {r.id: r.signals for r in out}
+    assert not set(map(id, rerun)) & set(map(id, out))
 
 
 def test_pairwise_with_the_local_model_is_order_symmetric(tmp_path: Path) -> None:
