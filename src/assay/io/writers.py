@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import fsspec
-
 from assay.core.record import Record
 from assay.io.files import compression_of
+from assay.io.folder import Folder
 
 
 def extension(fmt: str) -> str:
@@ -19,11 +18,13 @@ def extension(fmt: str) -> str:
 
 
 class ShardWriter:
-    """Writes ``{prefix}-{k:04d}{ext}`` files in ``folder``; returns the final paths from :meth:`close`."""
+    """Writes ``{prefix}-{k:04d}{ext}`` files in ``folder`` (a :class:`Folder`, a local path or a URL); returns the
+    final paths (on the folder's filesystem) from :meth:`close`."""
 
-    def __init__(self, folder: str, prefix: str, fmt: str = "jsonl.gz", max_records: int = 100_000,
+    def __init__(self, folder: Folder | str, prefix: str, fmt: str = "jsonl.gz", max_records: int = 100_000,
                  max_bytes: int = 512 << 20) -> None:
-        self.fs, self.folder = fsspec.core.url_to_fs(folder)
+        folder = folder if isinstance(folder, Folder) else Folder(folder)
+        self.fs, self.folder = folder.fs, folder.path()
         self.fs.makedirs(self.folder, exist_ok=True)
         self.prefix, self.fmt = prefix, fmt
         self.max_records, self.max_bytes = max_records, max_bytes

@@ -12,6 +12,7 @@ import ctypes
 import fcntl
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import time
 from collections import Counter
@@ -20,12 +21,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import fsspec
 import orjson
 
 from assay.core.errors import AssayError
 from assay.core.extras import missing_module_message
 from assay.core.recipe import Recipe
+from assay.io.folder import Folder
 from assay.io.sources import Shard, plan_shards
 from assay.run import jobs
 from assay.run.jobs import Job, build, run_job, run_reduce
@@ -78,20 +79,24 @@ class Executor:
             shards = plan_shards(paths, recipe.input.format, recipe.input.shard_bytes)
         except (FileNotFoundError, ValueError) as e:
             raise AssayError(str(e)) from None
-        fs, root = fsspec.core.url_to_fs(output)
-        _make_output_folder(fs, root, output)
-        _refuse_unless_run_folder(fs, root)  # before the lock: a refused folder gets no .lock file either
-        lock = _lock(fs, root)
+        except ImportError as e:  # the fsspec backend of an input URL (s3fs for s3://)
+            raise AssayError(f"cannot read the input: {e}") from None
+        out = Folder(output)
+        self._check_output_filesystem(out)
+        _make_output_folder(out)
+        _refuse_unless_run_folder(out)  # before the lock: a refused folder gets no .lock file either
+        lock = _lock(out)
+        fs = out.fs
         try:
             recipe_dict = recipe.model_dump(mode="json")
-            self._check_or_start(fs, root, recipe, shards, overwrite)
+            self._check_or_start(out, recipe, shards, overwrite)
             _, steps, segments = build(recipe_dict)
             notes = [f"{step.name}: {note}" for step in steps for note in step.notes()]  # to stats.json and the card
             for note in notes if notify else ():
                 notify(note)
             results: list[dict[str, Any]] = []
             for k, seg in enumerate(segments):
-                todo = [Job(recipe_dict, output, k, len(segments), s, len(shards)) for s in shards]
+                todo = [Job(recipe_dict, out.url(), k, len(segments), s, len(shards)) for s in shards]
                 done = 0
                 label = _segment_label(k, segments)
 
@@ -110,41 +115,55 @@ class Executor:
                     if seg.reduce_after is not None:
                         if progress:
                             progress(f"reduce {seg.reduce_after.name}", done, len(todo), self.records_read())
-                        self.reduce(recipe_dict, output, k, len(shards))
+                        self.reduce(recipe_dict, out.url(), k, len(shards))
                 except ModuleNotFoundError as e:
                     raise AssayError(missing_module_message(e)) from None
             stats = _merge_stats(recipe, results, shards, len(segments), self.name, self.workers)
+            _check_outputs_exist(out, stats)
             stats["notes"] = notes
             stats["started"] = started.isoformat()
             stats["finished"] = datetime.now(timezone.utc).isoformat()
             stats["seconds"] = round(time.perf_counter() - t0, 3)
-            jobs._write_atomic(fs, f"{root}/stats.json", orjson.dumps(stats, option=orjson.OPT_INDENT_2))
-            _merge_errors(fs, root)
+            jobs._write_atomic(fs, out.path("stats.json"), orjson.dumps(stats, option=orjson.OPT_INDENT_2))
+            _merge_errors(out)
             return stats
         finally:
             self.close()
             _unlock(lock)
 
-    def _check_or_start(self, fs: Any, root: str, recipe: Recipe, shards: list[Shard], overwrite: bool) -> None:
+    def _check_output_filesystem(self, out: Folder) -> None:
+        """Every worker must see the output folder: an in-process filesystem (memory://) serves one process only."""
+        if not out.in_process or (self.name == "local" and self.workers == 1):
+            return
+        who = (f"{self.workers} worker processes" if self.name == "local"
+               else f"{self.name} tasks (other processes)")
+        raise AssayError(f"--output {out.display} lives in the memory of one process and {who} cannot write to it; "
+                         f"use -e local -w 1 or a folder on disk or object storage")
+
+    def _check_or_start(self, out: Folder, recipe: Recipe, shards: list[Shard], overwrite: bool) -> None:
         manifest = {"recipe": recipe.name, "fingerprint": recipe.fingerprint(),
                     "shards": [s.to_dict() for s in shards]}
-        path = f"{root}/_run.json"
+        fs = out.fs
+        path = out.path("_run.json")
         if fs.exists(path):
             old = orjson.loads(fs.cat_file(path))
             if old == manifest and not overwrite:
                 return  # resume
             if not overwrite:
                 what = "recipe" if old.get("fingerprint") != manifest["fingerprint"] else "input files"
-                raise AssayError(f"{root} holds a run with a different {what}; use a new --output folder or "
+                raise AssayError(f"{out.display} holds a run with a different {what}; use a new --output folder or "
                                  f"--overwrite to replace it")
-        names = _entries(fs, root)
-        _refuse_unless_run_folder(fs, root)
+        names = _entries(out)
+        _refuse_unless_run_folder(out)
         foreign = [n for n in names if not _is_run_entry(n)]
         if foreign:
-            raise AssayError(f"{root} holds an Assay run and files it did not write ({', '.join(foreign[:5])}); "
+            raise AssayError(f"{out.display} holds an Assay run and files it did not write ({', '.join(foreign[:5])}); "
                              f"move them away before --overwrite, or choose a new --output folder")
         for name in names:
-            fs.rm(f"{root}/{name}", recursive=True)
+            fs.rm(out.path(name), recursive=True)
+        state = jobs._local_path(out)  # a remote run's global-step state is on this machine: a new run starts afresh
+        if not out.is_local and state.exists():
+            shutil.rmtree(state)
         jobs._write_atomic(fs, path, orjson.dumps(manifest))
 
 
@@ -157,27 +176,39 @@ def _is_run_entry(name: str) -> bool:
     return name.startswith(("_", ".tmp-", "part-", "llm-cache.sqlite")) or name in _RUN_FILES
 
 
-def _entries(fs: Any, root: str) -> list[str]:
-    return sorted(n for n in (e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(root, detail=False)) if n != ".lock")
+def _entries(out: Folder) -> list[str]:
+    return [n for n in out.names() if n != ".lock"]
 
 
-def _refuse_unless_run_folder(fs: Any, root: str) -> None:
+def _refuse_unless_run_folder(out: Folder) -> None:
     """A folder that is neither empty nor an Assay run (no _run.json) is never written to nor deleted, not even
     with --overwrite."""
-    names = _entries(fs, root)
-    if names and not fs.exists(f"{root}/_run.json"):
+    names = _entries(out)
+    root = out.display
+    if names and not out.fs.exists(out.path("_run.json")):
         shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
         raise AssayError(f"{root} is not empty ({shown}) and holds no Assay run; choose an empty or new --output "
                          f"folder (--overwrite only replaces a previous Assay run)")
 
 
-def _make_output_folder(fs: Any, root: str, output: str) -> None:
-    if fs.isfile(root):
+def _make_output_folder(out: Folder) -> None:
+    output = out.display
+    if out.fs.isfile(out.root):
         raise AssayError(f"--output {output} is a file; give a folder (it is created if missing)")
     try:
-        fs.makedirs(root, exist_ok=True)
+        out.fs.makedirs(out.root, exist_ok=True)
     except OSError as e:
         raise AssayError(f"cannot create the --output folder {output}: {e.strerror or e}") from None
+
+
+def _check_outputs_exist(out: Folder, stats: dict[str, Any]) -> None:
+    """The output files the jobs reported must be in the output folder: a run whose files went elsewhere (a path
+    that lost its filesystem) fails instead of reporting success."""
+    present = {p.rsplit("/", 1)[-1] for p in out.glob("part-*")}
+    missing = [f for f in stats["output"]["files"] if f not in present]
+    if missing:
+        raise AssayError(f"{len(missing)} output files the run wrote are not in {out.display} "
+                         f"({', '.join(missing[:3])}); the output was written elsewhere")
 
 
 def _segment_label(k: int, segments: list[Any]) -> str:
@@ -276,16 +307,15 @@ def make_executor(name: str, workers: int, address: str | None = None) -> Execut
     raise AssayError(f"unknown executor {name!r}; expected 'local' or 'ray'")
 
 
-def _lock(fs: Any, root: str) -> Any:
-    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
-    if protocol not in ("file", "local"):
+def _lock(out: Folder) -> Any:
+    if not out.is_local:
         return None
-    f = open(Path(root) / ".lock", "w")
+    f = open(Path(out.root) / ".lock", "w")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.close()
-        raise RunLockedError(f"another run is writing to {root}") from None
+        raise RunLockedError(f"another run is writing to {out.root}") from None
     return f
 
 
@@ -348,12 +378,12 @@ def _merge_stats(recipe: Recipe, results: list[dict[str, Any]], shards: list[Sha
     }
 
 
-def _merge_errors(fs: Any, root: str) -> None:
-    files = sorted(fs.glob(f"{root}/_errors/*.jsonl"))
-    blob = b"".join(fs.cat_file(f) for f in files)
-    jobs._write_atomic(fs, f"{root}/errors.jsonl", blob)
+def _merge_errors(out: Folder) -> None:
+    blob = b"".join(out.fs.cat_file(f) for f in out.glob("_errors/*.jsonl"))
+    jobs._write_atomic(out.fs, out.path("errors.jsonl"), blob)
 
 
 def output_files(run_dir: str) -> list[str]:
-    fs, root = fsspec.core.url_to_fs(run_dir)
-    return sorted(p for p in fs.glob(f"{root}/part-*") if not os.path.basename(p).startswith("."))
+    """The output files of a run, as paths or URLs that name their filesystem."""
+    run = Folder(run_dir)
+    return [run.url_of(p) for p in run.glob("part-*") if not os.path.basename(p).startswith(".")]

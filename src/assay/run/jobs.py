@@ -20,7 +20,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-import fsspec
 import orjson
 
 from assay.core.errors import ErrorLog
@@ -28,6 +27,7 @@ from assay.core.pipeline import Pipeline, batched
 from assay.core.record import Record
 from assay.core.recipe import Recipe
 from assay.core.step import GlobalStep, Step, StepContext
+from assay.io.folder import Folder
 from assay.io.sources import Shard, read_shard
 from assay.io.writers import ShardWriter
 
@@ -86,8 +86,9 @@ def build(recipe_dict: dict[str, Any]) -> tuple[Recipe, list[Step], list[Segment
     return recipe, steps, segments
 
 
-def stage_dir(run_dir: str, segment: int) -> str:
-    return f"{run_dir}/_stages/s{segment}"
+def stage_dir(run: Folder, segment: int) -> Folder:
+    """Where segment ``segment`` leaves its records for the next one."""
+    return run.child("_stages", f"s{segment}")
 
 
 def _length_bin(n: int) -> int:
@@ -96,8 +97,9 @@ def _length_bin(n: int) -> int:
 
 def run_job(job: Job) -> dict[str, Any]:
     """Run one (segment, shard) job; returns its stats (also written as its marker)."""
-    fs, root = fsspec.core.url_to_fs(job.run_dir)
-    marker = f"{root}/_markers/{job.key}.json"
+    run = Folder(job.run_dir)
+    fs = run.fs
+    marker = run.path("_markers", f"{job.key}.json")
     if fs.exists(marker):
         return orjson.loads(fs.cat_file(marker))
 
@@ -106,17 +108,17 @@ def run_job(job: Job) -> dict[str, Any]:
     last = job.segment == job.num_segments - 1
     shard = job.shard
     prefix = f"part-{shard.index:05d}"
-    out_dir = root if last else f"{root}/_stages/s{job.segment}"
-    rej_dir = f"{root}/rejected"
+    out_dir = run if last else stage_dir(run, job.segment)
+    rej_dir = run.child("rejected")
     rej_prefix = f"part-{shard.index:05d}-s{job.segment}"
 
     # clear what a killed attempt may have left
     for folder, pre in ((out_dir, prefix + "-"), (rej_dir, rej_prefix + "-")):
-        for p in fs.glob(f"{folder}/{pre}*") + fs.glob(f"{folder}/.tmp-{pre}*"):
+        for p in folder.glob(f"{pre}*") + folder.glob(f".tmp-{pre}*"):
             fs.rm(p)
 
     errors = ErrorLog()
-    ctx = StepContext(run_dir=_local_path(job.run_dir), shard=shard.index, num_shards=job.num_shards,
+    ctx = StepContext(run_dir=_local_path(run), shard=shard.index, num_shards=job.num_shards,
                       worker=os.getpid(), errors=errors)
     pipeline = Pipeline([s for s, _ in seg.stages], reindex=False)
     pipeline.reset_stats()
@@ -138,9 +140,9 @@ def run_job(job: Job) -> dict[str, Any]:
             it = read_shard(shard, errors, text_key=inp.text_key, id_key=inp.id_key, modality=inp.modality,
                             warc_types=tuple(inp.warc_types))
         else:
-            prev = stage_dir(root, job.segment - 1)
-            files = sorted(fs.glob(f"{prev}/{prefix}-*.jsonl") + fs.glob(f"{prev}/{prefix}-*.tar"))
-            it = _read_stage(files, errors)
+            prev = stage_dir(run, job.segment - 1)
+            files = sorted(prev.glob(f"{prefix}-*.jsonl") + prev.glob(f"{prefix}-*.tar"))
+            it = _read_stage([prev.url_of(f) for f in files], errors)
         for r in it:
             read += 1
             if counter is not None and read % 64 == 0:
@@ -192,22 +194,23 @@ def run_job(job: Job) -> dict[str, Any]:
         "languages": dict(languages),
     }
     if errors.entries:
-        _write_atomic(fs, f"{root}/_errors/{job.key}.jsonl",
+        _write_atomic(fs, run.path("_errors", f"{job.key}.jsonl"),
                       b"".join(orjson.dumps(e) + b"\n" for e in errors.entries))
     _write_atomic(fs, marker, orjson.dumps(result))
     return result
 
 
 def run_reduce(recipe_dict: dict[str, Any], run_dir: str, segment: int, num_shards: int) -> None:
-    fs, root = fsspec.core.url_to_fs(run_dir)
-    marker = f"{root}/_markers/reduce-s{segment}.json"
+    run = Folder(run_dir)
+    fs = run.fs
+    marker = run.path("_markers", f"reduce-s{segment}.json")
     if fs.exists(marker):
         return
     _, _, segments = build(recipe_dict)
     step = segments[segment].reduce_after
     assert step is not None
     t0 = time.perf_counter()
-    step.reduce(StepContext(run_dir=_local_path(run_dir), shard=0, num_shards=num_shards))
+    step.reduce(StepContext(run_dir=_local_path(run), shard=0, num_shards=num_shards))
     _write_atomic(fs, marker, orjson.dumps({"step": step.name, "index": step.index,
                                             "seconds": round(time.perf_counter() - t0, 4)}))
 
@@ -229,14 +232,13 @@ def _write_atomic(fs: Any, path: str, data: bytes) -> None:
     fs.mv(tmp, path)
 
 
-def _local_path(run_dir: str):  # noqa: ANN202
-    """Global steps keep state on a local filesystem: the run folder when it is local, else a cache folder."""
+def _local_path(run: Folder):  # noqa: ANN202
+    """Global steps keep state on a local filesystem: the run folder when it is local, else a cache folder of this
+    machine (so all workers of a remote run must share one machine: local processes or single-node Ray)."""
     from pathlib import Path
 
-    fs, root = fsspec.core.url_to_fs(run_dir)
-    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
-    if protocol in ("file", "local"):
-        return Path(root)
+    if run.is_local:
+        return Path(run.root)
     import hashlib
 
-    return Path.home() / ".cache" / "assay" / "state" / hashlib.sha1(run_dir.encode()).hexdigest()[:16]
+    return Path.home() / ".cache" / "assay" / "state" / hashlib.sha1(run.url().encode()).hexdigest()[:16]

@@ -7,10 +7,10 @@ from __future__ import annotations
 import html
 from typing import Any
 
-import fsspec
 import orjson
 
 from assay.core.errors import AssayError, ErrorLog
+from assay.io.folder import Folder
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:980px;color:#1d2733;
@@ -68,14 +68,14 @@ def _fmt_len(b: int) -> str:
     return f"{n // 1000}k" if n >= 1000 else str(n)
 
 
-def _examples(fs: Any, files: list[str], n: int) -> list[Any]:
+def _examples(files: list[str], n: int) -> list[Any]:
+    """The first ``n`` records of ``files`` (paths or URLs)."""
     from assay.io.sources import plan_shards, read_shard
 
     out: list[Any] = []
     errors = ErrorLog()
     for f in files:
-        path = f if "://" in f else f
-        for shard in plan_shards([path], "auto", 0):
+        for shard in plan_shards([f], "auto", 0):
             for r in read_shard(shard, errors):
                 out.append(r)
                 if len(out) >= n:
@@ -156,17 +156,18 @@ def render(stats: dict[str, Any], kept: list[Any], rejected: list[Any]) -> str:
 
 
 def write_report(run_dir: str, examples: int = 5) -> str:
-    fs, root = fsspec.core.url_to_fs(run_dir)
-    path = f"{root}/stats.json"
+    """Write ``report.html`` into the run folder ``run_dir`` (a path or URL); returns its path or URL."""
+    run = Folder(run_dir)
+    fs = run.fs
+    path = run.path("stats.json")
     if not fs.exists(path):
         raise AssayError(f"{run_dir} has no stats.json: is it the output folder of a finished run?")
     stats = orjson.loads(fs.cat_file(path))
-    outs = [f"{run_dir}/{f}" for f in stats["output"]["files"]]
-    rej = sorted(fs.glob(f"{root}/rejected/part-*"))
-    kept = _examples(fs, outs, examples)
-    rejected = _examples(fs, rej, examples)
+    outs = [run.url(f) for f in stats["output"]["files"]]
+    rej = [run.url_of(p) for p in run.glob("rejected/part-*")]
+    kept = _examples(outs, examples)
+    rejected = _examples(rej, examples)
     page = render(stats, kept, rejected)
-    target = f"{root}/report.html"
-    with fs.open(target, "w", encoding="utf-8") as f:
+    with fs.open(run.path("report.html"), "w", encoding="utf-8") as f:
         f.write(page)
-    return target
+    return run.url("report.html")

@@ -1,0 +1,183 @@
+"""Runs on object storage: `assay run -i s3://… -o s3://…` against a real S3 server (moto's, a separate process on
+loopback), with credentials and endpoint from the usual AWS environment variables. Every file of a run (output,
+_stages/, rejected/, markers, stats, report) stays on S3; nothing lands on the local disk; memory:// is refused where
+worker processes cannot see it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from assay.core.record import stable_id
+from assay.core.recipe import Recipe
+from testutil import ROOT, SAMPLE, assay_cli, free_port, http_process, read_output
+
+QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
+WARCS = sorted(SAMPLE.glob("*.warc.gz"))[:2]  # two of the four bundled WARC files: two shards, a few seconds a run
+BUCKET = "assay-test"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A moto S3 server on a free port; the AWS_* variables point every client (this process and `assay run`
+    subprocesses) at it. Yields an s3fs filesystem; the bucket holds the WARC files under in/."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    # moto's server, without werkzeug's line per request: http_process keeps stderr for start-up errors, and a full
+    # pipe would stall the server mid-run
+    quiet = ("import logging, sys; logging.getLogger('werkzeug').setLevel(logging.ERROR); "
+             "from moto.server import main; main(sys.argv[1:])")
+    try:
+        with http_process([sys.executable, "-c", quiet, "-H", "127.0.0.1", "-p", str(port)],
+                          f"{endpoint}/moto-api/"):
+            import s3fs
+
+            fs = s3fs.S3FileSystem(skip_instance_cache=True)
+            fs.mkdir(BUCKET)
+            for w in WARCS:
+                fs.put(str(w), f"{BUCKET}/in/{w.name}")
+            yield fs
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """The same run on the local disk: what every S3 run must give."""
+    d = tmp_path_factory.mktemp("local")
+    for w in WARCS:
+        (d / "in").mkdir(exist_ok=True)
+        (d / "in" / w.name).write_bytes(w.read_bytes())
+    assay_cli("run", str(QUICKSTART), "-i", str(d / "in"), "-o", str(d / "out"), "-w", "2", "--no-report")
+    out = read_output(d / "out")
+    assert len(out) > 10
+    return out
+
+
+def _s3_ids(local: list[dict]) -> set[str]:
+    """The ids the local run's records get when their input file is read from the bucket (ids are of (source,
+    offset))."""
+    return {stable_id(f"s3://{BUCKET}/in/{Path(r['meta']['source']).name}", r["meta"]["offset"]) for r in local}
+
+
+def _same_records(got: list[dict], local: list[dict]) -> None:
+    def key(r: dict) -> tuple:
+        return Path(r["meta"]["source"]).name, r["meta"]["offset"]
+
+    def comparable(r: dict) -> tuple:
+        return key(r), r["hash"], r["content"], r["signals"], r["lineage"]
+
+    assert {r["id"] for r in got} == _s3_ids(local)
+    assert sorted(map(comparable, got)) == sorted(map(comparable, local))
+    assert all(r["meta"]["source"].startswith(f"s3://{BUCKET}/in/") for r in got)
+
+
+def _listing(fs, prefix: str) -> list[str]:  # noqa: ANN001
+    fs.invalidate_cache()
+    return [p.removeprefix(f"{BUCKET}/{prefix}/") for p in fs.find(f"{BUCKET}/{prefix}")]
+
+
+def _check_run_on_s3(fs, prefix: str, workdir: Path, local: list[dict]) -> dict:  # noqa: ANN001
+    files = _listing(fs, prefix)
+    assert "_run.json" in files and "stats.json" in files and "errors.jsonl" in files
+    assert any(f.startswith("_stages/s0/part-") for f in files)
+    assert any(f.startswith("rejected/part-") for f in files)
+    assert any(f.startswith("_markers/reduce-s0") for f in files)
+    assert list(workdir.iterdir()) == [], "the run wrote to the local disk"
+    _same_records(read_output(f"s3://{BUCKET}/{prefix}"), local)
+    stats = orjson.loads(fs.cat_file(f"{BUCKET}/{prefix}/stats.json"))
+    assert stats["output"]["records"] == len(local)
+    return stats
+
+
+def test_run_to_an_existing_s3_folder_keeps_every_file_on_s3(s3, local_run: list[dict], tmp_path: Path):
+    # the prefix exists as the S3 console makes folders: an empty "out/" object (was: _stages/ and rejected/ written
+    # to ./bucket/out on the local disk, "0 records", exit 0)
+    s3.pipe(f"{BUCKET}/existing/", b"")
+    p = assay_cli("run", str(QUICKSTART), "-i", f"s3://{BUCKET}/in/", "-o", f"s3://{BUCKET}/existing", "-w", "2",
+                  cwd=tmp_path)
+    assert f"{len(local_run)} records" in p.stderr
+    assert f"report: s3://{BUCKET}/existing/report.html" in p.stderr
+    _check_run_on_s3(s3, "existing", tmp_path, local_run)
+    assert "report.html" in _listing(s3, "existing")
+
+
+def test_run_to_a_new_s3_prefix(s3, local_run: list[dict], tmp_path: Path):
+    # was: FileNotFoundError from fs.ls on the prefix, a traceback
+    assay_cli("run", str(QUICKSTART), "-i", f"s3://{BUCKET}/in/", "-o", f"s3://{BUCKET}/new/run", "-w", "2",
+              "--no-report", cwd=tmp_path)
+    stats = _check_run_on_s3(s3, "new/run", tmp_path, local_run)
+    assert stats["input"]["files"] == len(WARCS)
+
+    # --overwrite with fewer inputs: the near-dedup state of the old run (kept on this machine for a remote run) goes
+    # too (was: "minhash_dedup: reduce expected the collect state of shards 0..0 …; unexpected shards: [1]")
+    one = f"s3://{BUCKET}/in/{WARCS[0].name}"
+    p = assay_cli("run", str(QUICKSTART), "-i", one, "-o", f"s3://{BUCKET}/new/run", "-w", "1", "--overwrite",
+                  "--no-report", cwd=tmp_path)
+    out = read_output(f"s3://{BUCKET}/new/run")
+    stats = orjson.loads(s3.cat_file(f"{BUCKET}/new/run/stats.json"))
+    assert stats["input"]["files"] == 1 and stats["output"]["records"] == len(out) > 0
+    assert {r["meta"]["source"] for r in out} == {one}
+    assert not any(f.startswith("_markers/s0-00001") for f in _listing(s3, "new/run"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ray_executor_writes_to_s3(s3, local_run: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from assay.run.executor import RayExecutor
+
+    monkeypatch.chdir(tmp_path)  # Ray's workers start in this folder: nothing may appear in it
+    stats = RayExecutor(2).run(Recipe.from_yaml(QUICKSTART), [f"s3://{BUCKET}/in/"], f"s3://{BUCKET}/ray")
+    assert stats["executor"] == "ray"
+    _check_run_on_s3(s3, "ray", tmp_path, local_run)
+
+
+def test_resume_on_s3_after_kill_gives_the_uninterrupted_output(s3, local_run: list[dict], tmp_path: Path):
+    exe = str(Path(sys.executable).parent / "assay")
+    proc = subprocess.Popen([exe, "run", str(QUICKSTART), "-i", f"s3://{BUCKET}/in/", "-o", f"s3://{BUCKET}/killed",
+                             "-w", "1", "--no-report"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp_path.parent / "killed.log", "w"), start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not any(f.startswith("_markers/s0-") for f in _listing(s3, "killed")):
+            assert proc.poll() is None and time.time() < deadline, "the run ended before its first job finished"
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    done = [f for f in _listing(s3, "killed") if f.startswith("_markers/")]
+    assert "stats.json" not in _listing(s3, "killed") and 1 <= len(done) < 2 * len(WARCS) + 1
+    assay_cli("run", str(QUICKSTART), "-i", f"s3://{BUCKET}/in/", "-o", f"s3://{BUCKET}/killed", "-w", "2",
+              "--no-report", cwd=tmp_path)
+    _check_run_on_s3(s3, "killed", tmp_path, local_run)
+
+
+def test_memory_output_works_in_one_process_and_is_refused_for_workers(tmp_path: Path):
+    name = f"assay-test-{uuid.uuid4().hex[:8]}"
+    args = ("run", str(QUICKSTART), "-i", str(WARCS[0]), "-o", f"memory://{name}")
+    # one process: the run writes into memory (was: a folder /NAME on the local disk)
+    p = assay_cli(*args, "-w", "1", cwd=tmp_path)
+    assert "records in 1 files" in p.stderr and f"report: memory:///{name}/report.html" in p.stderr
+    assert not Path(f"/{name}").exists() and list(tmp_path.iterdir()) == []
+    # worker processes cannot see this process's memory: a one-line error, nothing run
+    for more in (("-w", "2"), ("-e", "ray", "-w", "1")):
+        p = assay_cli(*args, *more, cwd=tmp_path, check=False)
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert "lives in the memory of one process" in p.stderr and "Traceback" not in p.stderr
+        assert not Path(f"/{name}").exists()
