@@ -181,3 +181,23 @@ def test_memory_output_works_in_one_process_and_is_refused_for_workers(tmp_path:
         assert p.returncode == 2, p.stdout + p.stderr
         assert "lives in the memory of one process" in p.stderr and "Traceback" not in p.stderr
         assert not Path(f"/{name}").exists()
+
+
+def test_unreachable_storage_is_a_one_line_error(s3, tmp_path: Path):
+    no_keys = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    no_keys["HOME"] = str(tmp_path)  # no ~/.aws profile either
+    no_keys["AWS_EC2_METADATA_DISABLED"] = "true"  # nor an EC2 instance role (botocore would ask for one)
+    # botocore retries a refused connection for half a minute: one attempt is enough here
+    wrong_port = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_MAX_ATTEMPTS": "1"}
+    cases = [
+        (["-i", f"s3://{BUCKET}/in/", "-o", str(tmp_path / "out")], no_keys,
+         f"cannot read the input s3://{BUCKET}/in/: Unable to locate credentials"),
+        (["-i", str(WARCS[0]), "-o", f"s3://{BUCKET}/nokeys"], no_keys,
+         f"cannot write to --output s3://{BUCKET}/nokeys: Unable to locate credentials"),
+        (["-i", str(WARCS[0]), "-o", f"s3://{BUCKET}/noserver"], wrong_port,
+         f"cannot write to --output s3://{BUCKET}/noserver: Could not connect to the endpoint URL"),
+    ]
+    for args, env, message in cases:
+        p = assay_cli("run", str(QUICKSTART), *args, "--no-report", env=env, cwd=tmp_path, check=False)
+        assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "bucket").exists()

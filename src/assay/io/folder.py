@@ -34,6 +34,17 @@ def filesystem(url: str) -> tuple[Any, str]:
         raise AssayError(f"cannot open {url}: {e}") from None
 
 
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What a filesystem raises when storage cannot be reached: OSError, and botocore's own errors (no credentials,
+    no endpoint), which s3fs lets through."""
+    errors: tuple[type[BaseException], ...] = (OSError,)
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return errors
+    return (*errors, BotoCoreError, ClientError)
+
+
 class Folder:
     """A folder and its filesystem. ``Folder("s3://b/out").child("_stages", "s0").url("part-0.jsonl")`` is
     ``s3://b/out/_stages/s0/part-0.jsonl``; a local folder's URLs are plain paths."""

@@ -26,7 +26,7 @@ import orjson
 from assay.core.errors import AssayError
 from assay.core.extras import missing_module_message
 from assay.core.recipe import Recipe
-from assay.io.folder import Folder
+from assay.io.folder import Folder, storage_errors
 from assay.io.sources import Shard, plan_shards
 from assay.run import jobs
 from assay.run.jobs import Job, build, run_job, run_reduce
@@ -81,10 +81,15 @@ class Executor:
             raise AssayError(str(e)) from None
         except ImportError as e:  # the fsspec backend of an input URL (s3fs for s3://)
             raise AssayError(f"cannot read the input: {e}") from None
+        except storage_errors() as e:  # no credentials, no endpoint, access denied
+            raise AssayError(f"cannot read the input {' '.join(paths)}: {_first_line(e)}") from None
         out = Folder(output)
         self._check_output_filesystem(out)
-        _make_output_folder(out)
-        _refuse_unless_run_folder(out)  # before the lock: a refused folder gets no .lock file either
+        try:
+            _make_output_folder(out)
+            _refuse_unless_run_folder(out)  # before the lock: a refused folder gets no .lock file either
+        except storage_errors() as e:
+            raise AssayError(f"cannot write to --output {output}: {_first_line(e)}") from None
         lock = _lock(out)
         fs = out.fs
         try:
@@ -199,6 +204,10 @@ def _make_output_folder(out: Folder) -> None:
         out.fs.makedirs(out.root, exist_ok=True)
     except OSError as e:
         raise AssayError(f"cannot create the --output folder {output}: {e.strerror or e}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _check_outputs_exist(out: Folder, stats: dict[str, Any]) -> None:
