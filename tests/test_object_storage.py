@@ -116,6 +116,11 @@ def test_run_to_an_existing_s3_folder_keeps_every_file_on_s3(s3, local_run: list
     assert f"report: s3://{BUCKET}/existing/report.html" in p.stderr
     _check_run_on_s3(s3, "existing", tmp_path, local_run)
     assert "report.html" in _listing(s3, "existing")
+    # inspect shows the run's output, not the first file below the prefix (a _stages/ record, before pii)
+    p = assay_cli("inspect", f"s3://{BUCKET}/existing", "-n", "1", "--full")
+    shown = orjson.loads(p.stdout)
+    assert shown["lineage"][-1]["step"] == "pii" and shown["id"] in {r["id"] for r in read_output(
+        f"s3://{BUCKET}/existing")}
 
 
 def test_run_to_a_new_s3_prefix(s3, local_run: list[dict], tmp_path: Path):

@@ -117,6 +117,19 @@ def steps(name: Optional[str] = typer.Argument(None, help="Show one step's param
         console.print(f"[yellow]not loaded:[/] {escape(mod)}: {escape(str(why))}")
 
 
+def _is_folder(path: str) -> bool:
+    """A local folder or a folder (prefix) on object storage."""
+    from assay.io.folder import Folder
+
+    if "://" not in path:
+        return os.path.isdir(path)
+    try:
+        folder = Folder(path)
+        return bool(folder.fs.isdir(folder.root))
+    except (AssayError, OSError):
+        return False
+
+
 @app.command()
 def inspect(
     path: str = typer.Argument(..., help="A data file (JSONL, Parquet, WARC) or a run folder."),
@@ -130,7 +143,7 @@ def inspect(
     if n < 1:
         _fail(f"-n must be at least 1 (got {n})")
     p = path
-    if os.path.isdir(p):
+    if _is_folder(p):
         from assay.run.executor import output_files
 
         files = output_files(p)
