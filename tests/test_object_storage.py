@@ -32,7 +32,9 @@ def s3(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": endpoint}
+           "AWS_ENDPOINT_URL": endpoint,
+           # the dedup state of remote runs (kept on this machine) goes to the test's folder, not ~/.cache
+           "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     # moto's server, without werkzeug's line per request: http_process keeps stderr for start-up errors, and a full

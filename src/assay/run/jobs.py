@@ -234,11 +234,12 @@ def _write_atomic(fs: Any, path: str, data: bytes) -> None:
 
 def _local_path(run: Folder):  # noqa: ANN202
     """Global steps keep state on a local filesystem: the run folder when it is local, else a cache folder of this
-    machine (so all workers of a remote run must share one machine: local processes or single-node Ray)."""
+    machine, under ``$XDG_CACHE_HOME`` (default ``~/.cache``), so all workers of a remote run must share one machine:
+    local processes or single-node Ray."""
+    import hashlib
     from pathlib import Path
 
     if run.is_local:
         return Path(run.root)
-    import hashlib
-
-    return Path.home() / ".cache" / "assay" / "state" / hashlib.sha1(run.url().encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "assay" / "state" / hashlib.sha1(run.url().encode()).hexdigest()[:16]
