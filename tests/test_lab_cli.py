@@ -135,7 +135,7 @@ def test_ladder_prints_the_whole_commands_time(tmp_path):
                   "--out", tmp_path / "lab")
     wall = time.perf_counter() - start
     printed = float(re.search(r"wrote .*?(\d+(?:\.\d+)?) s\b", out.output, re.S).group(1))
-    assert 0.9 * wall <= printed <= wall, (printed, wall, out.output[-400:])
+    assert 0.9 * wall <= printed <= wall + 0.05, (printed, wall, out.output[-400:])  # printed to 0.1 s
     data = orjson.loads((tmp_path / "lab" / "ladder.json").read_bytes())
     assert data["seconds"] < data["total_seconds"] <= wall
     assert data["placement_seconds"] > 0

@@ -58,8 +58,13 @@ class DownServer:
             time.sleep(0.05)
 
     def close(self) -> None:
+        # close() alone does not wake a thread blocked in accept() on Linux, and the port stays taken until it returns
+        # (the next server then fails with 'Address already in use'); shutdown() does wake it
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         self._thread.join(5)
+        assert not self._thread.is_alive(), "the down server still holds its port"
 
 
 def _recipe(tmp_path: Path, step: dict, **top) -> Path:
