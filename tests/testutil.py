@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -66,7 +67,9 @@ def free_port() -> int:
 def http_process(args: list[str], probe_url: str, *, timeout: float = 60, **popen):  # noqa: ANN003, ANN201
     """Start a server process, wait until ``probe_url`` answers, yield the process, stop it at the end; a process that
     dies or never answers fails with the end of its stderr."""
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
+    # stderr goes to a file, not a pipe: a server that logs every request would fill a pipe nobody reads and freeze
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, **popen)
     try:
         deadline = time.time() + timeout
         while True:
@@ -76,13 +79,15 @@ def http_process(args: list[str], probe_url: str, *, timeout: float = 60, **pope
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
                     proc.kill()
-                    raise RuntimeError("server did not start: "
-                                       + proc.stderr.read().decode(errors="replace")[-2000:]) from None
+                    proc.wait(20)
+                    err.seek(0)
+                    raise RuntimeError("server did not start: " + err.read().decode(errors="replace")[-2000:]) from None
                 time.sleep(0.2)
         yield proc
     finally:
         proc.terminate()
         proc.wait(20)
+        err.close()
 
 
 class LoopbackLLMServer:
