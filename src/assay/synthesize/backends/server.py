@@ -44,14 +44,18 @@ class EchoBackend(LLMBackend):
         super().__init__()
         self.latency = latency
 
+    def answer(self, request: LLMRequest) -> Completion:
+        last_message = (request.messages or (("", ""),))[-1][1]
+        source = request.prompt if request.prompt is not None else content_text(last_message)
+        words = source.split()[-request.params.max_tokens:]
+        return Completion(" ".join(words), "stop", len(source.split()), len(words), self.model)
+
     def generate(self, requests: list[LLMRequest], on_complete: OnComplete | None = None) -> list[Completion]:
         out = []
         for i, r in enumerate(requests):
             if self.latency:
                 time.sleep(self.latency)
-            source = r.prompt if r.prompt is not None else content_text((r.messages or (("", ""),))[-1][1])
-            words = source.split()[-r.params.max_tokens:]
-            c = Completion(" ".join(words), "stop", len(source.split()), len(words), self.model)
+            c = self.answer(r)
             self.usage.add(calls=1, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens)
             if on_complete is not None:
                 on_complete(i, c)
@@ -59,28 +63,18 @@ class EchoBackend(LLMBackend):
         return out
 
 
-class FixedReplyBackend(LLMBackend):
+class FixedReplyBackend(EchoBackend):
     """Answers every request with the same ``reply``, ignoring the prompt and any JSON schema."""
 
     kind = "fixed"
     model = "fixed"
 
     def __init__(self, reply: str, latency: float = 0.0) -> None:
-        super().__init__()
+        super().__init__(latency)
         self.reply = reply
-        self.latency = latency
 
-    def generate(self, requests: list[LLMRequest], on_complete: OnComplete | None = None) -> list[Completion]:
-        out = []
-        for i, r in enumerate(requests):
-            if self.latency:
-                time.sleep(self.latency)
-            c = Completion(self.reply, "stop", 0, len(self.reply.split()), self.model)
-            self.usage.add(calls=1, completion_tokens=c.completion_tokens)
-            if on_complete is not None:
-                on_complete(i, c)
-            out.append(c)
-        return out
+    def answer(self, request: LLMRequest) -> Completion:
+        return Completion(self.reply, "stop", 0, len(self.reply.split()), self.model)
 
 
 class FaultPlan:
