@@ -126,7 +126,7 @@ class PatchEvent(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[float] = mapped_column(Float, default=now)
-    # the signed hash chain (revision 0005; see assay.knowledge.eventlog): the acting user's key and signature over
+    # the signed hash chain (revision 0006; see assay.knowledge.eventlog): the acting user's key and signature over
     # the entry and the hash of the entry before it. NULL on events written before 0005 (a checkpoint covers them).
     key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
     signature: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -134,7 +134,7 @@ class PatchEvent(Base):
 
 
 class KeyCertificateRow(Base):
-    """A root-signed :class:`~assay.knowledge.trust.KeyCertificate` (revision 0005). Verifiers check the signature
+    """A root-signed :class:`~assay.knowledge.trust.KeyCertificate` (revision 0006). Verifiers check the signature
     against their pinned root keys: a row is worth nothing without it."""
 
     __tablename__ = "knowledge_certificates"
@@ -145,7 +145,7 @@ class KeyCertificateRow(Base):
 
 
 class KeyRevocationRow(Base):
-    """A root-signed :class:`~assay.knowledge.trust.KeyRevocation` (revision 0005)."""
+    """A root-signed :class:`~assay.knowledge.trust.KeyRevocation` (revision 0006)."""
 
     __tablename__ = "knowledge_revocations"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -155,7 +155,7 @@ class KeyRevocationRow(Base):
 
 
 class CheckpointRow(Base):
-    """A root-signed :class:`~assay.knowledge.trust.Checkpoint` of the event log (revision 0005)."""
+    """A root-signed :class:`~assay.knowledge.trust.Checkpoint` of the event log (revision 0006)."""
 
     __tablename__ = "knowledge_checkpoints"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
