@@ -4,11 +4,13 @@ HTTP clients."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -146,3 +148,15 @@ def sft_records(n: int, prefix: str = "s") -> list[Any]:
     from assay.core.record import Record
 
     return [Record(f"{prefix}{i}", {"prompt": f"Write a haiku about {i}."}, "conversation") for i in range(n)]
+
+
+@contextlib.contextmanager
+def annotate_server(db_path: Any) -> Iterator[str]:
+    """``assay annotate serve`` on a free loopback port over ``db_path`` in its own process; yields its base URL."""
+    from testutil import free_port, http_process
+
+    base = f"http://127.0.0.1:{free_port()}"
+    port = base.rsplit(":", 1)[1]
+    with http_process([sys.executable, "-m", "assay.annotate.cli", "serve", "--db", str(db_path), "--port", port,
+                       "--workers", "1"], base + "/healthz", env={**os.environ, "PYTHONUNBUFFERED": "1"}):
+        yield base

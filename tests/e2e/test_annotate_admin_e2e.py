@@ -4,12 +4,9 @@ annotator; an admin deactivates a logged-in annotator, whose open browser sessio
 
 from __future__ import annotations
 
-import os
-import sys
 
 import pytest
-from annotate_support import cheap_password_hashing
-from testutil import free_port, http_process
+from annotate_support import annotate_server, cheap_password_hashing
 
 from e2e.test_annotate_e2e import CHROMIUM, CHROMIUM_ARGS
 
@@ -70,10 +67,7 @@ def server(tmp_path_factory):
                 claim = workflow.next_assignment(s, rev, uid)
                 workflow.submit(s, rev, uid, claim.id, {"choice": "a"})
     db.dispose()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with http_process([sys.executable, "-m", "assay.annotate.cli", "serve", "--db", str(db_path), "--port", str(port),
-                       "--workers", "1"], base + "/healthz", env={**os.environ, "PYTHONUNBUFFERED": "1"}):
+    with annotate_server(db_path) as base:
         yield base, ids
 
 

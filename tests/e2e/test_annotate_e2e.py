@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
-from testutil import free_port, http_process
+from annotate_support import annotate_server
 
 CHROMIUM = Path(os.environ.get("ASSAY_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -42,10 +41,7 @@ def server(tmp_path):
         workflow.add_items(s, sft, [Record("demo-1", {"prompt": "Say hello in French."}, "conversation",
                                            lineage=lineage)])
     db.dispose()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with http_process([sys.executable, "-m", "assay.annotate.cli", "serve", "--db", str(db_path), "--port", str(port),
-                       "--workers", "1"], base + "/healthz", env={**os.environ, "PYTHONUNBUFFERED": "1"}):
+    with annotate_server(db_path) as base:
         yield base, db_path
 
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from testutil import free_port, http_process
+from annotate_support import annotate_server
 
 CHROMIUM = Path(os.environ.get("ASSAY_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -86,10 +85,7 @@ def server(tmp_path):
         path.write_bytes(b"".join(r.to_json() + b"\n" for r in records))
         assert workflow.import_records(db, name, [str(path)]).imported == 1
     db.dispose()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with http_process([sys.executable, "-m", "assay.annotate.cli", "serve", "--db", str(db_path), "--port", str(port),
-                       "--workers", "1"], base + "/healthz", env={**os.environ, "PYTHONUNBUFFERED": "1"}):
+    with annotate_server(db_path) as base:
         yield base, db_path
 
 
