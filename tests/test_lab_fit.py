@@ -102,13 +102,19 @@ def test_quality_law_sign_of_gamma_is_not_assumed():
     assert fit.params["gamma"] == pytest.approx(-0.4, abs=0.05)
 
 
-def test_quality_law_with_model_sizes():
+def quality_runs_with_model_sizes() -> tuple[QualityLaw, Runs]:
+    """Runs over 4 model sizes × 4 data sizes × 3 qualities from a known quality law, with 0.2% noise."""
     truth = QualityLaw(B=410.7, beta=0.28, gamma=0.5, E=1.69, A=406.4, alpha=0.34)
     rng = np.random.default_rng(4)
     grid = [(n, d, q) for n in np.logspace(7.5, 9.5, 4) for d in np.logspace(9, 11, 4) for q in (1.0, 0.7, 0.4)]
     N, D, Q = (np.array(c) for c in zip(*grid))
     L = truth.loss(D, Q, N) * np.exp(rng.normal(0, 0.002, len(N)))
-    fit = fit_quality(Runs(L, D, N=N, Q=Q), bootstrap=10)
+    return truth, Runs(L, D, N=N, Q=Q)
+
+
+def test_quality_law_with_model_sizes():
+    _, runs = quality_runs_with_model_sizes()
+    fit = fit_quality(runs, bootstrap=10)
     assert not fit.fixed_size
     assert fit.params["gamma"] == pytest.approx(0.5, abs=0.08)
     assert fit.params["alpha"] == pytest.approx(0.34, abs=0.05)

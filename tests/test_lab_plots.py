@@ -9,7 +9,8 @@ import pytest
 
 from assay.lab import plots
 from assay.lab.fit import Runs, fit_chinchilla, fit_data_constrained, fit_quality
-from assay.lab.laws import CHINCHILLA_2022, DataConstrainedLaw, QualityLaw
+from assay.lab.laws import CHINCHILLA_2022, DataConstrainedLaw
+from test_lab_fit import quality_runs_with_model_sizes
 
 
 def _rows(**cols: np.ndarray) -> list[dict[str, float]]:
@@ -39,12 +40,9 @@ def _assert_curves_follow_the_runs(result: dict, law, predict, keys: tuple[str, 
 def test_quality_fit_figure_draws_the_law_at_each_runs_model_size():
     """The user's case: `assay lab fit … --law quality` with runs that vary N drew curves at 420–680 against data at
     3.5–5 (the plot passed Q as N)."""
-    truth = QualityLaw(B=410.7, beta=0.28, gamma=0.5, E=1.69, A=406.4, alpha=0.34)
-    rng = np.random.default_rng(4)
-    grid = [(n, d, q) for n in np.logspace(7.5, 9.5, 4) for d in np.logspace(9, 11, 4) for q in (1.0, 0.7, 0.4)]
-    N, D, Q = (np.array(c) for c in zip(*grid))
-    L = truth.loss(D, Q, N) * np.exp(rng.normal(0, 0.002, len(N)))
-    fit = fit_quality(Runs(L, D, N=N, Q=Q), bootstrap=0)
+    _, runs = quality_runs_with_model_sizes()
+    N, D, Q, L = runs.N, runs.D, runs.Q, runs.loss
+    fit = fit_quality(runs, bootstrap=0)
     assert not fit.fixed_size
     result = {"fit": fit.to_dict(), "runs": _rows(N=N, D=D, Q=Q, loss=L)}
     law = fit.law_object()
