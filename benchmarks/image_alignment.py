@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))  # the image fixtures the tests use
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from assay.core.image_embeddings import get_image_text_embedder  # noqa: E402
+from assay.models.image_embeddings import get_image_text_embedder  # noqa: E402
 from assay.core.record import Record  # noqa: E402
 from assay.core.step import StepContext  # noqa: E402
 from assay.evolve.visual import train_reward_head  # noqa: E402

@@ -245,7 +245,7 @@ def bench_photos(tmp_path: Path, n: int, repeat: int) -> None:
 def bench_ocr() -> None:
     import statistics
 
-    from assay.core.image_embeddings import OcrTextEmbedder
+    from assay.models.image_embeddings import OcrTextEmbedder
     from image_text_fixtures import screenshot_image
 
     groups = {

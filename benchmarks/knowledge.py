@@ -379,7 +379,7 @@ def run_latency(args: argparse.Namespace) -> None:
                ("dense, query vector precomputed, ANN", "dense", True, "auto"),
                ("dense, query vector precomputed, exact", "dense", True, "off"),
                ("query embedding alone (ONNX Runtime)", None, False, "auto"))
-    from assay.core.embeddings import OnnxMiniLMBackend
+    from assay.models.embeddings import OnnxMiniLMBackend
 
     if not isinstance(index.query_encoder, OnnxMiniLMBackend):  # onnxruntime missing or its export failed
         configs = configs[:-1] + (("query embedding alone (torch)", None, False, "auto"),)

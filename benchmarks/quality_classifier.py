@@ -127,7 +127,7 @@ def _speed(fn, texts: list[str], repeat: int) -> dict[str, float]:  # noqa: ANN0
 
 
 def run_assay(backend_name: str, train: list[dict], held: list[dict], repeat: int) -> dict:
-    from assay.core.embeddings import get_backend
+    from assay.models.embeddings import get_backend
     from assay.harvest.quality import train_quality_model
 
     t = time.perf_counter()
@@ -200,7 +200,7 @@ def run_st_sklearn(train: list[dict], held: list[dict], repeat: int) -> dict:
     from sentence_transformers import SentenceTransformer
     from sklearn.linear_model import LogisticRegressionCV
 
-    from assay.core.embeddings import packaged_minilm_path
+    from assay.models.embeddings import packaged_minilm_path
 
     st = SentenceTransformer(str(packaged_minilm_path()), device="cpu", local_files_only=True)
     t = time.perf_counter()

@@ -61,7 +61,7 @@ def main() -> None:
     took = time.perf_counter() - started
     print(f"prepare (decode, shrink to {args.max_side}, JPEG): {args.images / took:.1f} images/s")
 
-    server = subprocess.Popen([sys.executable, "-m", "assay.synthesize.backends.server", "--engine", "vlm",
+    server = subprocess.Popen([sys.executable, "-m", "assay.models.llm.server", "--engine", "vlm",
                                "--port", "0", "--latency", str(args.latency)], stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     url = server.stdout.readline().split()[-1]

@@ -23,10 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from assay.synthesize.backends.base import LLMRequest, SamplingParams
-from assay.synthesize.backends.cache import CachedBackend, ResponseCache
-from assay.synthesize.backends.http import OpenAIBackend
-from assay.synthesize.backends.local import LlamaCppBackend, default_threads, llama_sampling_kwargs
+from assay.models.llm.base import LLMRequest, SamplingParams
+from assay.models.llm.cache import CachedBackend, ResponseCache
+from assay.models.llm.http import OpenAIBackend
+from assay.models.llm.local import LlamaCppBackend, default_threads, llama_sampling_kwargs
 
 TOPICS = ["the sea", "gravity", "bread", "volcanoes", "chess", "rainbows", "trains", "bees", "jazz", "glaciers",
           "clocks", "mushrooms", "kites", "copper", "owls", "tides"]
@@ -83,7 +83,7 @@ def bench_local(n: int, max_tokens: int, rounds: int, threads: int) -> None:
 
 
 def start_server(*args: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "assay.synthesize.backends.server", "--port", "0", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "assay.models.llm.server", "--port", "0", *args],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()

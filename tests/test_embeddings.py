@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from assay.core.embeddings import (HashedNgramBackend, SentenceTransformerBackend, backend_from_spec, get_backend,
+from assay.models.embeddings import (HashedNgramBackend, SentenceTransformerBackend, backend_from_spec, get_backend,
                                    minilm, ngram_hashes, packaged_minilm_path, resolve_device, token_hashes)
 
 TEXTS = [
@@ -101,7 +101,7 @@ def test_hashed_similarity_follows_shared_words():
 
 
 def test_hashed_is_stable_across_processes():
-    code = ("from assay.core.embeddings import HashedNgramBackend as H;"
+    code = ("from assay.models.embeddings import HashedNgramBackend as H;"
             "print(H(dim=1<<16).encode_sparse(['Stable hashes, across runs: ok?']).indices.tolist())")
     outs = set()
     for seed in ("1", "2"):
@@ -134,7 +134,7 @@ def test_spec_round_trip_and_version_guard():
 
 
 def test_import_stays_light():
-    code = ("import sys, assay.core.embeddings, assay.harvest.quality, assay.harvest.quality_cli;"
+    code = ("import sys, assay.models.embeddings, assay.harvest.quality, assay.harvest.quality_cli;"
             "heavy = ('torch', 'sentence_transformers', 'sklearn', 'transformers', 'scipy');"
             "print(sorted(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assay.core import embeddings
-from assay.core.embeddings import (OnnxMiniLMBackend, backend_from_spec, export_minilm_onnx, get_backend, minilm,
+from assay.models import embeddings
+from assay.models.embeddings import (OnnxMiniLMBackend, backend_from_spec, export_minilm_onnx, get_backend, minilm,
                                    packaged_minilm_path)
 from assay.knowledge.search import HybridIndex
 

@@ -101,7 +101,7 @@ def test_vendi_hand_checked() -> None:
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_vendi_on_real_embeddings_matches_the_package() -> None:
     vendi = pytest.importorskip("vendi_score.vendi")
-    from assay.core.embeddings import HashedNgramBackend
+    from assay.models.embeddings import HashedNgramBackend
 
     texts = ["a cat on a mat", "a dog on a log", "the stock market fell", "stocks fell sharply today",
              "write a poem", "compose a poem about rain", "a cat sat on the mat"]
@@ -130,7 +130,7 @@ def test_embedding_coverage_hand_checked() -> None:
 
 
 def test_collapse_metrics_see_a_collapsed_set() -> None:
-    from assay.core.embeddings import HashedNgramBackend
+    from assay.models.embeddings import HashedNgramBackend
 
     anchor = [f"topic {w} with detail {v} mark{w}{v}" for w in ("alpha", "beta", "gamma", "delta", "epsilon")
               for v in ("one", "two", "three")]
@@ -149,7 +149,7 @@ def test_collapse_metrics_see_a_collapsed_set() -> None:
 
 
 def test_hostile_texts_do_not_crash_the_metrics() -> None:
-    from assay.core.embeddings import HashedNgramBackend
+    from assay.models.embeddings import HashedNgramBackend
 
     texts = ["", None, "\ud800 lone surrogate", "x" * 200_000, "\x00\x01 control", "ok text here", 42]
     out = collapse_metrics(texts, ["anchor text", "", "another anchor"], HashedNgramBackend(dim=256))  # type: ignore[arg-type]
@@ -171,7 +171,7 @@ def _seed_instructions() -> list[str]:
 def test_a_random_sample_of_the_anchor_is_not_flagged_as_collapse() -> None:
     """The user's case: 10 random seed tasks scored against all 175 looked collapsed (Vendi 9.6 vs 98, tail recall
     0.04). Compared with anchor subsamples of the same size they must look like what they are: human data."""
-    from assay.core.embeddings import HashedNgramBackend
+    from assay.models.embeddings import HashedNgramBackend
 
     anchor = _seed_instructions()
     assert len(anchor) == 175
@@ -225,7 +225,7 @@ def _generations(anchor: list[str], n: int, seed: int) -> list[list[str]]:
 
 
 def test_a_bigram_model_retrained_on_its_own_output_is_flagged() -> None:
-    from assay.core.embeddings import HashedNgramBackend
+    from assay.models.embeddings import HashedNgramBackend
 
     anchor = _seed_instructions()
     gens = _generations(anchor, 5, seed=0)

@@ -15,7 +15,7 @@ from assay.core.pipeline import Pipeline
 from assay.core.record import Record
 from assay.core.step import StepContext
 from assay.evolve.judges import JudgePairwise, JudgeScore, PairVerdict, pair_of, parse_rating, parse_verdict
-from assay.synthesize.backends.base import Completion, LLMBackend, LLMRequest
+from assay.models.llm.base import Completion, LLMBackend, LLMRequest
 
 
 def test_parse_rating() -> None:

@@ -18,7 +18,7 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from assay.core import image_embeddings as ie  # noqa: E402
+from assay.models import image_embeddings as ie  # noqa: E402
 from image_text_fixtures import WORDS, make_tiny_clip, render_text_image, screenshot_image, shape_image  # noqa: E402,E501
 
 
@@ -125,7 +125,7 @@ def test_clip_batching_does_not_change_vectors_and_empty_caption_is_zero(tiny_cl
 def test_clip_spec_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ie.EmbedderUnavailable, match="no config.json"):
         ie.get_image_text_embedder(f"clip:{tmp_path}")
-    from assay.core.embeddings import packaged_minilm_path
+    from assay.models.embeddings import packaged_minilm_path
 
     text_only = ie.ClipEmbedder(packaged_minilm_path())  # a BERT folder: loads, but has no image tower
     with pytest.raises(ie.EmbedderUnavailable, match="not an image-text model"):

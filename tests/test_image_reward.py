@@ -13,7 +13,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from assay.core.image_embeddings import get_image_text_embedder, load_image  # noqa: E402
+from assay.models.image_embeddings import get_image_text_embedder, load_image  # noqa: E402
 from assay.core.record import Record  # noqa: E402
 from assay.core.step import REGISTRY, StepContext  # noqa: E402
 from assay.evolve.visual import (ImageReward, RewardHead, main, preference_of, preferences_from,  # noqa: E402

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from assay.core.embeddings import HashedNgramBackend, get_backend
+from assay.models.embeddings import HashedNgramBackend, get_backend
 from assay.core.record import Record
 from assay.core.step import REGISTRY, StepContext
 from assay.harvest.quality import (QualityFilter, QualityModel, QualityScore, QualitySelect, encode_labels,

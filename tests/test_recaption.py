@@ -17,10 +17,10 @@ from testutil import LoopbackLLMServer, assay_cli, read_output
 
 from assay.core.record import Record
 from assay.core.step import StepContext
-from assay.synthesize.backends.base import ImagePart, LLMRequest, SamplingParams
-from assay.synthesize.backends.cache import request_key
-from assay.synthesize.backends.local import LlamaCppBackend
-from assay.synthesize.backends.vlm_server import INJECTION_FOLLOWED
+from assay.models.llm.base import ImagePart, LLMRequest, SamplingParams
+from assay.models.llm.cache import request_key
+from assay.models.llm.local import LlamaCppBackend
+from assay.models.llm.vlm_server import INJECTION_FOLLOWED
 from assay.synthesize.recaption import DiffCaption, Recaption, keyframe_times, prepare_image, quote, spread
 from assay.synthesize.templates import load_template
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from testutil import assay_cli, write_jsonl
 
-from assay.synthesize.backends.server import EchoBackend, OpenAICompatibleServer, serve_in_thread
+from assay.models.llm.server import EchoBackend, OpenAICompatibleServer, serve_in_thread
 
 # A candidate solution that hunts for API keys in every environment and command line it can see and puts them in
 # its failure message (which becomes the error text stored in rejected/ and sent to the LLM for a repair).

@@ -18,13 +18,13 @@ import httpx
 import pytest
 from testutil import LoopbackLLMServer
 
-from assay.synthesize.backends import BackendConfig, make_backend
-from assay.synthesize.backends.base import (BackendError, Completion, LLMBackend, LLMRequest, OnComplete,
+from assay.models.llm import BackendConfig, make_backend
+from assay.models.llm.base import (BackendError, Completion, LLMBackend, LLMRequest, OnComplete,
                                             SamplingParams)
-from assay.synthesize.backends.cache import CachedBackend, ResponseCache, request_key
-from assay.synthesize.backends.http import OpenAIBackend
-from assay.synthesize.backends.local import LlamaCppBackend, default_model_path
-from assay.synthesize.backends.structured import chat_json, extract_json, generate_json, validation_error
+from assay.models.llm.cache import CachedBackend, ResponseCache, request_key
+from assay.models.llm.http import OpenAIBackend
+from assay.models.llm.local import LlamaCppBackend, default_model_path
+from assay.models.llm.structured import chat_json, extract_json, generate_json, validation_error
 
 PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
           "required": ["name", "age"]}
@@ -188,9 +188,9 @@ def test_failed_answers_are_not_cached(local: LlamaCppBackend, tmp_path: Path) -
 
 KILL_SCRIPT = r"""
 import sys
-from assay.synthesize.backends.base import LLMRequest, SamplingParams
-from assay.synthesize.backends.cache import CachedBackend, ResponseCache
-from assay.synthesize.backends.local import LlamaCppBackend
+from assay.models.llm.base import LLMRequest, SamplingParams
+from assay.models.llm.cache import CachedBackend, ResponseCache
+from assay.models.llm.local import LlamaCppBackend
 backend = CachedBackend(LlamaCppBackend(n_ctx=512), ResponseCache(sys.argv[1]))
 reqs = [LLMRequest.completion(f"Story {i}: once upon a time", SamplingParams(max_tokens=12, seed=i)) for i in range(8)]
 backend.generate(reqs, on_complete=lambda i, c: print("done", i, flush=True))

@@ -217,7 +217,7 @@ def test_oss_instruct_json_mode_waits_out_an_outage_too(tmp_path: Path) -> None:
     server that was down into records dropped as `no_problem`."""
     from assay.core.record import Record
     from assay.core.step import StepContext
-    from assay.synthesize.backends.base import BackendError
+    from assay.models.llm.base import BackendError
     from assay.synthesize.oss_instruct import OssInstruct
 
     port = free_port()

@@ -15,7 +15,7 @@ from assay.core.record import Record, derive_id
 from assay.core.recipe import Recipe
 from assay.core.errors import RecipeError
 from assay.core.step import REGISTRY, StepContext
-from assay.synthesize.backends.base import BackendError, Completion
+from assay.models.llm.base import BackendError, Completion
 from assay.synthesize.evol_instruct import METHODS, EvolInstruct, clean_evolution, content_words
 from assay.synthesize.oss_instruct import OssInstruct, language_of, parse_sections
 from assay.synthesize.rouge import RougeLIndex, rouge_l

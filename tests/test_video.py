@@ -270,7 +270,7 @@ def test_stitch_merges_a_take_split_by_a_flash_but_not_different_scenes(tmp_path
 
 def test_clip_alignment_ranks_the_true_caption_first(tmp_path: Path) -> None:
     """With the offline OCR+MiniLM model: the caption burnt into the frames is what the keyframes 'say'."""
-    from assay.core.image_embeddings import EmbedderUnavailable, get_image_text_embedder
+    from assay.models.image_embeddings import EmbedderUnavailable, get_image_text_embedder
 
     try:
         get_image_text_embedder("ocr")

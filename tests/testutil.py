@@ -91,11 +91,11 @@ def http_process(args: list[str], probe_url: str, *, timeout: float = 60, **pope
 
 
 class LoopbackLLMServer:
-    """``python -m assay.synthesize.backends.server --port 0 ARGS…`` in its own process: a real OpenAI-compatible
+    """``python -m assay.models.llm.server --port 0 ARGS…`` in its own process: a real OpenAI-compatible
     server on loopback (``--engine vlm`` for the vision test engine); ``url`` is its ``/v1`` base."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "assay.synthesize.backends.server", "--port", "0", *args],
+        self.proc = subprocess.Popen([sys.executable, "-m", "assay.models.llm.server", "--port", "0", *args],
                                      stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

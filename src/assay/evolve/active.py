@@ -124,7 +124,7 @@ class ActiveRouter:
 
     def _embed(self, records: Sequence[Record]) -> np.ndarray:
         if self.embedder is None:
-            from assay.core.embeddings import HashedNgramBackend
+            from assay.models.embeddings import HashedNgramBackend
 
             self.embedder = HashedNgramBackend(dim=4096)
         return self.embedder.encode([r.text for r in records])

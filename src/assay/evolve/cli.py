@@ -114,7 +114,7 @@ def metrics(
 
     emb = None
     if embedder != "none":
-        from assay.core.embeddings import get_backend
+        from assay.models.embeddings import get_backend
 
         emb = get_backend(embedder, dim=4096) if embedder == "hashed" else get_backend(embedder)
     result = collapse_metrics(texts(synthetic), texts(anchor), emb, n_boot=bootstrap,

@@ -392,7 +392,7 @@ def collapse_metrics(synthetic_texts: Sequence[str], anchor_texts: Sequence[str]
                      thresholds: CollapseThresholds = CollapseThresholds()) -> dict[str, Any]:
     """All the metrics for one synthetic set against its anchor, and the size-matched comparison that flags
     collapse (``size_matched``, see :func:`size_matched`; ``collapse`` is its verdict: true, false, or null when
-    the sets are too small to tell). ``embedder`` is an :class:`assay.core.embeddings.EmbeddingBackend` (none:
+    the sets are too small to tell). ``embedder`` is an :class:`assay.models.embeddings.EmbeddingBackend` (none:
     embedding metrics are left out). Sets larger than ``max_docs`` are subsampled (seeded) for the embedding,
     self-BLEU and size-matched metrics. The top-level values compare whole sets: read them next to the
     size-matched ones, never alone, when the sets differ in size."""

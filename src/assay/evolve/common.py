@@ -14,7 +14,7 @@ from pydantic import model_validator
 
 from assay.core.record import Record
 from assay.core.step import StepParams
-from assay.synthesize.backends.base import SamplingParams
+from assay.models.llm.base import SamplingParams
 from assay.synthesize.common import SynthesisStep, SynthParams, clean_text
 from assay.synthesize.templates import PromptTemplate, load_template
 

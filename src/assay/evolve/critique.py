@@ -32,7 +32,7 @@ from pydantic import Field
 from assay.core.record import Record, derive_id
 from assay.core.step import Batch, StepContext, StepParams
 from assay.evolve.common import EvolveLLMStep, EvolveParams, instruction_and_response
-from assay.synthesize.backends.base import LLMRequest, SamplingParams
+from assay.models.llm.base import LLMRequest, SamplingParams
 from assay.synthesize.common import clean_text, conversation
 
 

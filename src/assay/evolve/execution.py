@@ -44,7 +44,7 @@ from assay.core.record import Record, derive_id
 from assay.core.step import Batch, Step, StepContext, StepParams
 from assay.evolve.common import EvolveLLMStep, EvolveParams
 from assay.evolve.sandbox import DEFAULT_PYTHON, Limits, RunResult, Sandbox
-from assay.synthesize.backends.base import LLMRequest, SamplingParams
+from assay.models.llm.base import LLMRequest, SamplingParams
 from assay.synthesize.common import clean_text
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)

@@ -45,7 +45,7 @@ from pydantic import Field, model_validator
 from assay.core.record import Record
 from assay.core.step import Batch, StepContext, StepParams
 from assay.evolve.common import EvolveLLMStep, EvolveParams, instruction_and_response
-from assay.synthesize.backends.base import Completion, LLMRequest, SamplingParams
+from assay.models.llm.base import Completion, LLMRequest, SamplingParams
 from assay.synthesize.common import clean_text
 
 DEFAULT_CRITERIA = "helpfulness, correctness, relevance and clarity"
@@ -97,7 +97,7 @@ _VERDICT = [re.compile(r"\[\[\s*([ABC])\s*\]\]"),
 def _json_field(text: str, key: str, whole: bool) -> Any:
     """``key`` of the JSON object that is the whole answer (``whole``: code fences allowed, nothing else) or, in a
     lenient reading, of the first JSON object found in it."""
-    from assay.synthesize.backends.structured import NoJSON, extract_json, strip_fences
+    from assay.models.llm.structured import NoJSON, extract_json, strip_fences
 
     try:
         # strict=False: llama.cpp's JSON grammar lets a raw newline into a string, which is still a clear answer

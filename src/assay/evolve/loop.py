@@ -314,7 +314,7 @@ class EvolveLoop:
     @property
     def embedder(self) -> Any | None:
         if self._embedder is None and self.recipe.measure.embedder != "none":
-            from assay.core.embeddings import get_backend
+            from assay.models.embeddings import get_backend
 
             name = self.recipe.measure.embedder
             self._embedder = get_backend(name, dim=4096) if name == "hashed" else get_backend(name)

@@ -4,7 +4,7 @@ human preferences, and the step ``image_reward`` that scores records with it.
 ImageReward (Xu et al., 2023) and PickScore (Kirstain et al., 2023) learn "which of two images for this prompt do
 people prefer" as a Bradley-Terry model: ``P(a preferred to b | prompt) = sigmoid(r(a, prompt) - r(b, prompt))``,
 with ``r`` a small network on vision-language features. Here ``r`` reads the features of any
-:class:`~assay.core.image_embeddings.ImageTextEmbedder`::
+:class:`~assay.models.image_embeddings.ImageTextEmbedder`::
 
     z = [image vector, text vector, image * text (elementwise), cosine(image, text)]     (standardised)
     r = w . z                              (hidden = 0: a linear Bradley-Terry / logistic model)
@@ -279,7 +279,7 @@ class RewardHead:
 def _embed_unique(embedder: Any, images: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Vectors for ``images``, each distinct image embedded once; returns ``(vectors, ok mask)`` where undecodable
     images have ``ok = False`` and a zero row."""
-    from assay.core.image_embeddings import ImageDecodeError, load_image
+    from assay.models.image_embeddings import ImageDecodeError, load_image
 
     keys = [_key(im) for im in images]
     unique: dict[str, Any] = {}
@@ -308,7 +308,7 @@ def train_reward_head(rows: Iterable[Any], embedder: Any | str | None = None, *,
                       seed: int = 0) -> tuple[RewardHead, TrainReport]:
     """Train a reward head from image preference rows/records (see the module doc) on ``embedder``'s features (an
     embedder or a spec; default ``auto``). Pairs with an undecodable image are left out and counted."""
-    from assay.core.image_embeddings import get_image_text_embedder, resolve_spec
+    from assay.models.image_embeddings import get_image_text_embedder, resolve_spec
 
     spec = ""
     if embedder is None or isinstance(embedder, str):
@@ -356,7 +356,7 @@ class ImageReward(Step):
         self.embedder: Any = None
 
     def setup(self, ctx: StepContext) -> None:
-        from assay.core.image_embeddings import get_image_text_embedder
+        from assay.models.image_embeddings import get_image_text_embedder
 
         self.head = RewardHead.load(self.params.head)
         spec = self.params.model or self.head.embedder_spec or None

@@ -8,7 +8,7 @@ Two recipes from the literature, one mechanism (a linear head on text features):
 * **FineWeb-Edu style**: texts graded 0..5 by an LLM judge or by people; a ridge regression; the score is the
   predicted grade (FineWeb-Edu keeps documents scoring >= 3). Numeric labels.
 
-Features come from :mod:`assay.core.embeddings`: all-MiniLM-L6-v2 sentence embeddings (default; better on unseen
+Features come from :mod:`assay.models.embeddings`: all-MiniLM-L6-v2 sentence embeddings (default; better on unseen
 sources) or hashed word 1-2-grams (the light fastText-like backend; no torch, ~100x faster).
 
 A trained model is one ``.npz`` file (no pickle: it is safe to load a model someone sent you) holding the linear
@@ -39,7 +39,7 @@ import orjson
 import xxhash
 from pydantic import Field
 
-from assay.core.embeddings import EmbeddingBackend, HashedNgramBackend, backend_from_spec
+from assay.models.embeddings import EmbeddingBackend, HashedNgramBackend, backend_from_spec
 from assay.core.record import Record
 from assay.core.step import Batch, Filter, FilterParams, GlobalStep, Step, StepContext, StepParams
 

@@ -125,7 +125,7 @@ def train(
     dim: int = typer.Option(1 << 18, "--dim", help="Buckets of the hashed backend."),
 ) -> None:
     """Train a quality classifier: --positive/--negative (DCLM) or --labels (FineWeb-Edu); writes one file."""
-    from assay.core.embeddings import get_backend
+    from assay.models.embeddings import get_backend
     from assay.harvest.quality import train_quality_model
 
     if task not in ("auto", "binary", "regression"):

@@ -9,10 +9,10 @@
   scores every matching row inside SQLite), while numpy over posting arrays stays around a millisecond; and
   ``bm25s`` must rebuild its whole index on every change, which a service that publishes one patch at a time cannot
   afford. Postings grow by appending, so upserts are incremental.
-* **Dense**: every doc's text is embedded once with :mod:`assay.core.embeddings` (default: the offline MiniLM
+* **Dense**: every doc's text is embedded once with :mod:`assay.models.embeddings` (default: the offline MiniLM
   model; ``"hashed"`` needs no torch) into a float32 matrix; a query is one matrix-vector product (cosine, rows are
   unit length). Queries are embedded by the ONNX Runtime twin of the packaged MiniLM
-  (:class:`~assay.core.embeddings.OnnxMiniLMBackend`: the same vectors, about twice as fast per query on CPU) when
+  (:class:`~assay.models.embeddings.OnnxMiniLMBackend`: the same vectors, about twice as fast per query on CPU) when
   ``onnxruntime`` is installed and the export works; documents stay on the index's embedder (torch), so a snapshot
   of vectors stays valid whichever encoder embeds the queries.
 * **Approximate dense search** (``ann=``): above ``ann_threshold`` vectors (default 20,000) the dense side asks a
@@ -131,10 +131,10 @@ def to_epoch(value: Any) -> float | None:
 
 
 def _resolve_embedder(embedder: Any) -> Any:
-    """An :class:`~assay.core.embeddings.EmbeddingBackend` (or None for BM25 only) from the ``embedder`` argument:
+    """An :class:`~assay.models.embeddings.EmbeddingBackend` (or None for BM25 only) from the ``embedder`` argument:
     a backend, ``"auto"`` (MiniLM when the ``ml`` extra is installed, else hashed n-grams), ``"none"``, or any name
-    :func:`assay.core.embeddings.get_backend` knows."""
-    from assay.core import embeddings
+    :func:`assay.models.embeddings.get_backend` knows."""
+    from assay.models import embeddings
 
     if embedder is None or embedder == "none":
         return None
@@ -178,7 +178,7 @@ class HybridIndex:
 
     ``path``: a directory (created if missing) or None for an in-memory index. ``embedder``: ``"auto"``,
     ``"minilm"``, ``"hashed"``, ``"none"`` (BM25 only; ``dense`` and ``hybrid`` then fall back to BM25), a
-    sentence-transformers folder, or an :class:`~assay.core.embeddings.EmbeddingBackend`. ``ann``: ``"auto"``
+    sentence-transformers folder, or an :class:`~assay.models.embeddings.EmbeddingBackend`. ``ann``: ``"auto"``
     (approximate dense search from ``ann_threshold`` embedded slots on, when faiss is installed), ``"on"`` (at any
     size; faiss required) or ``"off"`` (always the exact scan); the attribute may be changed between queries.
     """
@@ -847,11 +847,11 @@ def _faiss_threads(faiss: Any, threads: int) -> Any:
 
 
 def _onnx_twin(embedder: Any) -> Any:
-    """The :class:`~assay.core.embeddings.OnnxMiniLMBackend` giving the same vectors as ``embedder``, loaded and
+    """The :class:`~assay.models.embeddings.OnnxMiniLMBackend` giving the same vectors as ``embedder``, loaded and
     ready, or None: only for the packaged MiniLM on torch (the twin gets the same max_seq_length), with onnxruntime
     installed. A failed
     export (no ``onnx`` package, an exporter error) warns and returns None, so search falls back to torch."""
-    from assay.core import embeddings
+    from assay.models import embeddings
 
     if not isinstance(embedder, embeddings.SentenceTransformerBackend) or not embeddings.onnx_runtime_available():
         return None

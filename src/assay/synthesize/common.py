@@ -25,8 +25,8 @@ from pydantic import Field, field_validator, model_validator
 from assay.core.errors import AssayError
 from assay.core.record import Record, derive_id
 from assay.core.step import Step, StepContext, StepParams
-from assay.synthesize.backends import BackendConfig, BackendError, LLMBackend, LLMRequest, cached, shared_backend
-from assay.synthesize.backends.base import Completion
+from assay.models.llm import BackendConfig, BackendError, LLMBackend, LLMRequest, cached, shared_backend
+from assay.models.llm.base import Completion
 from assay.synthesize.templates import PromptTemplate, load_template
 
 CACHE_FILE = "llm-cache.sqlite"

@@ -30,7 +30,7 @@ from typing import ClassVar, Iterable, Iterator, Literal
 from pydantic import Field, field_validator
 
 from assay.core.step import Batch, StepContext, StepParams
-from assay.synthesize.backends.base import LLMRequest, SamplingParams
+from assay.models.llm.base import LLMRequest, SamplingParams
 from assay.synthesize.common import SynthesisStep, SynthParams, conversation, instruction_of
 
 DEPTH_METHODS = ("add_constraints", "deepen", "concretize", "reasoning", "complicate_input")

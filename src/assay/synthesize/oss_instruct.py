@@ -25,8 +25,8 @@ from pydantic import Field
 
 from assay.core.record import Record
 from assay.core.step import Batch, StepContext, StepParams
-from assay.synthesize.backends.base import LLMRequest, SamplingParams
-from assay.synthesize.backends.structured import generate_json
+from assay.models.llm.base import LLMRequest, SamplingParams
+from assay.models.llm.structured import generate_json
 from assay.synthesize.common import SynthesisStep, SynthParams, clean_text, conversation
 
 EXTENSIONS = {".py": "python", ".js": "javascript", ".ts": "typescript", ".java": "java", ".c": "c", ".h": "c",

@@ -36,7 +36,7 @@ from pydantic import Field, model_validator
 
 from assay.core.record import Record
 from assay.core.step import Batch, StepContext, StepParams
-from assay.synthesize.backends.base import Completion, ImagePart, LLMRequest, SamplingParams
+from assay.models.llm.base import Completion, ImagePart, LLMRequest, SamplingParams
 from assay.synthesize.common import SynthesisStep, SynthParams, clean_text
 
 _LABEL = re.compile(r"^\s*(?:\*\*)?(?:dense\s+)?(?:caption|description)(?:\*\*)?\s*:\s*", re.IGNORECASE)
@@ -76,7 +76,7 @@ def prepare_image(data: bytes, max_side: int, quality: int) -> PreparedImage:
     is at most ``max_side`` (never enlarge), and re-encode it as JPEG (which also strips metadata)."""
     from PIL import Image, ImageOps
 
-    from assay.core.image_embeddings import flatten_alpha
+    from assay.models.image_embeddings import flatten_alpha
 
     try:
         with Image.open(io.BytesIO(data)) as opened:

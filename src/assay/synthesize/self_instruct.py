@@ -40,7 +40,7 @@ from pydantic import Field
 
 from assay.core.record import Record, derive_id
 from assay.core.step import Batch, StepContext, StepParams
-from assay.synthesize.backends.base import Completion, LLMRequest, SamplingParams
+from assay.models.llm.base import Completion, LLMRequest, SamplingParams
 from assay.synthesize.common import (SynthesisError, SynthesisStep, SynthParams, clean_text, conversation,
                                      instruction_of)
 from assay.synthesize.rouge import RougeLIndex

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from assay.core.record import Record
 from assay.core.step import Batch, StepContext, StepParams
-from assay.synthesize.backends.base import LLMRequest, SamplingParams
+from assay.models.llm.base import LLMRequest, SamplingParams
 from assay.synthesize.common import SynthesisStep, SynthParams, clean_text
 
 _NUMBERED = re.compile(r"(?:^|\n)[ \t]*(?:\*\*)?(?:exercise[ \t]*)?\d{1,2}[.):](?:\*\*)?[ \t]+", re.IGNORECASE)

@@ -3,10 +3,10 @@
 LAION-400M and LAION-5B kept a Common Crawl image with its alt-text only when the cosine similarity of their CLIP
 ViT-B/32 embeddings was at least 0.28: the cheapest strong signal that a caption describes its image. The step
 ``image_text_alignment`` computes that cosine for every ``image_text`` record with any
-:class:`~assay.core.image_embeddings.ImageTextEmbedder` (``model`` param: ``auto``, ``clip:/path``,
+:class:`~assay.models.image_embeddings.ImageTextEmbedder` (``model`` param: ``auto``, ``clip:/path``,
 ``openai:URL#model``, ``ocr``), writes it to ``signals["clip.score"]`` and drops (or, with ``action: flag``, marks)
 pairs under the threshold. The threshold defaults to the documented value for the model family (0.28 for
-ViT-B/32; see :data:`~assay.core.image_embeddings.DEFAULT_THRESHOLDS`).
+ViT-B/32; see :data:`~assay.models.image_embeddings.DEFAULT_THRESHOLDS`).
 
 Records are embedded a batch at a time. A record with no image, an undecodable image or an empty caption is not
 scored; it is dropped (or flagged) with the reason ``no_image``, ``missing_image_file``, ``corrupt_image`` (the
@@ -73,7 +73,7 @@ class AlignmentFilter(Filter):
                 f"images; {what} (set ASSAY_IMAGE_TEXT_MODEL=clip:/path/to/model for CLIP scores)"]
 
     def setup(self, ctx: StepContext) -> None:
-        from assay.core.image_embeddings import default_threshold, get_image_text_embedder
+        from assay.models.image_embeddings import default_threshold, get_image_text_embedder
 
         p = self.params
         self.embedder = get_image_text_embedder(p.model, batch_size=p.batch_size, device=p.device)
@@ -115,7 +115,7 @@ class AlignmentFilter(Filter):
 
 def _auto_is_ocr(model: str | None) -> bool:
     """Whether ``model`` is ``auto`` and resolves here to the OCR stand-in (cheap: no model is loaded)."""
-    from assay.core.image_embeddings import EmbedderUnavailable, resolve_spec
+    from assay.models.image_embeddings import EmbedderUnavailable, resolve_spec
 
     if (model or "auto").strip() != "auto":
         return False
@@ -135,7 +135,7 @@ class ImageTextAlignment(AlignmentFilter):
     Params: ClassVar = ImageTextAlignmentParams
 
     def score_batch(self, batch: Batch) -> None:
-        from assay.core.image_embeddings import ImageDecodeError, load_image
+        from assay.models.image_embeddings import ImageDecodeError, load_image
         from assay.harvest.image.common import ImageProblem, image_bytes
 
         if self.embedder is None:

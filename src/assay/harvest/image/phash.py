@@ -44,10 +44,10 @@ _WEIGHTS = (1 << np.arange(HASH_SIZE * HASH_SIZE - 1, -1, -1, dtype=np.uint64)).
 
 def phash_input(image: "Image.Image") -> np.ndarray:
     """The 32×32 grey pixels the hash is computed from (as imagehash: ``convert("L")`` then a Lanczos resize), after
-    composing an image with transparency onto white (:func:`~assay.core.image_embeddings.flatten_alpha`)."""
+    composing an image with transparency onto white (:func:`~assay.models.image_embeddings.flatten_alpha`)."""
     from PIL import Image
 
-    from assay.core.image_embeddings import flatten_alpha
+    from assay.models.image_embeddings import flatten_alpha
 
     grey = flatten_alpha(image).convert("L")
     return np.asarray(grey.resize((IMG_SIZE, IMG_SIZE), Image.Resampling.LANCZOS), dtype=np.float64)

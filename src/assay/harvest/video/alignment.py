@@ -1,7 +1,7 @@
 """``video_clip_alignment``: does a clip's caption describe it? Cosine of keyframe and caption embeddings.
 
 Each clip's keyframes (``video_keyframes``) and its caption (the source's sidecar caption, or one written by
-``recaption``/``diff_caption``) are embedded with an :class:`~assay.core.image_embeddings.ImageTextEmbedder`
+``recaption``/``diff_caption``) are embedded with an :class:`~assay.models.image_embeddings.ImageTextEmbedder`
 (``model``: ``auto``, ``clip:/path``, ``openai:URL#model``, ``ocr``). The clip's score is the mean (or max, with
 ``reduce: max``) of the caption's cosine with each keyframe, written to ``signals["clip.score"]`` (the same signal
 as ``image_text_alignment``), the per-keyframe values to ``signals["clip.keyframe_scores"]``. Clips under the
@@ -45,7 +45,7 @@ class VideoClipAlignment(AlignmentFilter):
     Params: ClassVar = VideoClipAlignmentParams
 
     def score_batch(self, batch: Batch) -> None:
-        from assay.core.image_embeddings import ImageDecodeError, load_image
+        from assay.models.image_embeddings import ImageDecodeError, load_image
 
         if self.embedder is None:
             self.setup(StepContext())

@@ -55,7 +55,7 @@ class VideoStitch(Step):
         self.embedder: Any = None
 
     def setup(self, ctx: StepContext) -> None:
-        from assay.core.image_embeddings import get_image_text_embedder
+        from assay.models.image_embeddings import get_image_text_embedder
 
         self.embedder = get_image_text_embedder(self.params.model)  # type: ignore[attr-defined]
 
@@ -82,7 +82,7 @@ class VideoStitch(Step):
             yield out
 
     def _stitch(self, clips: list[Record], ctx: StepContext) -> list[Record]:
-        from assay.core.image_embeddings import ImageDecodeError
+        from assay.models.image_embeddings import ImageDecodeError
 
         p: VideoStitchParams = self.params  # type: ignore[assignment]
         clips = sorted(clips, key=lambda r: float(r.content["start"]))
