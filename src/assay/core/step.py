@@ -54,11 +54,17 @@ class StepContext:
     num_shards: int = 1
     worker: int = 0
     errors: ErrorLog = field(default_factory=ErrorLog)
+    # where global steps keep their state on this machine (default: run_dir/_state); the executor points it at the
+    # run's shared state folder, or at a local copy it syncs with one on object storage (assay.run.step_state)
+    state_root: Path | None = None
 
     def state_dir(self, step: "Step", index: int) -> Path:
         """A folder shared by all shards of this run for ``step`` (global steps keep per-shard state here)."""
-        base = self.run_dir if self.run_dir is not None else Path(".assay-state")
-        d = base / "_state" / f"{index:02d}-{step.name}"
+        if self.state_root is not None:
+            base = self.state_root
+        else:
+            base = (self.run_dir if self.run_dir is not None else Path(".assay-state")) / "_state"
+        d = base / f"{index:02d}-{step.name}"
         d.mkdir(parents=True, exist_ok=True)
         return d
 
@@ -226,6 +232,11 @@ class GlobalStep(Step):
 
     def apply(self, batches: Iterable[Batch], ctx: StepContext) -> Iterator[Batch]:
         yield from batches
+
+    def apply_state(self, shard: int) -> list[str] | None:
+        """Names (globs) of the state files :meth:`apply` reads for ``shard``, when the state is on object storage
+        and each job fetches what it needs; ``None``: every file :meth:`reduce` wrote."""
+        return None
 
     def process(self, batches: Iterable[Batch], ctx: StepContext) -> Iterator[Batch]:
         """In-process use (a single shard, e.g. from a notebook): collect, reduce, apply."""
