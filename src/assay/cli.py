@@ -34,6 +34,10 @@ def run(
     workers: int = typer.Option(max(1, (os.cpu_count() or 1)), "--workers", "-w", help="Worker processes."),
     executor: str = typer.Option("local", "--executor", "-e", help="local or ray."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: local)."),
+    ray_env: list[str] = typer.Option([], "--ray-env", help="Environment variable of this shell to pass to the Ray "
+                                      "tasks, e.g. AWS_ACCESS_KEY_ID (repeatable; comma-separated names too)."),
+    state_dir: Optional[str] = typer.Option(None, "--state-dir", help="Where global steps (dedup) keep their state "
+                                            "(local path or fsspec URI every worker sees; default OUT/_state)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --output."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html when done."),
 ) -> None:
@@ -50,9 +54,10 @@ def run(
         interval = DEFAULT_INTERVAL
     try:
         r = Recipe.from_yaml(recipe)
-        ex = make_executor(executor, workers, ray_address)
+        names = [n.strip() for v in ray_env for n in v.split(",") if n.strip()]
+        ex = make_executor(executor, workers, ray_address, names)
         with progress_display(console, interval, ex.records_read) as progress:
-            stats = ex.run(r, input, output, overwrite=overwrite, progress=progress,
+            stats = ex.run(r, input, output, overwrite=overwrite, progress=progress, state_dir=state_dir,
                            notify=lambda note: console.print(f"note: {escape(note)}", soft_wrap=True))
     except AssayError as e:
         _fail(str(e))

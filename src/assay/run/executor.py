@@ -3,7 +3,8 @@
 Both run the same jobs (:mod:`assay.run.jobs`), so both give the same records. The executor plans shards, checks
 that an existing run folder holds the same recipe and inputs (then resumes it), runs segment by segment (with a
 global step's ``reduce`` between segments), and finally merges the per-job stats into ``stats.json`` and the
-per-job error logs into ``errors.jsonl``.
+per-job error logs into ``errors.jsonl``. A job that fails on storage (no credentials, a missing bucket, access
+denied) or loses its worker stops the run with one line naming the job; a rerun resumes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +32,7 @@ from assay.io.folder import Folder, storage_errors
 from assay.io.sources import Shard, plan_shards
 from assay.run import jobs
 from assay.run.jobs import Job, build, run_job, run_reduce
+from assay.run.step_state import state_folder
 
 ProgressFn = Callable[[str, int, int, int], None]  # (phase description, shards done, shards total, records read)
 
@@ -58,8 +61,12 @@ class Executor:
     def map_jobs(self, jobs_: list[Job], on_done: Callable[[dict[str, Any]], None], progress: Callable[[], None]) -> None:
         raise NotImplementedError
 
-    def reduce(self, recipe: dict[str, Any], run_dir: str, segment: int, num_shards: int) -> None:
-        run_reduce(recipe, run_dir, segment, num_shards)
+    def reduce(self, recipe: dict[str, Any], run_dir: str, segment: int, num_shards: int,
+               state_url: str | None = None) -> None:
+        try:
+            run_reduce(recipe, run_dir, segment, num_shards, state_url)
+        except Exception as e:
+            raise _job_failure(e, f"reduce after segment {segment + 1}") from None
 
     def close(self) -> None:
         pass
@@ -69,7 +76,10 @@ class Executor:
 
     # the shared part ----------------------------------------------------------------------------------------
     def run(self, recipe: Recipe, inputs: list[str], output: str, *, overwrite: bool = False,
-            progress: ProgressFn | None = None, notify: Callable[[str], None] | None = None) -> dict[str, Any]:
+            progress: ProgressFn | None = None, notify: Callable[[str], None] | None = None,
+            state_dir: str | None = None) -> dict[str, Any]:
+        """Run ``recipe`` over ``inputs`` into the folder ``output``. The global steps keep their state in
+        ``output/_state/``, or under ``state_dir`` (any fsspec URL every worker sees)."""
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         paths = inputs or recipe.input.paths
@@ -84,24 +94,32 @@ class Executor:
         except storage_errors() as e:  # no credentials, no endpoint, access denied
             raise AssayError(f"cannot read the input {' '.join(paths)}: {_first_line(e)}") from None
         out = Folder(output)
-        self._check_output_filesystem(out)
+        self._check_shared_filesystem(out, "--output")
         try:
             _make_output_folder(out)
             _refuse_unless_run_folder(out)  # before the lock: a refused folder gets no .lock file either
         except storage_errors() as e:
             raise AssayError(f"cannot write to --output {output}: {_first_line(e)}") from None
+        explicit_state = state_folder(out, state_dir) if state_dir else None
+        if explicit_state is not None:
+            self._check_shared_filesystem(explicit_state, "--state-dir")
+            try:
+                explicit_state.fs.makedirs(explicit_state.root, exist_ok=True)
+            except storage_errors() as e:
+                raise AssayError(f"cannot write to --state-dir {state_dir}: {_first_line(e)}") from None
         lock = _lock(out)
         fs = out.fs
         try:
             recipe_dict = recipe.model_dump(mode="json")
-            self._check_or_start(out, recipe, shards, overwrite)
+            self._check_or_start(out, recipe, shards, overwrite, explicit_state)
             _, steps, segments = build(recipe_dict)
             notes = [f"{step.name}: {note}" for step in steps for note in step.notes()]  # to stats.json and the card
             for note in notes if notify else ():
                 notify(note)
             results: list[dict[str, Any]] = []
             for k, seg in enumerate(segments):
-                todo = [Job(recipe_dict, out.url(), k, len(segments), s, len(shards)) for s in shards]
+                todo = [Job(recipe_dict, out.url(), k, len(segments), s, len(shards), state_url=state_dir)
+                        for s in shards]
                 done = 0
                 label = _segment_label(k, segments)
 
@@ -120,7 +138,7 @@ class Executor:
                     if seg.reduce_after is not None:
                         if progress:
                             progress(f"reduce {seg.reduce_after.name}", done, len(todo), self.records_read())
-                        self.reduce(recipe_dict, out.url(), k, len(shards))
+                        self.reduce(recipe_dict, out.url(), k, len(shards), state_dir)
                 except ModuleNotFoundError as e:
                     raise AssayError(missing_module_message(e)) from None
             stats = _merge_stats(recipe, results, shards, len(segments), self.name, self.workers)
@@ -136,16 +154,18 @@ class Executor:
             self.close()
             _unlock(lock)
 
-    def _check_output_filesystem(self, out: Folder) -> None:
-        """Every worker must see the output folder: an in-process filesystem (memory://) serves one process only."""
-        if not out.in_process or (self.name == "local" and self.workers == 1):
+    def _check_shared_filesystem(self, folder: Folder, option: str) -> None:
+        """Every worker must see the output (and state) folder: an in-process filesystem (memory://) serves one
+        process only."""
+        if not folder.in_process or (self.name == "local" and self.workers == 1):
             return
         who = (f"{self.workers} worker processes" if self.name == "local"
                else f"{self.name} tasks (other processes)")
-        raise AssayError(f"--output {out.display} lives in the memory of one process and {who} cannot write to it; "
-                         f"use -e local -w 1 or a folder on disk or object storage")
+        raise AssayError(f"{option} {folder.display} lives in the memory of one process and {who} cannot write to "
+                         f"it; use -e local -w 1 or a folder on disk or object storage")
 
-    def _check_or_start(self, out: Folder, recipe: Recipe, shards: list[Shard], overwrite: bool) -> None:
+    def _check_or_start(self, out: Folder, recipe: Recipe, shards: list[Shard], overwrite: bool,
+                        explicit_state: Folder | None = None) -> None:
         manifest = {"recipe": recipe.name, "fingerprint": recipe.fingerprint(),
                     "shards": [s.to_dict() for s in shards]}
         fs = out.fs
@@ -166,9 +186,13 @@ class Executor:
                              f"move them away before --overwrite, or choose a new --output folder")
         for name in names:
             fs.rm(out.path(name), recursive=True)
-        state = jobs._local_path(out)  # a remote run's global-step state is on this machine: a new run starts afresh
-        if not out.is_local and state.exists():
-            shutil.rmtree(state)
+        # a new run starts afresh: the state of global steps in --state-dir (in the run folder it went with the
+        # rest), and what steps keep beside a remote run on this machine (the synthesis response cache)
+        if explicit_state is not None and explicit_state.fs.exists(explicit_state.root):
+            explicit_state.fs.rm(explicit_state.root, recursive=True)
+        here = jobs._local_path(out)
+        if not out.is_local and here.exists():
+            shutil.rmtree(here)
         jobs._write_atomic(fs, path, orjson.dumps(manifest))
 
 
@@ -220,6 +244,50 @@ def _check_outputs_exist(out: Folder, stats: dict[str, Any]) -> None:
                          f"({', '.join(missing[:3])}); the output was written elsewhere")
 
 
+def _job_label(job: Job) -> str:
+    return f"job {job.key} (segment {job.segment + 1}/{job.num_segments}, {job.shard.describe()})"
+
+
+def _job_failure(e: BaseException, what: str) -> BaseException:
+    """What the user sees when a job (or a reduce) fails: one line for storage errors (no credentials, a missing
+    bucket, access denied), Assay's own errors and lost workers, naming the job; any other exception (a bug) as it
+    is, with its traceback. A Ray task's exception is unwrapped to its cause."""
+    where = ""
+    cause: BaseException = e
+    ray_exc = _ray_exceptions()
+    if ray_exc is not None and isinstance(e, ray_exc.RayTaskError):
+        cause = e.cause if e.cause is not None else e
+        ip = getattr(e, "ip", None)
+        where = f" on the Ray node at {ip}" if ip else ""
+    elif ray_exc is not None and isinstance(e, ray_exc.RayError):
+        return AssayError(f"{what} failed: Ray lost it ({type(e).__name__}: {_first_line(e)}); "
+                          f"rerun the same command to resume")
+    if isinstance(cause, BrokenProcessPool):
+        return AssayError(f"{what} failed: a worker process died (killed, or out of memory); "
+                          f"rerun the same command to resume")
+    if isinstance(cause, ModuleNotFoundError):
+        return cause  # the run turns it into the extra to install
+    if isinstance(cause, AssayError):
+        return AssayError(_first_line(cause) if where else str(cause))
+    if isinstance(cause, storage_errors()):
+        hint = ""
+        if where and type(cause).__name__ == "NoCredentialsError":
+            hint = (" (Ray tasks read storage credentials from their node's environment: start the nodes with them, "
+                    "or pass them with --ray-env)")
+        return AssayError(f"{what} failed{where}: {type(cause).__name__}: {_first_line(cause)}{hint}")
+    return e
+
+
+def _ray_exceptions() -> Any:
+    import sys
+
+    if "ray" not in sys.modules:
+        return None
+    import ray.exceptions
+
+    return ray.exceptions
+
+
 def _segment_label(k: int, segments: list[Any]) -> str:
     names = [s.name for s, phase in segments[k].stages if phase != "apply"]
     if not names:
@@ -246,16 +314,25 @@ class LocalExecutor(Executor):
         if self.workers == 1:
             jobs.PROGRESS_COUNTER = self._counter
             for j in jobs_:
-                on_done(run_job(j))
+                try:
+                    res = run_job(j)
+                except Exception as e:
+                    raise _job_failure(e, _job_label(j)) from None
+                on_done(res)
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_init_worker,
                                              initargs=(self._counter,))
-        pending = {self._pool.submit(run_job, j) for j in jobs_}
+        pending = {self._pool.submit(run_job, j): j for j in jobs_}
         while pending:
-            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             for f in finished:
-                on_done(f.result())
+                j = pending.pop(f)
+                try:
+                    res = f.result()
+                except Exception as e:
+                    raise _job_failure(e, _job_label(j)) from None
+                on_done(res)
             progress()
 
     def close(self) -> None:
@@ -265,19 +342,30 @@ class LocalExecutor(Executor):
 
 
 class RayExecutor(Executor):
-    """The same jobs as Ray tasks: a local Ray instance by default, a cluster with ``address``. For more than one
-    machine the output folder must be shared storage (an fsspec URI such as s3://, or a shared filesystem)."""
+    """The same jobs as Ray tasks: a local Ray instance by default, a cluster with ``address`` (or ``RAY_ADDRESS``).
+    For more than one machine the output folder must be shared storage (an fsspec URI such as s3://, or a shared
+    filesystem); the global steps' state goes with it (``OUT/_state/``) unless ``state_dir`` says otherwise.
+
+    Jobs are spread over the cluster's nodes and retried by Ray when their worker process or node dies
+    (:data:`MAX_RETRIES` times); a job that writes again first removes what the lost attempt left. Tasks run with
+    their node's environment (storage credentials included); ``env`` names variables of this process to pass to
+    them as well."""
 
     name = "ray"
+    MAX_RETRIES = 3
 
-    def __init__(self, workers: int = 1, address: str | None = None) -> None:
+    def __init__(self, workers: int = 1, address: str | None = None, env: list[str] | None = None) -> None:
         super().__init__(workers)
         try:
             import ray
         except ImportError:
             raise AssayError("the Ray executor needs Ray: pip install 'assay[ray]'") from None
+        missing = [n for n in env or [] if n not in os.environ]
+        if missing:
+            raise AssayError(f"--ray-env {', '.join(missing)}: not set in this environment")
         self.ray = ray
         self._started = False
+        address = address or os.environ.get("RAY_ADDRESS") or None
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": self.workers}
             try:
@@ -288,19 +376,31 @@ class RayExecutor(Executor):
                 raise AssayError(f"cannot connect to {where}: {first} (start one with `ray start --head`, or "
                                  f"leave out --ray-address for a local instance)") from None
             self._started = True
-        self._run_job = ray.remote(run_job)
-        self._run_reduce = ray.remote(run_reduce)
+        options: dict[str, Any] = {"max_retries": self.MAX_RETRIES}
+        if env:
+            options["runtime_env"] = {"env_vars": {n: os.environ[n] for n in env}}
+        self._run_job = ray.remote(run_job).options(scheduling_strategy="SPREAD", **options)
+        self._run_reduce = ray.remote(run_reduce).options(**options)
 
     def map_jobs(self, jobs_: list[Job], on_done: Callable[[dict[str, Any]], None], progress: Callable[[], None]) -> None:
-        pending = [self._run_job.remote(j) for j in jobs_]
+        pending = {self._run_job.remote(j): j for j in jobs_}
         while pending:
-            ready, pending = self.ray.wait(pending, num_returns=1, timeout=0.5)
+            ready, _ = self.ray.wait(list(pending), num_returns=1, timeout=0.5)
             for r in ready:
-                on_done(self.ray.get(r))
+                j = pending.pop(r)
+                try:
+                    res = self.ray.get(r)
+                except Exception as e:
+                    raise _job_failure(e, _job_label(j)) from None
+                on_done(res)
             progress()
 
-    def reduce(self, recipe: dict[str, Any], run_dir: str, segment: int, num_shards: int) -> None:
-        self.ray.get(self._run_reduce.remote(recipe, run_dir, segment, num_shards))
+    def reduce(self, recipe: dict[str, Any], run_dir: str, segment: int, num_shards: int,
+               state_url: str | None = None) -> None:
+        try:
+            self.ray.get(self._run_reduce.remote(recipe, run_dir, segment, num_shards, state_url))
+        except Exception as e:
+            raise _job_failure(e, f"reduce after segment {segment + 1}") from None
 
     def close(self) -> None:
         if self._started:
@@ -308,11 +408,11 @@ class RayExecutor(Executor):
             self._started = False
 
 
-def make_executor(name: str, workers: int, address: str | None = None) -> Executor:
+def make_executor(name: str, workers: int, address: str | None = None, ray_env: list[str] | None = None) -> Executor:
     if name == "local":
         return LocalExecutor(workers)
     if name == "ray":
-        return RayExecutor(workers, address)
+        return RayExecutor(workers, address, ray_env)
     raise AssayError(f"unknown executor {name!r}; expected 'local' or 'ray'")
 
 

@@ -9,6 +9,10 @@ A job first deletes whatever an earlier, killed attempt left for its (segment, s
 temporary names, renames them into place, and only then writes its marker ``_markers/s{K}-{SHARD}.json`` (which
 holds its stats). A job whose marker exists is skipped. That makes a rerun after ``kill -9`` produce exactly the
 output of an uninterrupted run: no duplicates, no loss.
+
+Global steps keep their state in the run's shared state folder (``OUT/_state/`` or ``--state-dir``), which a job
+fetches before and publishes after its phase when it is on object storage (:mod:`assay.run.step_state`), so the
+phases of a global step may run on different machines.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from assay.core.step import GlobalStep, Step, StepContext
 from assay.io.folder import Folder
 from assay.io.sources import Shard, read_shard
 from assay.io.writers import ShardWriter
+from assay.run.step_state import StepState, state_folder
 
 # input records read by this worker process so far; the local executor shares it with the progress display. Only
 # segment 0 counts: later segments re-read the same records from _stages/ (counting them too showed 650 for 325)
@@ -45,6 +50,7 @@ class Job:
     shard: Shard
     num_shards: int
     worker_hint: int = 0
+    state_url: str | None = None  # --state-dir (None: the run folder's _state/)
 
     @property
     def key(self) -> str:
@@ -118,8 +124,7 @@ def run_job(job: Job) -> dict[str, Any]:
             fs.rm(p)
 
     errors = ErrorLog()
-    ctx = StepContext(run_dir=_local_path(run), shard=shard.index, num_shards=job.num_shards,
-                      worker=os.getpid(), errors=errors)
+    global_phases = [(s, phase) for s, phase in seg.stages if isinstance(s, GlobalStep)]
     pipeline = Pipeline([s for s, _ in seg.stages], reindex=False)
     pipeline.reset_stats()
     stage_fns = [getattr(step, phase) for step, phase in seg.stages]
@@ -157,7 +162,12 @@ def run_job(job: Job) -> dict[str, Any]:
     lengths: Counter = Counter()
     languages: Counter = Counter()
     t0 = time.perf_counter()
+    step_state = StepState(state_folder(run, job.state_url))  # a temporary local copy when the state is remote
+    ctx = StepContext(run_dir=_local_path(run), shard=shard.index, num_shards=job.num_shards,
+                      worker=os.getpid(), errors=errors, state_root=step_state.root)
     try:
+        for step, phase in global_phases:
+            step_state.fetch(ctx, step, phase)
         for batch in pipeline.run(batched(source(), recipe.batch_size), ctx, reject, stages=stage_fns):
             writer.write_many(batch)
             if last:
@@ -169,11 +179,15 @@ def run_job(job: Job) -> dict[str, Any]:
                         languages[str(lang)] += 1
         out_paths = writer.close()
         rej_paths = rejected.close() if rejected is not None else []
+        for step, phase in global_phases:
+            step_state.publish(ctx, step, phase)
     except BaseException:
         writer.abort()
         if rejected is not None:
             rejected.abort()
         raise
+    finally:
+        step_state.__exit__()
     if counter is not None:
         with counter.get_lock():
             counter.value += read % 64
@@ -192,6 +206,7 @@ def run_job(job: Job) -> dict[str, Any]:
         "errors": dict(errors.counts),
         "lengths": {str(k): v for k, v in sorted(lengths.items())},
         "languages": dict(languages),
+        "ray_node": _ray_node(),  # where the job ran, on Ray (None on the local executor)
     }
     if errors.entries:
         _write_atomic(fs, run.path("_errors", f"{job.key}.jsonl"),
@@ -200,7 +215,8 @@ def run_job(job: Job) -> dict[str, Any]:
     return result
 
 
-def run_reduce(recipe_dict: dict[str, Any], run_dir: str, segment: int, num_shards: int) -> None:
+def run_reduce(recipe_dict: dict[str, Any], run_dir: str, segment: int, num_shards: int,
+               state_url: str | None = None) -> None:
     run = Folder(run_dir)
     fs = run.fs
     marker = run.path("_markers", f"reduce-s{segment}.json")
@@ -210,8 +226,12 @@ def run_reduce(recipe_dict: dict[str, Any], run_dir: str, segment: int, num_shar
     step = segments[segment].reduce_after
     assert step is not None
     t0 = time.perf_counter()
-    step.reduce(StepContext(run_dir=_local_path(run), shard=0, num_shards=num_shards))
-    _write_atomic(fs, marker, orjson.dumps({"step": step.name, "index": step.index,
+    with StepState(state_folder(run, state_url)) as step_state:
+        ctx = StepContext(run_dir=_local_path(run), shard=0, num_shards=num_shards, state_root=step_state.root)
+        step_state.fetch(ctx, step, "reduce")
+        step.reduce(ctx)
+        step_state.publish(ctx, step, "reduce")
+    _write_atomic(fs, marker, orjson.dumps({"step": step.name, "index": step.index, "ray_node": _ray_node(),
                                             "seconds": round(time.perf_counter() - t0, 4)}))
 
 
@@ -232,10 +252,21 @@ def _write_atomic(fs: Any, path: str, data: bytes) -> None:
     fs.mv(tmp, path)
 
 
+def _ray_node() -> str | None:
+    """The id of the Ray node this process runs on, if it is a Ray worker."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
+
+
 def _local_path(run: Folder):  # noqa: ANN202
-    """Global steps keep state on a local filesystem: the run folder when it is local, else a cache folder of this
-    machine, under ``$XDG_CACHE_HOME`` (default ``~/.cache``), so all workers of a remote run must share one machine:
-    local processes or single-node Ray."""
+    """``StepContext.run_dir``: a folder on this machine for what steps keep beside the run (the synthesis response
+    cache): the run folder when it is local, else a cache folder of this machine, under ``$XDG_CACHE_HOME``
+    (default ``~/.cache``). Global steps keep their state elsewhere, where every machine sees it
+    (:mod:`assay.run.step_state`)."""
     import hashlib
     from pathlib import Path
 

@@ -122,6 +122,10 @@ class ClusterDedupStep(GlobalStep):
         return {"records": bounds[-1], "dropped": int(all_g.size), "clusters": int(reps.size)}
 
     # -- apply ---------------------------------------------------------------------------------------------------
+    def apply_state(self, shard: int) -> list[str]:
+        """apply reads only its own shard's decisions (a job on another machine fetches that one file)."""
+        return [state.decisions_path(Path("."), shard).name]
+
     def apply(self, batches: Iterable[Batch], ctx: StepContext) -> Iterator[Batch]:
         decisions = state.Decisions(ctx.state_dir(self, self.index), ctx.shard, self.name)
         prefix = self.signal_prefix
