@@ -47,7 +47,7 @@ def make_db(backend: str, workdir: Path, annotators: int, items: int, overlap: i
     from argon2 import PasswordHasher
 
     from assay.annotate import workflow
-    from assay.annotate.db import Database
+    from assay.platform.db import Database
     from assay.core.record import Record
 
     if backend == "sqlite":
@@ -71,7 +71,7 @@ def make_db(backend: str, workdir: Path, annotators: int, items: int, overlap: i
     db.migrate()
     # Real Argon2id hashes, but one hash shared by all simulated annotators (hashing 50 passwords is not the test)
     shared_hash = PasswordHasher().hash(PW)
-    from assay.annotate.models import User
+    from assay.platform.models import User
 
     with db.write() as s:
         proj = workflow.create_project(s, "bench", "preference", overlap=overlap, lease_seconds=120,
@@ -312,7 +312,7 @@ def report(label: str, res: Results, elapsed: float) -> dict:
 def db_facts(url: str, pid: int, overlap: int) -> dict:
     from sqlalchemy import func, select
 
-    from assay.annotate.db import Database
+    from assay.platform.db import Database
     from assay.annotate.models import REVIEW_REJECTED, Annotation, Assignment
 
     db = Database(url)

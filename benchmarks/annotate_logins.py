@@ -54,8 +54,8 @@ def make_users(db_path: Path, n: int, existing: str) -> None:
     from argon2 import PasswordHasher
 
     from assay.annotate import workflow
-    from assay.annotate.db import Database
-    from assay.annotate.models import User
+    from assay.platform.db import Database
+    from assay.platform.models import User
 
     d = Database(str(db_path))
     d.migrate()

@@ -43,8 +43,8 @@ def _fmt(v: dict[str, float]) -> str:
 
 
 def ledger_timing(reports: list, n_agents: int) -> str:
-    from assay.annotate.db import Database
-    from assay.annotate.models import User
+    from assay.platform.db import Database
+    from assay.platform.models import User
     from assay.knowledge.rewards import pay_batch
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -40,8 +40,9 @@ def _timed(fn: Callable[[], object], times: list[float]) -> object:
 def run(url: str, n: int, reads: int) -> None:
     from argon2 import PasswordHasher
 
-    from assay.annotate import auth, workflow
-    from assay.annotate.db import Database
+    from assay.annotate import workflow
+    from assay.platform import auth
+    from assay.platform.db import Database
     from assay.knowledge import keys
     from assay.knowledge.patch import verify
     from assay.knowledge.service import KnowledgeService

@@ -44,7 +44,7 @@ def cheap_password_hashing() -> None:
     parameters from each hash, so this is still real Argon2)."""
     from argon2 import PasswordHasher
 
-    from assay.annotate import auth
+    from assay.platform import auth
 
     auth._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
@@ -58,7 +58,7 @@ def make_database(backend: str, tmp_path, via_alembic: bool = False) -> tuple[An
     two agree)."""
     import shutil
 
-    from assay.annotate.db import Database
+    from assay.platform.db import Database
 
     if backend == "sqlite":
         path = tmp_path / "annotate.db"
@@ -85,7 +85,7 @@ def make_database(backend: str, tmp_path, via_alembic: bool = False) -> tuple[An
     if via_alembic:
         db.migrate()
     else:
-        from assay.annotate.models import Base
+        from assay.platform.models import Base
 
         Base.metadata.create_all(db.write_engine)
 

@@ -70,7 +70,7 @@ def test_login_logout_and_tokens(client, world):
 
 
 def test_passwords_are_hashed_with_argon2(db, world):
-    from assay.annotate.models import User
+    from assay.platform.models import User
 
     with db.read() as s:
         h = s.scalar(select(User.password_hash).where(User.username == "alice"))
@@ -623,8 +623,8 @@ def test_migrations_match_the_models(migrated_db):
 
     import assay.knowledge.models  # noqa: F401  (the knowledge layer's tables share this schema)
     import assay.knowledge.network_models  # noqa: F401
-    from assay.annotate.db import alembic_config, current_revision
-    from assay.annotate.models import Base
+    from assay.platform.db import alembic_config, current_revision
+    from assay.platform.models import Base
 
     with db.write_engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)

@@ -11,8 +11,10 @@ from annotate_support import api_login, web_login
 from argon2 import PasswordHasher
 from sqlalchemy import func, select
 
-from assay.annotate import auth, workflow
-from assay.annotate.models import Assignment, Session, User
+from assay.annotate import workflow
+from assay.annotate.models import Assignment
+from assay.platform import auth
+from assay.platform.models import Session, User
 
 PW = "password-123"
 
@@ -72,7 +74,7 @@ def test_31st_wrong_password_from_one_address_is_refused_without_checking_the_ha
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         assert "too many failed logins" in r.json()["detail"]
         assert CountingHasher.checks == 30  # refused before any Argon2 work
-    from assay.annotate.models import AuthEvent
+    from assay.platform.models import AuthEvent
 
     with db.read() as s:
         failed = s.scalar(select(func.count()).where(AuthEvent.kind == "login_failed", AuthEvent.ip == "testclient"))
@@ -207,7 +209,7 @@ def test_throttling_is_shared_by_the_workers_of_a_real_server(tmp_path):
 
     from testutil import free_port, http_process
 
-    from assay.annotate.db import Database
+    from assay.platform.db import Database
 
     db_path = tmp_path / "team.db"
     d = Database(str(db_path))

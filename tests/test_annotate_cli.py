@@ -12,7 +12,7 @@ from assay.annotate.cli import app
 
 def test_cli_round_trip(tmp_path, monkeypatch):
     from assay.annotate import workflow
-    from assay.annotate.db import Database
+    from assay.platform.db import Database
     from assay.core.record import Record
     from assay.io.writers import ShardWriter
 
@@ -99,7 +99,7 @@ def test_offboarding_from_the_shell(tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
     from assay.annotate.app import create_app
-    from assay.annotate.db import Database
+    from assay.platform.db import Database
 
     cheap_password_hashing()
     db = str(tmp_path / "team.db")

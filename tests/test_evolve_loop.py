@@ -51,7 +51,7 @@ def _recipe(tmp_path: Path, **changes) -> Path:
 def _label_everything(out: Path, project: str, score_of) -> int:
     """An annotator works through the project's queue in the annotation app."""
     from assay.annotate import workflow
-    from assay.annotate.db import Database
+    from assay.platform.db import Database
     from assay.annotate.models import Item
 
     db = Database(str(out / "annotate.db"))

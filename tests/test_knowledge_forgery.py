@@ -15,12 +15,13 @@ import pytest
 from sqlalchemy import text
 from testutil import uvicorn_thread
 
-from assay.annotate import auth, workflow
-from assay.annotate.models import User
+from assay.annotate import workflow
 from assay.knowledge import keys
 from assay.knowledge.models import drop_append_only_ddl
 from assay.knowledge.patch import Patch, Review, new_patch, sign_patch, sign_review, utcnow, verify
 from assay.knowledge.store import KnowledgeStore
+from assay.platform import auth
+from assay.platform.models import User
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PW = "password-123"
@@ -256,7 +257,7 @@ def test_cli_verify_log_reports_the_break(world, tmp_path):
     if not world["db"].is_sqlite:  # the fixture's PostgreSQL schema comes from create_all: tell Alembic it is current
         from alembic import command
 
-        from assay.annotate.db import alembic_config
+        from assay.platform.db import alembic_config
 
         command.stamp(alembic_config(world["db"].write_engine), "head")
     ok = CliRunner().invoke(app, ["knowledge", "verify-log", "--root", str(root_pub), "--db", db_url])

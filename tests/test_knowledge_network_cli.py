@@ -14,11 +14,11 @@ from test_knowledge_experts import KINDS, _annotate
 from typer.testing import CliRunner
 
 from assay.annotate import workflow
-from assay.annotate.db import Database
 from assay.cli import app
 from assay.knowledge.experts import compute_reputation
 from assay.knowledge.routing import route
 from assay.knowledge.store import KnowledgeStore
+from assay.platform.db import Database
 
 
 def _ok(result) -> str:  # noqa: ANN001

@@ -12,11 +12,12 @@ from annotate_support import BACKENDS, make_database
 from sqlalchemy import select, text
 
 from assay.annotate import workflow
-from assay.annotate.models import Project, User
+from assay.annotate.models import Project
 from assay.core.record import Record
 from assay.knowledge.rewards import (MIN_REPORTS_PER_AGENT, BatchConflict, SmallBatch, annotation_reports, balances, correlated_agreement,
                                      delta_matrix, ledger_entries, majority_agreement, make_population, pay_batch,
                                      payout_by_kind, peer_truth_serum, simulate_reports)
+from assay.platform.models import User
 
 PRIOR = [0.5, 0.3, 0.2]
 
@@ -245,8 +246,8 @@ def test_migration_0004_matches_the_models_and_downgrades(backend, tmp_path):
 
     import assay.knowledge.models  # noqa: F401  (registers the knowledge tables on Base)
     import assay.knowledge.network_models  # noqa: F401
-    from assay.annotate.db import current_revision
-    from assay.annotate.models import Base
+    from assay.platform.db import current_revision
+    from assay.platform.models import Base
 
     db, cleanup = make_database(backend, tmp_path, via_alembic=True)
     try:
@@ -255,7 +256,7 @@ def test_migration_0004_matches_the_models_and_downgrades(backend, tmp_path):
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
         from alembic import command
 
-        from assay.annotate.db import alembic_config
+        from assay.platform.db import alembic_config
 
         command.downgrade(alembic_config(db.write_engine), "0003")
         assert current_revision(db.write_engine) == "0003"

@@ -37,9 +37,9 @@ def kb(tmp_path_factory):
     """A migrated SQLite database with a logged-in reader, and a knowledge base built through the real store:
     proposed, reviewed by two domain reviewers, published with the publisher's key; one patch then gets a
     second version, so the first is superseded but still retrievable."""
-    from assay.annotate import auth
-    from assay.annotate.db import Database
-    from assay.annotate.models import User
+    from assay.platform import auth
+    from assay.platform.db import Database
+    from assay.platform.models import User
     from assay.knowledge import keys
     from assay.knowledge.server import open_service
 

@@ -299,8 +299,8 @@ def test_migration_matches_the_models_and_downgrades(backend, tmp_path):
     from alembic.runtime.migration import MigrationContext
 
     import assay.knowledge.models  # noqa: F401
-    from assay.annotate.db import alembic_config, current_revision
-    from assay.annotate.models import Base
+    from assay.platform.db import alembic_config, current_revision
+    from assay.platform.models import Base
 
     database, cleanup = make_database(backend, tmp_path, via_alembic=True)
     try:

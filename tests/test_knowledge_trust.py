@@ -74,7 +74,7 @@ def test_a_knowledge_base_from_before_0006_verifies_after_trust_init(backend, tm
     try:
         from alembic import command
 
-        from assay.annotate.db import alembic_config
+        from assay.platform.db import alembic_config
 
         command.downgrade(alembic_config(db.write_engine), "0005")
         pid, k = _legacy_knowledge_base(db)

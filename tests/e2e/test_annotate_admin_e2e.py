@@ -37,8 +37,8 @@ def server(tmp_path_factory):
     from assay.annotate import workflow
     from sqlalchemy import select
 
-    from assay.annotate.db import Database
-    from assay.annotate.models import User
+    from assay.platform.db import Database
+    from assay.platform.models import User
     from assay.core.record import Record
 
     cheap_password_hashing()

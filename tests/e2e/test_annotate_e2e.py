@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is no
 @pytest.fixture
 def server(tmp_path):
     from assay.annotate import workflow
-    from assay.annotate.db import Database
+    from assay.platform.db import Database
     from assay.core.record import LineageEntry, Record
 
     db_path = tmp_path / "e2e.db"
@@ -47,7 +47,7 @@ def server(tmp_path):
 
 def test_annotator_completes_preference_and_sft_items_in_chromium(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
-    from assay.annotate.db import Database
+    from assay.platform.db import Database
     from assay.annotate.export import export
 
     base, db_path = server

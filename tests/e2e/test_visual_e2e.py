@@ -56,7 +56,7 @@ def make_webm(path: Path, seconds: int = 2, fps: int = 12) -> None:
 @pytest.fixture
 def server(tmp_path):
     from assay.annotate import workflow
-    from assay.annotate.db import Database
+    from assay.platform.db import Database
     from assay.core.record import LineageEntry, Record
 
     db_path = tmp_path / "e2e.db"
@@ -114,7 +114,7 @@ def open_task(page, base: str, project: str) -> None:
 
 def test_annotator_does_visual_tasks_in_chromium(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
-    from assay.annotate.db import Database
+    from assay.platform.db import Database
     from assay.annotate.export import export
     from assay.core.record import _restore_bytes
 

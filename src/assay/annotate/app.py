@@ -16,22 +16,17 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from assay.annotate import auth, tasks, workflow
-from assay.annotate.db import Database
-from assay.annotate.models import Annotation, Assignment, Item, Membership, Project, User
+from assay.annotate import access, tasks, workflow
+from assay.annotate.models import Annotation, Assignment, Item, Membership, Project
+from assay.platform import auth
+from assay.platform.db import Database
+from assay.platform.http import FastJSON, SecurityHeaders, client_address, request_token
+from assay.platform.models import User
 
 ANY_ROLE = ("admin", "reviewer", "annotator")
 REVIEWERS = ("admin", "reviewer")
 
 # -- caller and project resolution (shared with web.py) ------------------------------------------------------------
-
-
-def request_token(request: Request) -> tuple[str | None, bool]:
-    """(token, came from the cookie?)"""
-    header = request.headers.get("authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip(), False
-    return request.cookies.get(auth.SESSION_COOKIE), True
 
 
 def require_caller(s: Session, request: Request, *, mutate: bool = False, csrf: str | None = None) -> auth.Caller:
@@ -49,7 +44,7 @@ def authorize(s: Session, request: Request, project_id: int, roles: tuple[str, .
     """Caller, project and role in one query; 401 not logged in, 403 bad CSRF token or role, 404 not a member (the
     same answer as for a project that does not exist)."""
     token, via_cookie = request_token(request)
-    caller, role, project = auth.resolve_for_project(s, token, via_cookie, project_id)
+    caller, role, project = access.resolve_for_project(s, token, via_cookie, project_id)
     if caller is None:
         raise HTTPException(401, "not logged in")
     if mutate and not auth.csrf_ok(caller, csrf or request.headers.get("x-csrf-token")):
@@ -61,28 +56,9 @@ def authorize(s: Session, request: Request, project_id: int, roles: tuple[str, .
     return caller, project, role
 
 
-class FastJSON(Response):
-    """JSON rendered by orjson; returned directly by endpoints so FastAPI skips its own (slower) serialisation."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        import orjson
-
-        from assay.core.record import _json_default
-
-        return orjson.dumps(content, default=_json_default)
-
-
 def require_admin(caller: auth.Caller) -> None:
     if not caller.is_admin:
         raise HTTPException(403, "admins only")
-
-
-def client_address(request: Request) -> str | None:
-    """The client's address for login throttling: the socket peer, or the client a trusted proxy names (uvicorn
-    rewrites it from ``X-Forwarded-For`` only for ``--forwarded-allow-ips``)."""
-    return request.client.host if request.client else None
 
 
 ACCOUNT_ACTIONS = ("deactivate", "reactivate", "unlock", "password")
@@ -288,7 +264,7 @@ def api_router() -> APIRouter:
     def logout(request: Request) -> dict[str, Any]:
         from sqlalchemy import delete
 
-        from assay.annotate.models import Session as LoginSession
+        from assay.platform.models import Session as LoginSession
 
         with db_of(request).write() as s:
             caller = require_caller(s, request, mutate=True)
@@ -531,34 +507,6 @@ def _jsonable(obj: Any) -> Any:
 
 
 # -- the app ---
-class SecurityHeaders:
-    """Pure ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware) adding security headers to every response:
-    no framing, no MIME sniffing, and a CSP that allows only our own scripts and styles (no inline code)."""
-
-    HEADERS = [(b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
-               (b"referrer-policy", b"same-origin"),
-               (b"content-security-policy", b"default-src 'self'; img-src 'self'; media-src 'self'; style-src 'self'; "
-                                            b"script-src 'self'; frame-ancestors 'none'; form-action 'self'")]
-    HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
-
-    def __init__(self, app: Any, hsts: bool = False) -> None:
-        """``hsts``: also send Strict-Transport-Security (the app is only reached over https)."""
-        self.app = app
-        self.headers = self.HEADERS + [self.HSTS] if hsts else self.HEADERS
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + self.headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
 def create_app(db_url: str | None = None, *, migrate: bool = False, database: Database | None = None,
                secure_cookies: bool | None = None) -> FastAPI:
     """The annotation server. ``db_url``: a SQLite path or ``postgresql://...`` (default: ``ASSAY_ANNOTATE_DB``,

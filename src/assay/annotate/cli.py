@@ -35,7 +35,7 @@ DB_OPTION = typer.Option(None, "--db", help="SQLite file or postgresql://… URL
 
 def _db(url: str | None, **options):  # noqa: ANN202, ANN003
     """The database, with its schema brought up to date (a fresh file gets the whole schema)."""
-    from assay.annotate.db import Database
+    from assay.platform.db import Database
 
     d = Database(url, **options)
     d.ensure_schema()
@@ -58,9 +58,9 @@ def _run(fn):  # noqa: ANN001, ANN202
     from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from assay.annotate.db import SchemaError
     from assay.annotate.export import ExportError
     from assay.annotate.workflow import WorkflowError
+    from assay.platform.db import SchemaError
 
     try:
         return fn()
@@ -85,7 +85,7 @@ def _password(password_env: str | None, prompt: str) -> str:
 @app.command()
 def migrate(db: Optional[str] = DB_OPTION) -> None:
     """Create or upgrade the database schema."""
-    from assay.annotate.db import current_revision
+    from assay.platform.db import current_revision
 
     d = _run(lambda: _db(db))
     typer.echo(f"schema at revision {current_revision(d.write_engine)} ({d.url.split('@')[-1]})")
@@ -109,8 +109,8 @@ def serve(db: Optional[str] = DB_OPTION,
     """Run the web app and API (http://HOST:PORT)."""
     import uvicorn
 
-    from assay.annotate.auth import hash_slots
-    from assay.annotate.db import Database
+    from assay.platform.auth import hash_slots
+    from assay.platform.db import Database
 
     def prepare() -> Database:
         d = Database(db, sqlite_sync=sqlite_sync)
@@ -190,7 +190,8 @@ def reactivate(username: str, db: Optional[str] = DB_OPTION) -> None:
 @app.command()
 def unlock(username: str, db: Optional[str] = DB_OPTION) -> None:
     """End a login lockout (too many failed logins) before it runs out."""
-    from assay.annotate import auth, workflow
+    from assay.annotate import workflow
+    from assay.platform import auth
 
     def go() -> None:
         with _db(db).write() as s:
@@ -205,7 +206,7 @@ def audit(username: Optional[str] = typer.Option(None, "--user", help="Only even
           limit: int = typer.Option(50, help="How many events, newest first."),
           db: Optional[str] = DB_OPTION) -> None:
     """The security audit log: failed logins, lockouts, unlocks, deactivations, password changes (JSON lines)."""
-    from assay.annotate import auth
+    from assay.platform import auth
 
     def go() -> None:
         with _db(db).read() as s:

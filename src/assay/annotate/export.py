@@ -39,8 +39,9 @@ import xxhash
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from assay.annotate.models import REVIEW_ACCEPTED, REVIEW_REJECTED, Annotation, Item, Project, User
+from assay.annotate.models import REVIEW_ACCEPTED, REVIEW_REJECTED, Annotation, Item, Project
 from assay.core.record import derive_id, dumps
+from assay.platform.models import User
 
 FORMATS = ("sft", "dpo", "ratings", "critiques", "edit", "annotations")
 DPO_LAYOUTS = ("string", "conversational")

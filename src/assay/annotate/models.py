@@ -1,7 +1,8 @@
-"""The annotation database schema (SQLAlchemy 2 declarative models).
+"""The annotation tables (SQLAlchemy 2 declarative models): projects, members, items, slots and annotations.
 
-Schema changes go through Alembic (``assay/annotate/migrations``): change a model here, then add a revision there;
-``tests/test_annotate_db.py`` fails when the two disagree.
+They sit on the shared layer's ``Base``, next to its users and logins (:mod:`assay.platform.models`), in one
+database. Schema changes go through Alembic (:mod:`assay.platform.migrations`): change a model here, then add a
+revision there; ``test_migrations_match_the_models`` fails when the two disagree.
 
 Design notes:
 
@@ -15,66 +16,19 @@ Design notes:
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from sqlalchemy import (Boolean, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator, UniqueConstraint)
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
 
-from assay.core.record import _restore_bytes, dumps
+from assay.platform.models import Base, JSONText, now
+# kept for helpers during the move; remove (users, logins and the audit log are in assay.platform.models)
+from assay.platform.models import ROLES, AuthEvent, LoginThrottle, Session, User  # noqa: F401
 
-ROLES = ("admin", "reviewer", "annotator")  # global roles
 PROJECT_ROLES = ("reviewer", "annotator")  # roles inside a project
 TASK_TYPES = ("sft", "preference", "rating", "critique", "image_edit", "clip_rating")
 SLOT_OPEN, SLOT_LEASED, SLOT_SUBMITTED = "open", "leased", "submitted"
 REVIEW_PENDING, REVIEW_ACCEPTED, REVIEW_REJECTED = "pending", "accepted", "rejected"
-
-
-def now() -> float:
-    return time.time()
-
-
-class JSONText(TypeDecorator):
-    """JSON stored as text, written with Assay's encoder (bytes as ``{"$bytes": base64}``) and read back with bytes
-    restored."""
-
-    impl = Text
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
-        return None if value is None else dumps(value).decode("utf-8")
-
-    def process_result_value(self, value: Any, dialect: Any) -> Any:
-        if value is None:
-            return None
-        import orjson
-
-        return _restore_bytes(orjson.loads(value))
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class User(Base):
-    __tablename__ = "users"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    username: Mapped[str] = mapped_column(String(64), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(255))
-    role: Mapped[str] = mapped_column(String(16), default="annotator")
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[float] = mapped_column(Float, default=now)
-
-
-class Session(Base):
-    """A login: the cookie or bearer token is random; only its SHA-256 is stored."""
-
-    __tablename__ = "sessions"
-    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    csrf_token: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[float] = mapped_column(Float, default=now)
-    expires_at: Mapped[float] = mapped_column(Float)
 
 
 class Project(Base):
@@ -163,27 +117,3 @@ class Annotation(Base):
     review_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     reviewed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
-
-class LoginThrottle(Base):
-    """Failed logins per key (``user:<name as typed>`` or ``ip:<address>``) in the current window, and until when the
-    key is refused without checking a password (a backoff after a few failures, a lockout after many)."""
-
-    __tablename__ = "login_throttle"
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    window_start: Mapped[float] = mapped_column(Float)
-    last_failure: Mapped[float] = mapped_column(Float, index=True)
-    blocked_until: Mapped[float] = mapped_column(Float, default=0.0)
-
-
-class AuthEvent(Base):
-    """The security audit log: failed logins, lockouts, and what admins did to accounts (unlock, deactivate,
-    reactivate, password change). ``actor`` is the admin's username, or ``cli`` for the shell."""
-
-    __tablename__ = "auth_events"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[float] = mapped_column(Float, default=now, index=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    username: Mapped[str] = mapped_column(String(64))
-    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    actor: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -17,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from assay.annotate import stats, tasks
-from assay.annotate.models import REVIEW_REJECTED, Annotation, Item, Project, User
+from assay.annotate.models import REVIEW_REJECTED, Annotation, Item, Project
+from assay.platform.models import User
 
 
 def _finite(x: float) -> float | None:

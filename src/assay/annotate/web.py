@@ -17,14 +17,16 @@ from starlette.concurrency import run_in_threadpool
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from assay.annotate import auth, tasks, workflow
+from assay.annotate import tasks, workflow
 from assay.annotate.app import (ACCOUNT_ACTIONS, ANY_ROLE, REVIEWERS, account_action, authorize, claim_next,
                                 client_address, display_item, require_admin, require_caller, secure_cookies,
                                 submit_answer)
 from assay.annotate.markup import render_markdown
 from assay.annotate.models import (REVIEW_ACCEPTED, REVIEW_PENDING, REVIEW_REJECTED, SLOT_LEASED, TASK_TYPES,
-                                   Annotation, Assignment, Item, Membership, Project, User)
-from assay.annotate.models import Session as LoginSession
+                                   Annotation, Assignment, Item, Membership, Project)
+from assay.platform import auth
+from assay.platform.models import Session as LoginSession
+from assay.platform.models import User
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"

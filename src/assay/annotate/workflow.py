@@ -30,14 +30,17 @@ from sqlalchemy import and_, bindparam, case, delete, func, insert, select, upda
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from assay.annotate import auth, tasks
-from assay.annotate.auth import hash_password
-from assay.annotate.models import (PROJECT_ROLES, REVIEW_ACCEPTED, REVIEW_PENDING, REVIEW_REJECTED, ROLES,
-                                   SLOT_LEASED, SLOT_OPEN, SLOT_SUBMITTED, TASK_TYPES, Annotation, Assignment, Item,
-                                   Membership, Project, User, now)
+from assay.annotate import tasks
+from assay.annotate.models import (PROJECT_ROLES, REVIEW_ACCEPTED, REVIEW_PENDING, REVIEW_REJECTED, SLOT_LEASED,
+                                   SLOT_OPEN, SLOT_SUBMITTED, TASK_TYPES, Annotation, Assignment, Item, Membership,
+                                   Project)
+from assay.platform import auth
+from assay.platform.auth import hash_password
+from assay.platform.errors import RequestError
+from assay.platform.models import ROLES, User, now
 
 
-class WorkflowError(Exception):
+class WorkflowError(RequestError):
     """A request that cannot be carried out; ``status`` is the HTTP status the API answers with."""
 
     status = 400

@@ -176,7 +176,7 @@ class AnnotationProject:
     def __init__(self, db_url: str, project: str, *, task_type: str = "rating",
                  dimensions: Sequence[str] = ("quality",), scale: tuple[int, int] = (1, 5), overlap: int = 1,
                  guidelines: str = "", aggregate: str = "majority") -> None:
-        from assay.annotate.db import Database
+        from assay.platform.db import Database
 
         self.db = Database(db_url)
         self.db.migrate()

@@ -26,7 +26,7 @@ class Reader:
 
     @classmethod
     def for_caller(cls, store: Any, caller: Any | None) -> "Reader":
-        """The reader behind an annotation-server login (``assay.annotate.auth.Caller``; None: anonymous)."""
+        """The reader behind an annotation-server login (``assay.platform.auth.Caller``; None: anonymous)."""
         if caller is None:
             return ANONYMOUS
         return cls(name=caller.username, is_admin=caller.is_admin,

@@ -14,7 +14,7 @@ a token sent here as ``Authorization: Bearer <token>`` (or the session cookie). 
 unless the app is built with ``public_read=True``; what each reader sees depends on status and domain
 (:mod:`assay.knowledge.access`: anonymous readers see accepted patches only, drafts need a role in their domain).
 Writes are not served here: patches are published and reviewed with the ``assay knowledge`` CLI, where the
-publisher's private key lives. Request size and rate are limited by :class:`assay.knowledge.limits.RequestLimits`.
+publisher's private key lives. Request size and rate are limited by :class:`assay.platform.limits.RequestLimits`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import Any, Callable
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from assay.annotate import auth
-from assay.annotate.app import FastJSON, SecurityHeaders, request_token
 from assay.knowledge.access import Reader
-from assay.knowledge.limits import DEFAULT_BURST, DEFAULT_MAX_BODY, DEFAULT_RATE, RequestLimits
 from assay.knowledge.service import MAX_QUERY_CHARS, TooLarge
+from assay.platform import auth
+from assay.platform.http import FastJSON, SecurityHeaders, request_token
+from assay.platform.limits import DEFAULT_BURST, DEFAULT_MAX_BODY, DEFAULT_RATE, RequestLimits
 
 #: statuses a search returns when the client names none
 DEFAULT_STATUS = ("accepted",)
@@ -66,7 +66,7 @@ def _reader(request: Request) -> Reader:
 
 def knowledge_router() -> APIRouter:
     """The ``/v1`` routes. The app must carry ``state.knowledge`` (the service), ``state.knowledge_db`` (the
-    :class:`~assay.annotate.db.Database` holding users and sessions) and ``state.knowledge_public_read``."""
+    :class:`~assay.platform.db.Database` holding users and sessions) and ``state.knowledge_public_read``."""
     r = APIRouter(prefix="/v1")
 
     def service_of(request: Request) -> Any:
@@ -121,7 +121,7 @@ def create_app(service: Any, *, public_read: bool = False, database: Any = None,
     """A FastAPI app serving :func:`knowledge_router` for ``service``. ``database``: where users and sessions live
     (default: ``service.db``, the same database as the patches). ``lifespan`` and ``extra_routes``: what
     :mod:`assay.knowledge.server` adds for the MCP endpoint. ``max_body``, ``rate``, ``burst``: see
-    :class:`~assay.knowledge.limits.RequestLimits` (they hold for every route, MCP included)."""
+    :class:`~assay.platform.limits.RequestLimits` (they hold for every route, MCP included)."""
     app = FastAPI(title="Assay knowledge", docs_url="/v1/docs", openapi_url="/v1/openapi.json", redoc_url=None,
                   lifespan=lifespan)
     app.state.knowledge = service

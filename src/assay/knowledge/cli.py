@@ -50,17 +50,17 @@ def _fail(msg: str, code: int = 2) -> None:
 
 
 def _run(fn: Callable[[], Any]) -> Any:
-    from assay.annotate.workflow import WorkflowError
     from assay.knowledge.keys import KeyFileError
+    from assay.platform.errors import RequestError
 
     try:
         return fn()
-    except (WorkflowError, KeyFileError, FileNotFoundError, FileExistsError) as e:
+    except (RequestError, KeyFileError, FileNotFoundError, FileExistsError) as e:
         _fail(str(e))
 
 
 def _store(db: str | None):  # noqa: ANN202
-    from assay.annotate.db import Database
+    from assay.platform.db import Database
     from assay.knowledge.store import KnowledgeStore
 
     d = Database(db)
@@ -507,7 +507,7 @@ JSON_OPTION = typer.Option(False, "--json", help="Print JSON (for scripts) inste
 
 def _database(db: str | None):  # noqa: ANN202
     """The annotation database, upgraded to the current schema (the network tables are revision 0004)."""
-    from assay.annotate.db import Database
+    from assay.platform.db import Database
 
     d = Database(db)
     d.migrate()
@@ -557,7 +557,7 @@ def _user_ids(database, usernames: list[str]) -> dict[str, int]:  # noqa: ANN001
     name is a user mistake, reported with exit code 2."""
     from sqlalchemy import select
 
-    from assay.annotate.models import User
+    from assay.platform.models import User
 
     with database.read() as s:
         found = dict(s.execute(select(User.username, User.id).where(User.username.in_(usernames))).all())
@@ -570,7 +570,7 @@ def _user_ids(database, usernames: list[str]) -> dict[str, int]:  # noqa: ANN001
 def _usernames(database) -> dict[int, str]:  # noqa: ANN001
     from sqlalchemy import select
 
-    from assay.annotate.models import User
+    from assay.platform.models import User
 
     with database.read() as s:
         return dict(s.execute(select(User.id, User.username)).all())

@@ -52,7 +52,7 @@ def build_mcp_server(service: Any, users: Any = None) -> MCPServer:
         headers = ctx.headers if ctx is not None else None
         if headers is None:
             return LOCAL
-        from assay.annotate import auth
+        from assay.platform import auth
 
         header = headers.get("authorization", "")
         if header[:7].lower() != "bearer ":

@@ -17,7 +17,7 @@ from sqlalchemy import (Float, ForeignKey, ForeignKeyConstraint, Index, Integer,
                         event)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from assay.annotate.models import Base, JSONText, now
+from assay.platform.models import Base, JSONText, now
 
 DOMAIN_ROLES = ("reviewer", "publisher", "admin")
 EVENTS = ("proposed", "review", "accepted", "rejected", "retracted", "superseded", "conflict")

@@ -2,7 +2,7 @@
 were paid.
 
 They live on the annotation server's declarative ``Base`` (same database, same ``users``, same Alembic chain;
-revision ``0004``). Times are Unix seconds, structured values JSON text, as in :mod:`assay.annotate.models`.
+revision ``0004``). Times are Unix seconds, structured values JSON text, as in :mod:`assay.platform.models`.
 
 * ``expert_profiles`` — one row per user who takes expert work: capacity (how many routed tasks at once) and
   whether they are available now.
@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import (DDL, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, event)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from assay.annotate.models import Base, JSONText, now
+from assay.platform.models import Base, JSONText, now
 
 TASK_OPEN, TASK_DONE, TASK_DECLINED = "open", "done", "declined"
 TASK_STATUSES = (TASK_OPEN, TASK_DONE, TASK_DECLINED)

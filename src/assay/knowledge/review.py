@@ -21,16 +21,16 @@ from typing import Iterable, Sequence
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from assay.annotate.models import User
-from assay.annotate.workflow import WorkflowError
 from assay.knowledge.models import DOMAIN_ROLES, KnowledgeDomain, KnowledgeRole
 from assay.knowledge.patch import DOMAIN_RE, Review
+from assay.platform.errors import RequestError
+from assay.platform.models import User
 
 DEFAULT_QUORUM = 2
 ANY_DOMAIN = "*"
 
 
-class KnowledgeError(WorkflowError):
+class KnowledgeError(RequestError):
     """A knowledge request that cannot be carried out (``status``: the HTTP status an API answers with)."""
 
     status = 400

@@ -19,8 +19,8 @@ import logging
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from assay.annotate import auth
-from assay.annotate.db import Database
+from assay.platform import auth
+from assay.platform.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def build_app(service: Any, *, public_read: bool = False, database: Database | N
               host: str = "127.0.0.1", **limits: Any) -> Any:
     """The ASGI app: REST under ``/v1``, and (``mcp=True``) MCP streamable HTTP at ``/mcp``. ``host``: where it
     will listen (a loopback host turns on the MCP transport's DNS-rebinding protection). ``limits``: ``max_body``,
-    ``rate``, ``burst`` of :class:`assay.knowledge.limits.RequestLimits`, for both faces."""
+    ``rate``, ``burst`` of :class:`assay.platform.limits.RequestLimits`, for both faces."""
     from assay.knowledge.api import create_app
 
     users = database if database is not None else service.db

@@ -31,13 +31,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from assay.annotate.db import Database
 from assay.knowledge.access import LOCAL, Reader
 from assay.knowledge.eventlog import LogState, verify_events
 from assay.knowledge.patch import Patch, verify
 from assay.knowledge.review import KnowledgeError
 from assay.knowledge.store import KnowledgeStore
 from assay.knowledge.trust import TrustedKey, TrustRing
+from assay.platform.db import Database
 
 if TYPE_CHECKING:
     from assay.knowledge.search import HybridIndex

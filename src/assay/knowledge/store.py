@@ -24,8 +24,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from assay.annotate.db import Database
-from assay.annotate.models import User, now
 from assay.knowledge import eventlog
 from assay.knowledge import keys as keylib
 from assay.knowledge import review as rules
@@ -35,6 +33,8 @@ from assay.knowledge.models import (CheckpointRow, KeyCertificateRow, KeyRevocat
 from assay.knowledge.patch import (OPEN_STATUSES, Patch, PatchRef, Review, check_signature, new_patch, sign_patch,
                                    sign_review, utcnow, verify)
 from assay.knowledge.review import Conflict, KnowledgeError, NotAllowed, NotFound
+from assay.platform.db import Database
+from assay.platform.models import User, now
 
 _PG_LOCK_KEY = 0x4B4E4F57  # "KNOW": the advisory lock that serialises knowledge writes on PostgreSQL
 
@@ -44,7 +44,7 @@ def _iso(ts: float) -> str:
 
 
 class KnowledgeStore:
-    """Patches, reviews, publications and the change feed over a :class:`~assay.annotate.db.Database` (migrated to
+    """Patches, reviews, publications and the change feed over a :class:`~assay.platform.db.Database` (migrated to
     revision 0003 or later)."""
 
     def __init__(self, db: Database, *, default_quorum: int = rules.DEFAULT_QUORUM) -> None:

@@ -1,10 +1,16 @@
-"""Alembic environment: runs migrations on the engine handed over by ``assay.annotate.db`` (no alembic.ini)."""
+"""Alembic environment: runs migrations on the engine handed over by ``assay.platform.db`` (no alembic.ini).
+
+The revisions (``versions/``) are the one chain of the shared database: users and logins, the annotation tables and
+the knowledge tables. Their ids never change, so a database made by any earlier Assay upgrades in place."""
+
+import importlib
 
 from alembic import context
 
-from assay.annotate.models import Base
-import assay.knowledge.models  # noqa: E402,F401  (the knowledge tables live in this schema too)
-import assay.knowledge.network_models  # noqa: E402,F401  (the expert network tables, revision 0004)
+from assay.platform.models import TABLE_MODULES, Base
+
+for _module in TABLE_MODULES:  # every table in the metadata, for autogenerate (the revisions themselves need none)
+    importlib.import_module(_module)
 
 config = context.config
 target_metadata = Base.metadata
@@ -13,7 +19,7 @@ target_metadata = Base.metadata
 def run_migrations_online() -> None:
     engine = config.attributes.get("engine")
     if engine is None:
-        from assay.annotate.db import Database
+        from assay.platform.db import Database
 
         engine = Database(config.get_main_option("sqlalchemy.url")).write_engine
     with engine.connect() as connection:
