@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from assay.annotate import access, tasks, workflow
+from assay.annotate import access, tasks, trajectory_task, workflow
 from assay.annotate.models import Annotation, Assignment, Item, Membership, Project
 from assay.platform import auth
 from assay.platform.db import Database
@@ -116,6 +116,8 @@ def display_item(project: Project, item: Item, swapped: bool | None = None, *,
                 span = f"#t={video.get('start') or 0:g}{end}"
             c["video"] = media_url(project.id, item.id, "video") + span
         c["keyframes"] = [media_url(project.id, item.id, f"keyframe-{k}") for k in range(len(c.get("keyframes") or []))]
+    elif project.task_type == trajectory_task.TASK:
+        c = trajectory_task.display(c, lambda name: media_url(project.id, item.id, name), record_view)
     return {"id": item.id, "content": c}
 
 
@@ -134,6 +136,8 @@ def item_media(project: Project, content: dict[str, Any], name: str, swapped: bo
         frames = content.get("keyframes") or []
         if name.startswith("keyframe-") and name[9:].isdigit() and int(name[9:]) < len(frames):
             return "image", frames[int(name[9:])]
+    if t == trajectory_task.TASK:
+        return trajectory_task.media_of(content, name)
     return None
 
 

@@ -16,6 +16,10 @@ format         rows
 ``edit``       one per image_edit annotation (MagicBrush layout): ``before``, ``after`` (image bytes: the
                item's after image or the annotator's upload; None when only ``after_url`` was given),
                ``after_url``, ``instruction``, ``mask`` (one-channel PNG, 255 = edited region, or None)
+``trajectory`` one per trajectory annotation: ``episode_index`` (joins back to the LeRobot episode; ``record_id``
+               to the Assay record), ``success``, ``instruction`` (as written or corrected) with the
+               ``original_instruction``, ``segments`` (``[{start, end, label}]``, frames), ``note``,
+               ``env_success`` (the environment's own verdict, when the record had one), ``fps``, ``n_frames``
 ``annotations``  any task type, one row per annotation, the raw value as JSON text
 =============  ===========================================================================================
 
@@ -39,14 +43,15 @@ import xxhash
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from assay.annotate import trajectory_task
 from assay.annotate.models import REVIEW_ACCEPTED, REVIEW_REJECTED, Annotation, Item, Project
 from assay.core.record import derive_id, dumps
 from assay.platform.models import User
 
-FORMATS = ("sft", "dpo", "ratings", "critiques", "edit", "annotations")
+FORMATS = ("sft", "dpo", "ratings", "critiques", "edit", "trajectory", "annotations")
 DPO_LAYOUTS = ("string", "conversational")
 _TASKS_OF_FORMAT = {"sft": ("sft",), "dpo": ("preference",), "ratings": ("rating", "clip_rating"),
-                    "critiques": ("critique",), "edit": ("image_edit",)}
+                    "critiques": ("critique",), "edit": ("image_edit",), "trajectory": ("trajectory",)}
 EXPORT_VERSION = "1"
 
 
@@ -139,6 +144,8 @@ def export_rows(s: Session, project: Project, fmt: str, *, accepted_only: bool =
                    "caption": c.get("caption", "")}
         elif fmt == "critiques":
             row = {**ident, "prompt": c.get("prompt", ""), "response": c["response"], "critique": v["critique"]}
+        elif fmt == "trajectory":
+            row = {**ident, **trajectory_task.export_fields(c, v)}
         else:
             row = {**ident, "task_type": project.task_type, "value": dumps(v).decode()}
         stats["rows"] += 1

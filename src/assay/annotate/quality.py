@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from assay.annotate import stats, tasks
+from assay.annotate import stats, tasks, trajectory_task
 from assay.annotate.models import REVIEW_REJECTED, Annotation, Item, Project
 from assay.platform.models import User
 
@@ -32,6 +32,8 @@ def _label_sets(project: Project, rows: list[Any]) -> dict[str, list[tuple[int, 
     if project.task_type in tasks.RUBRIC_TASKS:
         return {d: [(r.item_id, r.user_id, r.value["scores"][d]) for r in rows if d in r.value.get("scores", {})]
                 for d in project.config["dimensions"]}
+    if project.task_type == trajectory_task.TASK:
+        return {"success": trajectory_task.success_triples(rows)}
     return {}
 
 
@@ -81,8 +83,9 @@ def project_quality(s: Session, project: Project) -> dict[str, Any]:
     measures: dict[str, Any] = {}
     consensus: dict[str, dict[int, Any]] = {}
     for name, triples in _label_sets(project, regular).items():
-        level = "nominal" if project.task_type == "preference" else "ordinal"
-        domain = (list(tasks.PREFERENCE_CHOICES) if level == "nominal"
+        level = "nominal" if project.task_type in ("preference", trajectory_task.TASK) else "ordinal"
+        domain = (list(trajectory_task.SUCCESS_DOMAIN) if project.task_type == trajectory_task.TASK
+                  else list(tasks.PREFERENCE_CHOICES) if level == "nominal"
                   else list(range(project.config["scale"][0], project.config["scale"][1] + 1)))
         alpha = stats.alpha_from_triples(triples, level, domain) if triples else float("nan")
         fleiss = None
@@ -106,6 +109,12 @@ def project_quality(s: Session, project: Project) -> dict[str, Any]:
             for uid, acc in ds.annotator_accuracy().items():
                 entry(uid)["ds_accuracy"][name] = _finite(acc)
 
+    extra: dict[str, Any] = {}
+    if project.task_type == trajectory_task.TASK:  # sub-task boundaries: F1 within the project's frame tolerance
+        extra["segments"] = trajectory_task.segment_agreement(
+            ((r.item_id, r.user_id, r.value.get("segments") or []) for r in regular),
+            project.config.get("boundary_tolerance", trajectory_task.DEFAULT_TOLERANCE))
+
     annotators = []
     for uid, e in per.items():
         gold = e.pop("_gold")
@@ -121,7 +130,7 @@ def project_quality(s: Session, project: Project) -> dict[str, Any]:
     annotators.sort(key=lambda e: (e["gold_accuracy"] is None, -(e["gold_accuracy"] or 0), e["annotator"]))
     return {"project": project.name, "task_type": project.task_type, "annotations": len(live),
             "regular_annotations": len(regular), "measures": measures, "annotators": annotators,
-            "consensus_items": {k: len(v) for k, v in consensus.items()}}
+            "consensus_items": {k: len(v) for k, v in consensus.items()}, **extra}
 
 
 def consensus_labels(s: Session, project: Project, method: str = "majority") -> dict[str, dict[int, Any]]:

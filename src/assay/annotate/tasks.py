@@ -11,6 +11,9 @@ critique       ``prompt`` (optional), ``response``                         ``{"c
 image_edit     ``before`` image, ``after`` image (optional),               ``{"instruction": str, "after_source": "item"|
                ``caption``, draft ``instruction``, ``width``/``height``    "upload"|"url", "after": bytes, "after_url":
                                                                            str, "mask": PNG bytes, "mask_pixels": int}``
+trajectory     one robot episode: ``episode_index``, ``instruction``,       ``{"success": bool, "instruction": str,
+               ``fps``, ``n_frames``, action/state ``series``, camera       "segments": [{"start", "end", "label"}],
+               ``videos`` (see ``trajectory_task.py``)                      "note": str}``
 clip_rating    ``prompt`` (the caption), ``video`` (a checked local file   ``{"scores": {dimension: int},
                with ``start``/``end``, or bytes), ``keyframes``            "physics_note": str}``
 =============  =========================================================  ==============================================
@@ -39,7 +42,7 @@ from typing import Any
 
 import xxhash
 
-from assay.annotate import media
+from assay.annotate import media, trajectory_task
 
 MAX_TEXT = 200_000  # characters in one annotation field
 PREFERENCE_CHOICES = ("a", "b", "tie")
@@ -70,6 +73,8 @@ def default_config(task_type: str) -> dict[str, Any]:
         return {"mask": "optional", "max_upload_mb": 10}
     if task_type == "clip_rating":
         return {"dimensions": list(CLIP_RUBRIC), "scale": [1, 5], "gold_tolerance": 0, "note": "optional"}
+    if task_type == trajectory_task.TASK:
+        return trajectory_task.default_config()
     return {}
 
 
@@ -98,6 +103,8 @@ def check_config(task_type: str, config: dict[str, Any] | None) -> dict[str, Any
             raise ValueError(f"image_edit max_upload_mb must be a number in (0, {MAX_UPLOAD_MB}]")
     if task_type == "clip_rating" and cfg.get("note") not in ("optional", "required", "none"):
         raise ValueError("clip_rating note must be optional, required or none")
+    if task_type == trajectory_task.TASK:
+        trajectory_task.check_config(cfg)
     return cfg
 
 
@@ -187,6 +194,11 @@ def item_content(task_type: str, content: Any) -> dict[str, Any]:
         return _edit_item(content)
     elif task_type == "clip_rating":
         return _clip_item(content)
+    elif task_type == trajectory_task.TASK:
+        try:
+            return trajectory_task.item_content(content)
+        except trajectory_task.SkipRecord as e:
+            raise SkipRecord(str(e)) from None
     else:
         raise ValueError(f"unknown task type {task_type!r}")
     if context:
@@ -277,6 +289,8 @@ def answer_context(task_type: str, content: dict[str, Any]) -> dict[str, Any] | 
     has an after image); None for tasks whose answers stand alone."""
     if task_type == "image_edit":
         return {"size": (content["width"], content["height"]), "has_after": content.get("after") is not None}
+    if task_type == trajectory_task.TASK:
+        return trajectory_task.answer_context(content)
     return None
 
 
@@ -418,6 +432,11 @@ def validate_answer(task_type: str, config: dict[str, Any], value: Any,
                                               config.get("note") == "required")}
     if task_type == "image_edit":
         return _edit_answer(config, value, context)
+    if task_type == trajectory_task.TASK:
+        try:
+            return trajectory_task.validate_answer(config, value, context, _bounded_text)
+        except trajectory_task.InvalidAnswer as e:
+            raise InvalidAnswer(str(e)) from None
     raise InvalidAnswer(f"unknown task type {task_type!r}")
 
 

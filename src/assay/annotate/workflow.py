@@ -444,7 +444,7 @@ def submit(s: Session, project: Project, user_id: int, assignment_id: int, value
     """Record an answer (in the record's orientation) for a slot the user holds. Raises :class:`Conflict` if the slot
     was lost or already submitted. Two statements: the slot's conditional state change, the insert."""
     context = None
-    if project.task_type == "image_edit":  # uploads are checked against the item (mask size, has an after image)
+    if project.task_type in ("image_edit", "trajectory"):  # checked against the item (mask size; frame count)
         content = s.scalar(select(Item.content).join(Assignment, Assignment.item_id == Item.id)
                            .where(Assignment.id == assignment_id, Assignment.project_id == project.id,
                                   Assignment.user_id == user_id))
