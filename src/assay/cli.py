@@ -205,6 +205,8 @@ _SUBAPPS = {
     "lab": ("assay.lab.cli", "Scaling-law fits and tiny-LM ablations that put a number on data quality."),
     "knowledge": ("assay.knowledge.cli", "Signed, versioned knowledge patches: publish, review, search, serve over REST "
                                          "and MCP; the expert network and its rewards."),
+    "flywheel": ("assay.flywheel.cli", "One closed loop through all four stages, round by round, measured by the lab; "
+                                       "its report with every record's lineage."),
 }
 for _name, (_module, _help) in _SUBAPPS.items():
     try:
