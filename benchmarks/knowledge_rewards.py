@@ -7,7 +7,7 @@ Each crowd: ``--tasks`` tasks with a latent true label (prior 0.5/0.3/0.2 over t
 common label (the "majority guess"). The last crowd uses task-dependent collusion (colluders agree on a label
 derived from the task id), which is outside CA's model and shown as its limit. Figures: mean payout per report of
 each agent type (mean over agents, 95 % CI over agents). Then the same reports are paid into a real SQLite ledger
-to time :func:`assay.knowledge.rewards.pay_batch`.
+to time :func:`assay.experts.rewards.pay_batch`.
 
     python benchmarks/knowledge_rewards.py [--tasks 4000] [--agents 100] [--per-task 5] [--seed 0]
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assay.knowledge.rewards import (correlated_agreement, majority_agreement, make_population, payout_by_kind,
+from assay.experts.rewards import (correlated_agreement, majority_agreement, make_population, payout_by_kind,
                                      peer_truth_serum, simulate_reports)
 
 PRIOR = [0.5, 0.3, 0.2]
@@ -45,7 +45,7 @@ def _fmt(v: dict[str, float]) -> str:
 def ledger_timing(reports: list, n_agents: int) -> str:
     from assay.platform.db import Database
     from assay.platform.models import User
-    from assay.knowledge.rewards import pay_batch
+    from assay.experts.rewards import pay_batch
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(str(Path(tmp) / "ledger.db"))

@@ -622,7 +622,7 @@ def test_migrations_match_the_models(migrated_db):
     from alembic.script import ScriptDirectory
 
     import assay.knowledge.models  # noqa: F401  (the knowledge layer's tables share this schema)
-    import assay.knowledge.network_models  # noqa: F401
+    import assay.experts.models  # noqa: F401
     from assay.platform.db import alembic_config, current_revision
     from assay.platform.models import Base
 

@@ -17,10 +17,10 @@ from assay.annotate import stats, workflow
 from assay.annotate.models import Item, Project, User
 from assay.core.record import Record
 from assay.knowledge import keys
-from assay.knowledge.experts import (compute_reputation, get_expert, list_experts, peer_skill, set_expert,
+from assay.experts.reputation import (compute_reputation, get_expert, list_experts, peer_skill, set_expert,
                                      stored_reputation)
 from assay.knowledge.review import KnowledgeError
-from assay.knowledge.routing import annotation_work, close_task, open_tasks, patch_work, route
+from assay.experts.routing import annotation_work, close_task, open_tasks, patch_work, route
 from assay.knowledge.store import KnowledgeStore
 
 PW = "password-123"

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from assay.annotate import workflow
 from assay.cli import app
-from assay.knowledge.experts import compute_reputation
-from assay.knowledge.routing import route
+from assay.experts.reputation import compute_reputation
+from assay.experts.routing import route
 from assay.knowledge.store import KnowledgeStore
 from assay.platform.db import Database
 

@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 from assay.annotate import workflow
 from assay.annotate.models import Project
 from assay.core.record import Record
-from assay.knowledge.rewards import (MIN_REPORTS_PER_AGENT, BatchConflict, SmallBatch, annotation_reports, balances, correlated_agreement,
+from assay.experts.rewards import (MIN_REPORTS_PER_AGENT, BatchConflict, SmallBatch, annotation_reports, balances, correlated_agreement,
                                      delta_matrix, ledger_entries, majority_agreement, make_population, pay_batch,
                                      payout_by_kind, peer_truth_serum, simulate_reports)
 from assay.platform.models import User
@@ -245,7 +245,7 @@ def test_migration_0004_matches_the_models_and_downgrades(backend, tmp_path):
     from alembic.runtime.migration import MigrationContext
 
     import assay.knowledge.models  # noqa: F401  (registers the knowledge tables on Base)
-    import assay.knowledge.network_models  # noqa: F401
+    import assay.experts.models  # noqa: F401
     from assay.platform.db import current_revision
     from assay.platform.models import Base
 

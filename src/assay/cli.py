@@ -216,6 +216,8 @@ for _name, (_module, _help) in _SUBAPPS.items():
             continue
         raise
     app.add_typer(_sub, name=_name, help=_help)
+    if _module == "assay.knowledge.cli":  # the expert network (assay.experts) builds on annotate and knowledge;
+        importlib.import_module("assay.experts.cli").register(_sub)  # its commands sit under `assay knowledge`
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ ROLES = ("admin", "reviewer", "annotator")  # global roles
 #: the modules whose tables live in the shared database (imported by the migrations' environment, so that
 #: autogenerate sees every table; named here, not imported, because they build on this layer)
 TABLE_MODULES = ("assay.platform.models", "assay.annotate.models", "assay.knowledge.models",
-                 "assay.knowledge.network_models")
+                 "assay.experts.models")
 
 
 def now() -> float:

@@ -12,7 +12,7 @@ down_revision = '0003'
 branch_labels = None
 depends_on = None
 
-# frozen copy of assay.knowledge.network_models.append_only_ddl at this revision
+# frozen copy of assay.experts.models.append_only_ddl at this revision
 _APPEND_ONLY = ('reward_batches', 'reward_ledger')
 
 
