@@ -85,9 +85,9 @@ def make_database(backend: str, tmp_path, via_alembic: bool = False) -> tuple[An
     if via_alembic:
         db.migrate()
     else:
-        from assay.platform.models import Base
+        from assay.platform.models import all_tables
 
-        Base.metadata.create_all(db.write_engine)
+        all_tables().create_all(db.write_engine)
 
     def cleanup() -> None:
         db.dispose()

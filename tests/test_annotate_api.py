@@ -624,10 +624,10 @@ def test_migrations_match_the_models(migrated_db):
     import assay.knowledge.models  # noqa: F401  (the knowledge layer's tables share this schema)
     import assay.experts.models  # noqa: F401
     from assay.platform.db import alembic_config, current_revision
-    from assay.platform.models import Base
+    from assay.platform.models import all_tables
 
     with db.write_engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn), all_tables())
     assert diff == []
     head = ScriptDirectory.from_config(alembic_config(db.write_engine)).get_current_head()
     assert current_revision(db.write_engine) == head

@@ -247,13 +247,13 @@ def test_migration_0004_matches_the_models_and_downgrades(backend, tmp_path):
     import assay.knowledge.models  # noqa: F401  (registers the knowledge tables on Base)
     import assay.experts.models  # noqa: F401
     from assay.platform.db import current_revision
-    from assay.platform.models import Base
+    from assay.platform.models import all_tables
 
     db, cleanup = make_database(backend, tmp_path, via_alembic=True)
     try:
         assert current_revision(db.write_engine) >= "0004"  # head: later revisions build on 0004
         with db.write_engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            assert compare_metadata(MigrationContext.configure(conn), all_tables()) == []
         from alembic import command
 
         from assay.platform.db import alembic_config

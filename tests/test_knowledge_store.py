@@ -300,12 +300,12 @@ def test_migration_matches_the_models_and_downgrades(backend, tmp_path):
 
     import assay.knowledge.models  # noqa: F401
     from assay.platform.db import alembic_config, current_revision
-    from assay.platform.models import Base
+    from assay.platform.models import all_tables
 
     database, cleanup = make_database(backend, tmp_path, via_alembic=True)
     try:
         with database.write_engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            diff = compare_metadata(MigrationContext.configure(conn), all_tables())
         assert [d for d in diff if "knowledge" in repr(d)] == []
         command.downgrade(alembic_config(database.write_engine), "0002")
         assert current_revision(database.write_engine) == "0002"

@@ -20,8 +20,8 @@ from assay.core.record import _restore_bytes, dumps
 
 ROLES = ("admin", "reviewer", "annotator")  # global roles
 
-#: the modules whose tables live in the shared database (imported by the migrations' environment, so that
-#: autogenerate sees every table; named here, not imported, because they build on this layer)
+#: the modules whose tables live in the shared database: named here, not imported, because they build on this layer
+#: (:func:`all_tables` imports them)
 TABLE_MODULES = ("assay.platform.models", "assay.annotate.models", "assay.knowledge.models",
                  "assay.experts.models")
 
@@ -50,6 +50,17 @@ class JSONText(TypeDecorator):
 
 class Base(DeclarativeBase):
     pass
+
+
+def all_tables() -> Any:
+    """The metadata of the whole shared database, every table of :data:`TABLE_MODULES` on it (for ``create_all``,
+    autogenerate and comparing a migrated database with the models). ``Base.metadata`` alone holds only the tables
+    of the modules imported so far."""
+    import importlib
+
+    for module in TABLE_MODULES:
+        importlib.import_module(module)
+    return Base.metadata
 
 
 class User(Base):

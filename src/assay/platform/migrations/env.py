@@ -3,17 +3,12 @@
 The revisions (``versions/``) are the one chain of the shared database: users and logins, the annotation tables and
 the knowledge tables. Their ids never change, so a database made by any earlier Assay upgrades in place."""
 
-import importlib
-
 from alembic import context
 
-from assay.platform.models import TABLE_MODULES, Base
-
-for _module in TABLE_MODULES:  # every table in the metadata, for autogenerate (the revisions themselves need none)
-    importlib.import_module(_module)
+from assay.platform.models import all_tables
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = all_tables()  # for autogenerate (the revisions themselves need no models)
 
 
 def run_migrations_online() -> None:
