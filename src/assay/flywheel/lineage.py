@@ -46,7 +46,7 @@ class RunIndex:
             return {}
         from sqlalchemy import select
 
-        from assay.annotate.db import Database
+        from assay.platform.db import Database
         from assay.annotate.models import Project
         from assay.flywheel.people import human_labels
 
@@ -66,7 +66,7 @@ class RunIndex:
         ids = {p["patch_id"] for ps in self.patches.values() for p in ps}
         if not ids:
             return {}
-        from assay.annotate.db import Database
+        from assay.platform.db import Database
         from assay.knowledge.store import KnowledgeStore
 
         db = Database(str(self.out / "annotate.db"))

@@ -110,7 +110,7 @@ class Flywheel:
         self.log = log or (lambda msg: None)
         self._db: Any = None
         self._projects: dict[str, Any] = {}
-        self._lab: Any = None
+        self._lab_obj: Any = None
         self._pages: list[Record] | None = None
 
     # -- set-up --------------------------------------------------------------------------------------------------
@@ -139,7 +139,7 @@ class Flywheel:
     @property
     def db(self) -> Any:
         if self._db is None:
-            from assay.annotate.db import Database
+            from assay.platform.db import Database
 
             self._db = Database(str(self.out / "annotate.db"))
             self._db.migrate()
@@ -259,14 +259,14 @@ class Flywheel:
 
     @property
     def lab(self) -> Any:
-        if self._lab is None:
+        if self._lab_obj is None:
             from assay.flywheel.lab import Lab
 
-            self._lab = Lab(self.recipe.lab, self.out / "lab", self.recipe.seed)
-        return self._lab
+            self._lab_obj = Lab(self.recipe.lab, self.out / "lab", self.recipe.seed)
+        return self._lab_obj
 
     def _ensure_lab(self) -> None:
-        if self._lab is None or self._lab._fit is None:
+        if self._lab_obj is None or self._lab_obj._fit is None:
             self.lab.ladder([d.text for d in read_records(self.out / "reference" / "docs.jsonl")])
 
     def run_round(self, r: int) -> None:
@@ -533,8 +533,12 @@ class Flywheel:
         generation = read_records(rd / "verified.jsonl")
         metrics: dict[str, Any] = {}
         if generation and anchor:
-            metrics = collapse.collapse_metrics([text_of(x) for x in generation], [text_of(x) for x in anchor],
-                                                get_backend("hashed", dim=4096), 2000, self.recipe.seed, n_boot=20)
+            try:
+                metrics = collapse.collapse_metrics([text_of(x) for x in generation], [text_of(x) for x in anchor],
+                                                    get_backend("hashed", dim=4096), 2000, self.recipe.seed,
+                                                    n_boot=20)
+            except ValueError as e:  # too few texts for a metric: said in the report, the loop goes on
+                metrics = {"error": str(e)}
         write_json(rd / "metrics.json", metrics)
         return {"removed_by_people": removed, **mixer.mix_stats(mixed)}
 
@@ -576,31 +580,37 @@ class Flywheel:
                 "patch_ids": sorted({p["patch_id"] for p in patches.values()})}
 
     def knowledge_store(self) -> tuple[Any, Any]:
+        """The knowledge store (same database as the annotation app) and the simulated reviewer's key; every set-up
+        step is idempotent, so a run killed half-way through it sets up the rest on the rerun."""
         from assay.annotate import workflow
+        from assay.flywheel.people import accounts
         from assay.knowledge import keys
         from assay.knowledge.store import KnowledgeStore
 
         store = KnowledgeStore(self.db, default_quorum=1)
         kdir = self.out / "keys"
         kdir.mkdir(exist_ok=True)
+        loaded = {}
+        for name in ("reviewer", "root"):
+            path = kdir / f"{name}.pem"
+            if not path.exists():
+                tmp = kdir / f".{name}.{os.getpid()}.pem"
+                for stale in (tmp, tmp.with_name(tmp.name + ".pub")):
+                    stale.unlink(missing_ok=True)
+                keys.save(keys.generate(), tmp)
+                os.replace(tmp.with_name(tmp.name + ".pub"), path.with_name(path.name + ".pub"))
+                os.replace(tmp, path)
+            loaded[name] = keys.load_private(path)
         reviewer = f"{self.recipe.name}-reviewer"
-        key_path = kdir / "reviewer.pem"
-        if not key_path.exists():
-            with self.db.write() as s:
-                try:
-                    workflow.find_user(s, reviewer)
-                except workflow.NotFound:
-                    from assay.flywheel.people import accounts
-
-                    workflow.create_user(s, reviewer, accounts(self.out, [reviewer])[reviewer], "annotator")
-            store.grant(reviewer, self.recipe.knowledge.domain, "reviewer")
-            key = keys.generate()
-            root = keys.generate()
-            store.register_key(reviewer, keys.raw_public(key), "reviewer")
-            store.certify(root)
-            keys.save(root, kdir / "root.pem")
-            keys.save(key, key_path)  # saved last: its presence means the set-up is complete
-        return store, keys.load_private(key_path)
+        with self.db.write() as s:
+            try:
+                workflow.find_user(s, reviewer)
+            except workflow.NotFound:
+                workflow.create_user(s, reviewer, accounts(self.out, [reviewer])[reviewer], "annotator")
+        store.grant(reviewer, self.recipe.knowledge.domain, "reviewer")
+        store.register_key(reviewer, keys.raw_public(loaded["reviewer"]), "reviewer")
+        store.certify(loaded["root"])
+        return store, loaded["reviewer"]
 
     def propose_patch(self, store: Any, reviewer_key: Any, kind: str, x: Record, author: str, human: float,
                       machine: float, r: int) -> dict[str, Any]:

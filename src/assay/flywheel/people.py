@@ -50,8 +50,7 @@ def serve_app(db_url: str, timeout: float = 30.0) -> Iterator[str]:
     from assay.annotate.app import create_app
 
     app = create_app(db_url, migrate=True)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
-                                           lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, name="flywheel-annotate", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
@@ -139,7 +138,8 @@ def human_labels(db: Any, project_id: int) -> dict[str, list[dict[str, Any]]]:
     from sqlalchemy import select
     from sqlalchemy.orm import aliased
 
-    from assay.annotate.models import Annotation, Item, User
+    from assay.annotate.models import Annotation, Item
+    from assay.platform.models import User
 
     reviewer = aliased(User)
     out: dict[str, list[dict[str, Any]]] = {}
