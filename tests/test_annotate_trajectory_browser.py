@@ -43,7 +43,7 @@ def test_annotator_labels_an_episode_in_chromium(tmp_path):
     from playwright.sync_api import sync_playwright
 
     from assay.annotate import workflow
-    from assay.annotate.db import Database
+    from assay.platform.db import Database
     from assay.annotate.export import export
     from assay.core.record import Record
 

@@ -14,14 +14,15 @@ import pytest
 from sqlalchemy import select
 
 from assay.annotate import stats, workflow
-from assay.annotate.models import Item, Project, User
+from assay.annotate.models import Item, Project
 from assay.core.record import Record
-from assay.knowledge import keys
 from assay.experts.reputation import (compute_reputation, get_expert, list_experts, peer_skill, set_expert,
                                      stored_reputation)
-from assay.knowledge.review import KnowledgeError
 from assay.experts.routing import annotation_work, close_task, open_tasks, patch_work, route
+from assay.knowledge import keys
+from assay.knowledge.review import KnowledgeError
 from assay.knowledge.store import KnowledgeStore
+from assay.platform.models import User
 
 PW = "password-123"
 
