@@ -128,7 +128,7 @@ def _speed(fn, texts: list[str], repeat: int) -> dict[str, float]:  # noqa: ANN0
 
 def run_assay(backend_name: str, train: list[dict], held: list[dict], repeat: int) -> dict:
     from assay.models.embeddings import get_backend
-    from assay.harvest.quality import train_quality_model
+    from assay.models.quality_classifier import train_quality_model
 
     t = time.perf_counter()
     model = train_quality_model([r["text"] for r in train], [r["label"] for r in train],

@@ -134,7 +134,8 @@ def test_spec_round_trip_and_version_guard():
 
 
 def test_import_stays_light():
-    code = ("import sys, assay.models.embeddings, assay.harvest.quality, assay.harvest.quality_cli;"
+    code = ("import sys, assay.models.embeddings, assay.models.quality_classifier, assay.harvest.quality, "
+            "assay.harvest.quality_cli;"
             "heavy = ('torch', 'sentence_transformers', 'sklearn', 'transformers', 'scipy');"
             "print(sorted(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from assay.models.embeddings import HashedNgramBackend, get_backend
 from assay.core.record import Record
 from assay.core.step import REGISTRY, StepContext
-from assay.harvest.quality import (QualityFilter, QualityModel, QualityScore, QualitySelect, encode_labels,
-                                   train_quality_model)
+from assay.harvest.quality import QualityFilter, QualityScore, QualitySelect
+from assay.models.embeddings import HashedNgramBackend, get_backend
+from assay.models.quality_classifier import QualityModel, encode_labels, train_quality_model
 
 import doc_pages
 from testutil import ROOT, read_output, write_jsonl

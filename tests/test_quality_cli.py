@@ -8,8 +8,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from assay.harvest.quality import QualityModel
 from assay.harvest.quality_cli import app, read_texts
+from assay.models.quality_classifier import QualityModel
 
 from test_quality import BOILER, PROSE
 

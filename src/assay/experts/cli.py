@@ -416,9 +416,6 @@ def rewards_ledger(batch: Optional[str] = typer.Option(None, "--batch", "-b", he
              e["details"].get("score")] for e in entries], empty="no ledger entries")
 
 
-if __name__ == "__main__":  # python -m assay.knowledge.cli …
-    app()
-
 
 def register(knowledge_app: typer.Typer) -> None:
     """Add the expert network's commands to the ``assay knowledge`` app."""

@@ -126,7 +126,7 @@ def train(
 ) -> None:
     """Train a quality classifier: --positive/--negative (DCLM) or --labels (FineWeb-Edu); writes one file."""
     from assay.models.embeddings import get_backend
-    from assay.harvest.quality import train_quality_model
+    from assay.models.quality_classifier import train_quality_model
 
     if task not in ("auto", "binary", "regression"):
         _fail(f"--task must be auto, binary or regression, not {task!r}")
@@ -240,7 +240,7 @@ def _score_and_write(step: Any, ctx: Any, batch: list[Any], writer: Any, signal:
 def info(model: Path = typer.Argument(..., help="Model file."),
          as_json: bool = typer.Option(False, "--json", help="Print the whole header as JSON.")) -> None:
     """Show a model's backend, labels, training statistics and held-out metrics."""
-    from assay.harvest.quality import QualityModel
+    from assay.models.quality_classifier import QualityModel
 
     try:
         m = QualityModel.load(model)

@@ -490,3 +490,7 @@ def trust_export(output: Path = typer.Option(..., "--output", "-o", help="JSON f
     output.write_text(json.dumps(docs, indent=1) + "\n", encoding="utf-8")
     typer.echo(f"{len(docs['certificates'])} certificate(s), {len(docs['revocations'])} revocation(s), "
                f"{len(docs['checkpoints'])} checkpoint(s) -> {output}")
+
+
+if __name__ == "__main__":  # python -m assay.knowledge.cli … (the expert network's commands come with `assay knowledge`)
+    app()
