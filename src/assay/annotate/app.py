@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from assay.annotate import access, tasks, trajectory_task, workflow
+from assay.annotate import access, dialogue_task, tasks, trajectory_task, workflow
 from assay.annotate.models import Annotation, Assignment, Item, Membership, Project
 from assay.platform import auth
 from assay.platform.db import Database
@@ -172,6 +172,8 @@ def submit_answer(db: Database, request: Request, project_id: int, assignment_id
         raise workflow.NotFound(workflow.NOT_YOURS)
     swapped = tasks.sides_swapped(p.config, bool(row.swapped), row.record_id, assignment_id, c.user_id)
     value = to_stored_answer(p, swapped, value)
+    if p.task_type == dialogue_task.TASK:  # what the model said is asked of the model again, outside the write
+        value = dialogue_task.submitted(db, p, assignment_id, value)
     with db.write() as s:
         return c, p, workflow.submit(s, p, c.user_id, assignment_id, value, seconds)
 
@@ -553,6 +555,7 @@ def create_app(db_url: str | None = None, *, migrate: bool = False, database: Da
         return {"status": "ok"}
 
     app.include_router(api_router())
+    app.include_router(dialogue_task.router())
     app.include_router(web_router())
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

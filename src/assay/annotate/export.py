@@ -20,6 +20,9 @@ format         rows
                to the Assay record), ``success``, ``instruction`` (as written or corrected) with the
                ``original_instruction``, ``segments`` (``[{start, end, label}]``, frames), ``note``,
                ``env_success`` (the environment's own verdict, when the record had one), ``fps``, ``n_frames``
+``dialogue``   one per expert dialogue: ``question``, ``domain``, ``messages`` (the conversation with the expert's
+               corrections), ``turns`` (model turns with their ``original`` and ``corrected``),
+               ``corrected_turns``, ``final_answer``, ``final_turn``, ``model``
 ``annotations``  any task type, one row per annotation, the raw value as JSON text
 =============  ===========================================================================================
 
@@ -43,15 +46,16 @@ import xxhash
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from assay.annotate import trajectory_task
+from assay.annotate import dialogue_task, trajectory_task
 from assay.annotate.models import REVIEW_ACCEPTED, REVIEW_REJECTED, Annotation, Item, Project
 from assay.core.record import derive_id, dumps
 from assay.platform.models import User
 
-FORMATS = ("sft", "dpo", "ratings", "critiques", "edit", "trajectory", "annotations")
+FORMATS = ("sft", "dpo", "ratings", "critiques", "edit", "trajectory", "dialogue", "annotations")
 DPO_LAYOUTS = ("string", "conversational")
 _TASKS_OF_FORMAT = {"sft": ("sft",), "dpo": ("preference",), "ratings": ("rating", "clip_rating"),
-                    "critiques": ("critique",), "edit": ("image_edit",), "trajectory": ("trajectory",)}
+                    "critiques": ("critique",), "edit": ("image_edit",), "trajectory": ("trajectory",),
+                    "dialogue": ("dialogue",)}
 EXPORT_VERSION = "1"
 
 
@@ -146,6 +150,8 @@ def export_rows(s: Session, project: Project, fmt: str, *, accepted_only: bool =
             row = {**ident, "prompt": c.get("prompt", ""), "response": c["response"], "critique": v["critique"]}
         elif fmt == "trajectory":
             row = {**ident, **trajectory_task.export_fields(c, v)}
+        elif fmt == "dialogue":
+            row = {**ident, **dialogue_task.export_fields(c, v)}
         else:
             row = {**ident, "task_type": project.task_type, "value": dumps(v).decode()}
         stats["rows"] += 1

@@ -26,7 +26,7 @@ from assay.platform.models import Base, JSONText, now
 from assay.platform.models import ROLES, AuthEvent, LoginThrottle, Session, User  # noqa: F401
 
 PROJECT_ROLES = ("reviewer", "annotator")  # roles inside a project
-TASK_TYPES = ("sft", "preference", "rating", "critique", "image_edit", "clip_rating", "trajectory")
+TASK_TYPES = ("sft", "preference", "rating", "critique", "image_edit", "clip_rating", "trajectory", "dialogue")
 SLOT_OPEN, SLOT_LEASED, SLOT_SUBMITTED = "open", "leased", "submitted"
 REVIEW_PENDING, REVIEW_ACCEPTED, REVIEW_REJECTED = "pending", "accepted", "rejected"
 

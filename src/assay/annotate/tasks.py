@@ -42,7 +42,7 @@ from typing import Any
 
 import xxhash
 
-from assay.annotate import media, trajectory_task
+from assay.annotate import dialogue_task, media, trajectory_task
 
 MAX_TEXT = 200_000  # characters in one annotation field
 PREFERENCE_CHOICES = ("a", "b", "tie")
@@ -75,6 +75,8 @@ def default_config(task_type: str) -> dict[str, Any]:
         return {"dimensions": list(CLIP_RUBRIC), "scale": [1, 5], "gold_tolerance": 0, "note": "optional"}
     if task_type == trajectory_task.TASK:
         return trajectory_task.default_config()
+    if task_type == dialogue_task.TASK:
+        return dialogue_task.default_config()
     return {}
 
 
@@ -105,6 +107,8 @@ def check_config(task_type: str, config: dict[str, Any] | None) -> dict[str, Any
         raise ValueError("clip_rating note must be optional, required or none")
     if task_type == trajectory_task.TASK:
         trajectory_task.check_config(cfg)
+    if task_type == dialogue_task.TASK:
+        dialogue_task.check_config(cfg)
     return cfg
 
 
@@ -194,6 +198,11 @@ def item_content(task_type: str, content: Any) -> dict[str, Any]:
         return _edit_item(content)
     elif task_type == "clip_rating":
         return _clip_item(content)
+    elif task_type == dialogue_task.TASK:
+        try:
+            return dialogue_task.item_content(content, prompt if prompt is not None else text)
+        except dialogue_task.SkipRecord as e:
+            raise SkipRecord(str(e)) from None
     elif task_type == trajectory_task.TASK:
         try:
             return trajectory_task.item_content(content)
@@ -432,6 +441,11 @@ def validate_answer(task_type: str, config: dict[str, Any], value: Any,
                                               config.get("note") == "required")}
     if task_type == "image_edit":
         return _edit_answer(config, value, context)
+    if task_type == dialogue_task.TASK:
+        try:
+            return dialogue_task.validate(value, config)
+        except dialogue_task.InvalidAnswer as e:
+            raise InvalidAnswer(str(e)) from None
     if task_type == trajectory_task.TASK:
         try:
             return trajectory_task.validate_answer(config, value, context, _bounded_text)

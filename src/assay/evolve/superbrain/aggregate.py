@@ -414,9 +414,9 @@ def majority_vote(votes: Iterable[Vote]) -> dict[str, Hashable]:
 def reputation_weighted_vote(votes: Iterable[Vote], gold: Mapping[str, Hashable],
                              strength: float = 2.0) -> dict[str, Hashable]:
     """The vote weighted by each expert's gold reputation in the domain, as the expert network computes it
-    (:mod:`assay.knowledge.experts`: chance-corrected accuracy on gold under a Beta prior centred on chance, here
+    (:mod:`assay.experts.reputation`: chance-corrected accuracy on gold under a Beta prior centred on chance, here
     floored at 0); an expert without gold answers in the domain weighs the domain's mean."""
-    from assay.knowledge.experts import _beta_skill
+    from assay.experts.reputation import _beta_skill
 
     votes = list(votes)
     answers: dict[str, set] = defaultdict(set)
@@ -449,7 +449,7 @@ def reputation_prior(db: Any, domains: Iterable[str], experts: Iterable[str]) ->
     from sqlalchemy import select
 
     from assay.annotate.models import User
-    from assay.knowledge.experts import stored_reputation
+    from assay.experts.reputation import stored_reputation
 
     wanted = set(experts)
     out: dict[tuple[str, str], float] = {}
