@@ -57,6 +57,44 @@ def loaded_after_import(modules: list[str]) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+#: docs/architecture.md, "Layers": a package imports only from its own layer or the layers below it
+LAYERS = {
+    "core": 0, "io": 0, "run": 0,                                    # the foundation
+    "models": 1, "platform": 1,                                      # shared layers
+    "annotate": 2, "knowledge": 2,                                   # the two web services (never each other)
+    "harvest": 3, "synthesize": 3, "evolve": 3, "lab": 3, "experts": 3, "trajectories": 3,  # stages
+    "flywheel": 4,                                                   # the loop over all stages
+    "cli": 5, "__main__": 5,                                         # the command line wires it all
+}
+
+
+def package_imports() -> dict[str, set[tuple[str, str]]]:
+    """Top-level package (or module) of ``assay`` → {(imported package, importing file)}, other packages only."""
+    found: dict[str, set[tuple[str, str]]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC)
+        if rel.name == "__init__.py" and len(rel.parts) == 1:
+            continue
+        pkg = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        for module in imported_modules(path):
+            if module.startswith("assay.") and module.split(".")[1] != pkg:
+                found.setdefault(pkg, set()).add((module.split(".")[1], str(rel)))
+    return found
+
+
+def test_every_package_has_a_layer():
+    packages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    packages |= {p.stem for p in SRC.glob("*.py") if p.stem != "__init__"}
+    assert packages - set(LAYERS) == set(), "place the new package in LAYERS (and in docs/architecture.md)"
+
+
+def test_packages_import_only_their_layer_or_below():
+    up = sorted(f"{where}: {pkg} (layer {LAYERS[pkg]}) imports {target} (layer {LAYERS[target]})"
+                for pkg, edges in package_imports().items() for target, where in edges
+                if pkg in LAYERS and target in LAYERS and LAYERS[target] > LAYERS[pkg])
+    assert up == []
+
+
 def test_core_loads_no_model_library():
     core = modules_of("assay.core")
     assert "assay.core.step" in core and "assay.core.recipe" in core

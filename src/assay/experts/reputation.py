@@ -41,12 +41,13 @@ import numpy as np
 from sqlalchemy import delete, func, select
 
 from assay.annotate import stats, tasks
-from assay.annotate.models import REVIEW_REJECTED, Annotation, Item, Project, User, now
+from assay.annotate.models import REVIEW_REJECTED, Annotation, Item, Project
 from assay.annotate.quality import _label_sets
 from assay.annotate.workflow import find_project
 from assay.experts.models import MAX_LEVEL, MIN_LEVEL, ExpertDomain, ExpertProfile, ExpertReputation
 from assay.knowledge.models import PatchEvent, PatchReview, PatchVersion
 from assay.knowledge.review import KnowledgeError, check_domain, find_user
+from assay.platform.models import User, now
 
 ACCEPT_OUTCOMES = ("accepted", "approved", "superseded")
 REJECT_OUTCOMES = ("rejected", "retracted")

@@ -49,8 +49,9 @@ import orjson
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from assay.annotate.models import REVIEW_REJECTED, Annotation, User, now
+from assay.annotate.models import REVIEW_REJECTED, Annotation
 from assay.experts.models import RewardBatch, RewardEntry
+from assay.platform.models import User, now
 
 Report = tuple[Hashable, Hashable, Hashable]  # (task, agent, label)
 RULES = ("ca", "pts")

@@ -28,10 +28,11 @@ from typing import Any, Iterable, Mapping
 
 from sqlalchemy import func, select, update
 
-from assay.annotate.models import SLOT_LEASED, Assignment, Item, Project, User, now
+from assay.annotate.models import SLOT_LEASED, Assignment, Item, Project
 from assay.experts.models import (MAX_LEVEL, TASK_DONE, TASK_OPEN, TASK_STATUSES, ExpertDomain,
                                             ExpertProfile, ExpertReputation, ExpertTask)
 from assay.knowledge.review import KnowledgeError, NotFound, check_domain
+from assay.platform.models import User, now
 
 
 @dataclass(frozen=True)

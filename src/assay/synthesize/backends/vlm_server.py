@@ -1,7 +1,0 @@
-"""Kept for helpers during the move; remove. This module moved to :mod:`assay.models.llm.vlm_server`."""
-
-import sys
-
-from assay.models.llm import vlm_server as _moved
-
-sys.modules[__name__] = _moved
