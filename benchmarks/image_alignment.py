@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))  # the image fixtures the tests use
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from assay.models.image_embeddings import get_image_text_embedder  # noqa: E402
 from assay.core.record import Record  # noqa: E402
 from assay.core.step import StepContext  # noqa: E402
 from assay.evolve.visual import train_reward_head  # noqa: E402
 from assay.harvest.image.alignment import ImageTextAlignment  # noqa: E402
+from assay.models.image_embeddings import get_image_text_embedder  # noqa: E402
 from image_text_fixtures import WORDS, render_text_image  # noqa: E402
 
 TEMPLATES = ("a sign that says {}", "the word {} written on a wall", "{}", "a poster: {} in black letters",

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from assay.knowledge.search import HybridIndex
 from assay.models import embeddings
 from assay.models.embeddings import (OnnxMiniLMBackend, backend_from_spec, export_minilm_onnx, get_backend, minilm,
                                    packaged_minilm_path)
-from assay.knowledge.search import HybridIndex
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = [

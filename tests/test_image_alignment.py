@@ -12,10 +12,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from assay.models.image_embeddings import DEFAULT_THRESHOLDS, get_image_text_embedder  # noqa: E402
 from assay.core.record import Record  # noqa: E402
 from assay.core.step import REGISTRY, StepContext  # noqa: E402
 from assay.harvest.image.alignment import SCORE_SIGNAL, ImageTextAlignment  # noqa: E402
+from assay.models.image_embeddings import DEFAULT_THRESHOLDS, get_image_text_embedder  # noqa: E402
 from image_text_fixtures import WORDS, render_text_image, shape_image  # noqa: E402
 
 TEMPLATES = ("a sign that says {}", "the word {} written on a wall", "{}", "a poster: {} in black letters")

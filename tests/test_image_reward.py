@@ -13,11 +13,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from assay.models.image_embeddings import get_image_text_embedder, load_image  # noqa: E402
 from assay.core.record import Record  # noqa: E402
 from assay.core.step import REGISTRY, StepContext  # noqa: E402
 from assay.evolve.visual import (ImageReward, RewardHead, main, preference_of, preferences_from,  # noqa: E402
                                  train_reward_head)
+from assay.models.image_embeddings import get_image_text_embedder, load_image  # noqa: E402
 from image_text_fixtures import WORDS, render_text_image, shape_image  # noqa: E402
 
 TRAIN_WORDS, TEST_WORDS = WORDS[:26], WORDS[26:]

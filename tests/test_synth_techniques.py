@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from testutil import DATA, ROOT, LoopbackLLMServer
 
-from assay.core.record import Record, derive_id
-from assay.core.recipe import Recipe
 from assay.core.errors import RecipeError
+from assay.core.recipe import Recipe
+from assay.core.record import Record, derive_id
 from assay.core.step import REGISTRY, StepContext
 from assay.models.llm.base import BackendError, Completion
 from assay.synthesize.evol_instruct import METHODS, EvolInstruct, clean_evolution, content_words

@@ -54,8 +54,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from assay.core.errors import AssayError, ErrorLog, RecipeError
 from assay.core.pipeline import Pipeline
-from assay.core.record import Record, derive_id
 from assay.core.recipe import Recipe
+from assay.core.record import Record, derive_id
 from assay.core.step import Step, StepContext
 from assay.evolve import active, collapse, mixer
 from assay.evolve import steps as _register_evolve_steps  # noqa: F401  (the loop's recipes name them)
