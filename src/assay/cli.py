@@ -26,6 +26,31 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
+def version() -> str:
+    """The installed distribution's version (the source tree's ``assay.__version__`` when not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("assay")
+    except PackageNotFoundError:
+        from assay import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"assay {version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                        help="Print Assay's version and exit.")) -> None:
+    """Assay: a data engine for foundation models."""
+
+
 @app.command()
 def run(
     recipe: Path = typer.Argument(..., help="Recipe YAML file."),
@@ -207,6 +232,8 @@ _SUBAPPS = {
                                          "and MCP; the expert network and its rewards."),
     "flywheel": ("assay.flywheel.cli", "One closed loop through all four stages, round by round, measured by the lab; "
                                        "its report with every record's lineage."),
+    "superbrain": ("assay.evolve.superbrain.cli", "Many experts, one mind: expert dialogues aggregated into consensus "
+                                                  "or school-labelled alternatives, distilled into SFT, pairs, patches."),
 }
 for _name, (_module, _help) in _SUBAPPS.items():
     try:
