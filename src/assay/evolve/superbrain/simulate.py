@@ -177,3 +177,21 @@ def run(config: SimConfig, options: AggregateOptions | None = None) -> dict[str,
     ok = ~np.isnan(est)
     corr = float(np.corrcoef(est[ok], true[ok])[0, 1]) if ok.sum() > 2 and true[ok].std() > 0 else None
     return {"scores": score(world, agg), "reliability_corr": corr, "world": world, "aggregation": agg}
+
+
+def table(configs: Sequence[SimConfig], options: AggregateOptions | None = None) -> list[dict[str, Any]]:
+    """Mean scores per (setting, method) over the worlds of ``configs`` (the setting is ``reliability`` and the
+    number of schools)."""
+    acc: dict[tuple[str, str], list[Scores]] = {}
+    for c in configs:
+        for s in run(c, options)["scores"]:
+            acc.setdefault((f"{c.reliability}, {c.schools} schools", s.method), []).append(s)
+    rows = []
+    for (setting, method), scores in acc.items():
+        aris = [s.school_ari for s in scores if s.school_ari is not None]
+        rows.append({"setting": setting, "method": method, "worlds": len(scores),
+                     "factual_accuracy": float(np.mean([s.factual_accuracy for s in scores])),
+                     "schools_presented": float(np.mean([s.schools_presented for s in scores])),
+                     "false_contests": float(np.mean([s.false_contests for s in scores])),
+                     "school_ari": float(np.mean(aris)) if aris else None})
+    return rows
