@@ -20,7 +20,6 @@ Project config: ``backend`` (a :class:`~assay.models.llm.BackendConfig`: default
 default 12), ``system`` (the system prompt), ``domain``.
 """
 
-from __future__ import annotations
 
 import json
 import os
