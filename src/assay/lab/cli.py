@@ -14,6 +14,7 @@ from typing import Any, Optional
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="Scaling-law fits and tiny-LM ablations that put a number on data quality.",
@@ -22,7 +23,7 @@ console = Console(stderr=True)
 
 
 def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
+    console.print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True)  # one line, whatever the terminal width
     raise typer.Exit(2)
 
 
@@ -409,3 +410,93 @@ def report(
     n = len(find_results(folder))
     path = write_report(folder, out)
     _say(f"wrote {path} ({n} results)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# datawall
+
+
+def _range_flag(help_text: str) -> Any:
+    return typer.Option(None, help=help_text + " One number, or LO,MEDIAN,HI (a 90% interval).")
+
+
+@app.command()
+def datawall(
+    inputs: Optional[Path] = typer.Option(None, "--inputs", "-i", help="YAML file of inputs (keys as in "
+                                                                       "docs/lab.md); flags override it."),
+    law: list[Path] = typer.Option([], "--law", help="A lab fit JSON: a quality-law fit (fit-quality.json or "
+                                                     "ladder.json) sets γ/β, a data-constrained fit sets R_D* "
+                                                     "(repeatable; default: the lab's γ/β = 0.98 [0.91, 1.02])."),
+    method: Optional[str] = typer.Option(None, "--method", help="Dataset projection: compute (largest run's "
+                                                                "compute, Chinchilla-optimal; default), historical "
+                                                                "(dataset-size trend) or both."),
+    base_year: Optional[float] = typer.Option(None, "--base-year", help="Year the starting values describe "
+                                                                        "(default 2024)."),
+    stock: Optional[str] = _range_flag("Effective stock of human text in the base year, tokens (default "
+                                       "100e12,300e12,1000e12)."),
+    stock_growth: Optional[str] = _range_flag("Yearly growth factor of the stock (default 1.03,1.07,1.11)."),
+    compute: Optional[str] = _range_flag("Largest run's training compute in the base year, FLOP (default "
+                                         "2e25,5e25,1e26)."),
+    compute_growth: Optional[str] = _range_flag("Yearly growth factor of that compute (default 4,4.5,5 as an "
+                                                "80% interval)."),
+    tokens_per_param: Optional[str] = _range_flag("Tokens per parameter of a compute-optimal run (default 20)."),
+    dataset: Optional[str] = _range_flag("Largest training dataset in the base year, tokens (historical "
+                                         "projection; default 12e12,15e12,18e12)."),
+    dataset_growth: Optional[str] = _range_flag("Its yearly growth factor (default 2.5,2.9,3.7)."),
+    overtrained: Optional[str] = _range_flag("Overtraining factor of the 'overtrained' scenario (default 5)."),
+    quality_gain: Optional[str] = _range_flag("Quality scenario: factor by which processing raises the stock's "
+                                              "Q (default 1.34,1.52,1.69: the lab's extraction vs raw crawl)."),
+    epochs: Optional[str] = _range_flag("Repetition scenario: epochs over the stock (default 4)."),
+    synthetic_share: Optional[str] = _range_flag("Synthetic scenario: share of every run that is synthetic "
+                                                 "(default 0.1,0.3,0.5)."),
+    synthetic_quality: Optional[str] = _range_flag("Synthetic scenario: its quality Q (default 0.3,0.5,0.8)."),
+    samples: int = typer.Option(20_000, "--samples", "-n", help="Monte Carlo samples."),
+    seed: int = typer.Option(0, "--seed", help="Monte Carlo seed (same seed, same inputs: same result)."),
+    out: Path = typer.Option(Path("lab"), "--out", "-o", help="Folder for datawall.json and datawall.png."),
+) -> None:
+    """The Data Wall: the year the largest training run uses up the stock of human text (Epoch AI's model), with
+    what quality, repetition and synthetic data change; Monte Carlo over the inputs' ranges."""
+    from assay.lab import datawall as dw
+
+    flags = {"method": method, "base_year": base_year, "stock": stock, "stock_growth": stock_growth,
+             "compute": compute, "compute_growth": compute_growth, "tokens_per_param": tokens_per_param,
+             "dataset": dataset, "dataset_growth": dataset_growth, "overtrain_scenario": overtrained,
+             "quality_gain": quality_gain, "epochs": epochs, "synthetic_share": synthetic_share,
+             "synthetic_quality": synthetic_quality}
+    try:
+        values = dw.WallInputs()
+        if inputs is not None:
+            values = values.with_values(dw.load_inputs(inputs), str(inputs))
+        for path in law:
+            values = values.with_values(dw.law_values(path), f"--law {path}")
+        values = values.with_values({k: v for k, v in flags.items() if v is not None}, "flags")
+        start = time.perf_counter()
+        result = dw.project(values, samples=samples, seed=seed)
+    except dw.WallError as e:
+        _fail(str(e))
+        return
+    table = Table(title=f"year the stock of human text is used up ({samples:,} samples, {values.method} "
+                        f"projection)")
+    for col in ("scenario", "stock ×", "median", "80%", "90%", "P<2030"):
+        table.add_column(col, no_wrap=True)
+    for r in result.scenarios:
+        table.add_row(r["name"], f"{r['stock_multiplier']['median']:.3g}", dw.format_year(r["median"]),
+                      f"{dw.format_year(r['p10'])}–{dw.format_year(r['p90'])}",
+                      f"{dw.format_year(r['p05'])}–{dw.format_year(r['p95'])}", f"{r['p_before_2030']:.0%}")
+    console.print(table)
+    pub = dw.PUBLISHED_2024
+    base = result.scenario("baseline")
+    _say(f"Epoch AI (Villalobos et al. 2024) published: median {pub['median']}, 80% interval "
+         f"{pub['interval_80'][0]}–{pub['interval_80'][1]}, {pub['overtrained_5x_median']} if overtrained 5x; "
+         f"here: median {dw.format_year(base['median'])}, overtrained "
+         f"{dw.format_year(result.scenario('overtrained')['median'])}")
+    payload = {**result.to_dict(), "seconds": round(time.perf_counter() - start, 3)}
+    path = _write_json(out / "datawall.json", payload)
+    try:
+        png = dw.figure(payload)
+    except ModuleNotFoundError as e:
+        (out / "datawall.png").unlink(missing_ok=True)
+        _say(f"wrote {path}; no figure: {e.name} is not installed (pip install 'assay[ml]')")
+        return
+    _write_png(out / "datawall.png", png)
+    _say(f"wrote {path} and {out / 'datawall.png'}")

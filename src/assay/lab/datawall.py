@@ -163,7 +163,7 @@ LAB_GAMMA_OVER_BETA = Range(0.91, 0.98, 1.02, 0.95)
 #: [0.39, 0.44] vs 0.27 [0.26, 0.29]: ratio 1.52, extreme ratios of the intervals 1.34–1.69).
 LAB_EXTRACTION_QUALITY_GAIN = Range(1.34, 1.52, 1.69, 0.95)
 
-_SCALES = {"synthetic_share": "linear", "base_year": "linear"}
+_SCALES = {"synthetic_share": "linear"}  # every other range is sampled on a log scale
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ class WallInputs:
     epochs: Range = Range.fixed(4.0)
     #: repetition scenario: R_D* of the data-constrained law (Muennighoff et al. 2023: 15.4)
     r_d_star: Range = Range.fixed(MUENNIGHOFF_R_D_STAR)
-    #: synthetic scenario: the share of every training run that is synthetic
+    #: synthetic scenario: the share of every training run that is synthetic (samples clipped to [0, 0.99])
     synthetic_share: Range = Range(0.1, 0.3, 0.5, 0.9, "linear")
     #: synthetic scenario: the synthetic data's quality Q relative to the stock
     synthetic_quality: Range = Range(0.3, 0.5, 0.8, 0.9)
@@ -244,9 +244,8 @@ class WallInputs:
                 except (TypeError, ValueError):
                     raise WallError(f"{source}: base_year: expected a year, got {value!r}") from None
             else:
-                current: Range = getattr(self, k)
-                changes[k] = parse_range(value, f"{source}: {k}", _SCALES.get(k, "log"), current.level)
-        sources = {**self.sources, **{k.replace("-", "_"): source for k in values}}
+                changes[k] = parse_range(value, f"{source}: {k}", _SCALES.get(k, "log"))
+        sources = {**self.sources, **{str(k).replace("-", "_"): source for k in values}}
         out = replace(self, **changes, sources=sources)
         out.check()
         return out
@@ -259,7 +258,7 @@ class WallInputs:
             v = getattr(self, f.name)
             out[f.name] = v.to_dict() if isinstance(v, Range) else v
             out[f.name + "_source"] = self.sources.get(f.name, "default")
-        return {k: v for k, v in out.items()}
+        return out
 
 
 def load_inputs(path: str | Path) -> dict[str, Any]:
@@ -441,7 +440,7 @@ class WallResult:
                 "series": self.series}
 
 
-def project(inputs: WallInputs, samples: int = 20_000, seed: int = 0, years_ahead: float = 16.0) -> WallResult:
+def project(inputs: WallInputs, samples: int = 20_000, seed: int = 0, years_ahead: float = 12.0) -> WallResult:
     """Monte Carlo of the wall year under every scenario, and the stock/demand trajectories for the figure."""
     d = draw(inputs, samples, seed)
     scenarios, years = [], {}
@@ -492,7 +491,8 @@ def figure(result: dict[str, Any]) -> bytes:
     for color, (name, med) in zip(colors, s["effective_stock_median"].items()):
         ax.plot(t, med, "--", color=color, lw=1.2, label=f"stock with {name}")
     pub = result["published"]
-    ax.axvline(pub["median"], color="grey", lw=0.8, ls=":", label=f"Epoch's median ({pub['median']})")
+    ax.axvspan(pub["median"], pub["median"] + 1, color="grey", alpha=0.12,
+               label=f"Epoch's median year ({pub['median']})")
     ax.set_yscale("log")
     ax.set_xlabel("year")
     ax.set_ylabel("tokens")
@@ -500,7 +500,10 @@ def figure(result: dict[str, Any]) -> bytes:
     ax.legend(fontsize=7, loc="upper left")
 
     rows = result["scenarios"]
-    lo_edge, hi_edge = t[0], t[-1] + 4
+    lo80, hi80 = pub["interval_80"]
+    finite = [v for r in rows for v in (r["p05"], r["p95"]) if v is not None]
+    lo_edge = math.floor(min(finite + [lo80]) - 0.5)
+    hi_edge = math.ceil(max(finite + [hi80 + 1]) + 0.5) if len(finite) == 2 * len(rows) else t[-1]
     clip = lambda v: hi_edge if v is None else min(max(v, lo_edge), hi_edge)  # noqa: E731
     for i, r in enumerate(rows):
         bx.plot([clip(r["p05"]), clip(r["p95"])], [i, i], color="C0", lw=1.2)
@@ -508,13 +511,14 @@ def figure(result: dict[str, Any]) -> bytes:
         bx.plot([clip(r["median"])], [i], "o", color="black", ms=5)
         bx.annotate(format_year(r["median"]), (clip(r["median"]), i), textcoords="offset points", xytext=(0, 7),
                     ha="center", fontsize=7)
-    lo80, hi80 = pub["interval_80"]
-    bx.axvspan(lo80, hi80, color="grey", alpha=0.12, label=f"Epoch 2024: 80% {lo80}–{hi80}")
-    bx.axvline(pub["median"], color="grey", ls=":", label=f"Epoch 2024: median {pub['median']}")
+    bx.axvspan(lo80, hi80, color="grey", alpha=0.1, label=f"Epoch 2024: 80% {lo80}–{hi80}")
+    bx.axvspan(pub["median"], pub["median"] + 1, color="grey", alpha=0.2,
+               label=f"Epoch 2024: median year {pub['median']}")
     bx.set_yticks(range(len(rows)), [r["name"] for r in rows])
-    bx.invert_yaxis()
+    bx.set_ylim(len(rows) - 0.4, -1.3)  # room for the legend above the first row
     bx.set_xlim(lo_edge, hi_edge)
+    bx.xaxis.get_major_locator().set_params(integer=True)
     bx.set_xlabel("year the stock is used up (thick: 80%, thin: 90%)")
     bx.set_title(f"the data wall ({result['samples']:,} Monte Carlo samples)", fontsize=10)
-    bx.legend(fontsize=7, loc="lower right")
+    bx.legend(fontsize=7, loc="upper right")
     return _png(fig)
