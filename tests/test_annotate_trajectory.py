@@ -194,7 +194,7 @@ def test_annotators_label_episodes_over_the_api_and_the_export_joins_back(db, tm
     admin = api_login(client, "admin", PW)
     rows = [json.loads(x) for x in admin.get(f"/api/projects/{pid}/export?format=trajectory").text.splitlines()]
     assert len(rows) == 4
-    by_episode = {r["id"]: r for r in records}
+    by_episode = {r.id: r for r in records}
     for row in rows:  # every label joins back to its episode by record id and by episode_index
         source = by_episode[row["record_id"]].content
         assert row["episode_index"] == source["episode_index"]
