@@ -189,3 +189,24 @@ def test_cli_errors_are_one_line(tmp_path):
     res = _cli("--law", tmp_path / "bad.json", "--out", tmp_path)
     assert res.exit_code == 2 and "not a lab fit" in res.output
     assert not (tmp_path / "datawall.json").exists()
+
+
+def test_law_files_set_gamma_over_beta_and_r_d_star(tmp_path):
+    ladder = {"kind": "ladder", "fit": {"law": "quality", "params": {"B": 431.0, "E": 3.03, "beta": 0.519,
+                                                                     "gamma": 0.507},
+                                        "gamma_over_beta": [0.977, 0.91, 1.02]}}
+    (tmp_path / "ladder.json").write_bytes(orjson.dumps(ladder))
+    got = dw.WallInputs().with_values(dw.law_values(tmp_path / "ladder.json"), "law").gamma_over_beta
+    assert (got.lo, got.mid, got.hi, got.level) == (0.91, 0.977, 1.02, 0.95)
+    dc = {"kind": "fit", "fit": {"law": "data-constrained", "params": {"R_D_star": 6.7, "R_N_star": 5.3},
+                                 "ci": {"R_D_star": [5.9, 7.8]}}}
+    (tmp_path / "dc.json").write_bytes(orjson.dumps(dc))
+    inp = dw.WallInputs().with_values(dw.law_values(tmp_path / "dc.json"), "law")
+    assert (inp.r_d_star.lo, inp.r_d_star.mid, inp.r_d_star.hi) == (5.9, 6.7, 7.8)
+    # a smaller R_D*: repeated tokens lose their worth sooner, so repetition buys less time
+    short = dw.project(inp, samples=2000, seed=0).scenario("repetition")["median"]
+    assert short < dw.project(dw.WallInputs(), samples=2000, seed=0).scenario("repetition")["median"]
+    chin = {"kind": "fit", "fit": {"law": "chinchilla", "params": {"A": 1.0}}}
+    (tmp_path / "chin.json").write_bytes(orjson.dumps(chin))
+    with pytest.raises(dw.WallError, match="neither"):
+        dw.law_values(tmp_path / "chin.json")
