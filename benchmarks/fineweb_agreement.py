@@ -1,0 +1,214 @@
+"""Why Assay's FineWeb recipe and datatrove's FineWeb pipeline keep different documents: the split by cause.
+
+    .venv/bin/python benchmarks/fineweb_agreement.py [--copies 2] [--workers 2] [--folder WARC_DIR]
+
+Input: the WARC corpus of benchmarks/fineweb_vs_datatrove.py (``--copies``), or any folder of ``*.warc.gz``.
+Steps:
+
+1. Both full pipelines (reusing the outputs of ``fineweb_vs_datatrove.py`` when they are there): which URLs each keeps.
+2. Extraction alone on both sides (URL filter + Trafilatura, precision-favouring): T_A (Assay's trafilatura) and
+   T_D (datatrove's pinned trafilatura) for every page.
+3. The five FineWeb text filters in order (language en >= 0.65, Gopher repetition, Gopher quality, C4 without the
+   terminal-punctuation rule, FineWeb quality), each tool's own implementation, on the SAME texts: both chains on
+   T_A and both on T_D. Agreement of the keep/drop decision on the same text is the figure the filters are judged by.
+
+Then every page whose final keep/drop differs is given one cause: ``url_filter`` (the URL lists), ``extraction``
+(each tool's chain on its own text differs, but the two chains agree on the same text: the extractor versions),
+``filter:<step>`` (the two chains disagree on the same text, at that step), or ``minhash`` (both chains keep it and
+one tool's MinHash removed it as a near-duplicate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+PEERS = ROOT / ".venv-peers" / "bin" / "python"
+STEPS_SCRIPT = ROOT / "benchmarks" / "peers" / "datatrove_fineweb_steps.py"
+CHAIN = ["language_id", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]
+
+
+def _jsonl_gz_lines(folder: Path):
+    for p in sorted(folder.rglob("*.jsonl.gz")):
+        with gzip.open(p, "rt") as f:
+            for line in f:
+                yield json.loads(line)
+
+
+def datatrove_kept(work: Path) -> set[str]:
+    return {d["metadata"]["url"] for d in _jsonl_gz_lines(work / "out")}
+
+
+def assay_extract(folder: Path, out: Path, workers: int) -> dict[str, dict]:
+    """url → {"text", "drop"} after Assay's url_filter + extract (trafilatura, as in recipes/fineweb.yaml)."""
+    from assay.core.recipe import Recipe
+    from assay.run.executor import LocalExecutor
+
+    full = Recipe.from_yaml(ROOT / "recipes" / "fineweb.yaml").model_dump(mode="json")
+    full["steps"] = [s for s in full["steps"] if s["name"] in ("url_filter", "extract")]
+    full["name"] = "fineweb-extract"
+    LocalExecutor(workers).run(Recipe.from_dict(full), [str(folder)], str(out), overwrite=True)
+    res = {}
+    for d in _jsonl_gz_lines(out):
+        url = d["meta"]["url"]
+        if d.get("drop"):
+            res[url] = {"text": None, "drop": d["drop"]["step"]}
+        elif url not in res:
+            res[url] = {"text": d["content"], "drop": None}
+    return res
+
+
+def datatrove_extract(folder: Path, out: Path, workers: int) -> dict[str, dict]:
+    target = out / "datatrove-extract.jsonl"
+    if not target.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        subprocess.run([str(PEERS), str(STEPS_SCRIPT), "extract", str(folder), str(target) + ".tmp",
+                        "--tasks", str(workers)], check=True, capture_output=True)
+        Path(str(target) + ".tmp").replace(target)
+    res = {}
+    for line in target.read_text().splitlines():
+        d = json.loads(line)
+        res[d["url"]] = {"text": d["text"], "drop": d["drop"]}
+    return res
+
+
+def assay_chain(texts: dict[str, str]) -> dict[str, str | None]:
+    """url → the first of Assay's FineWeb filters that drops the text (None: kept), parameters as in the recipe."""
+    from assay.core.record import Record, stable_id
+    from assay.core.recipe import Recipe
+    from assay.core.step import REGISTRY, StepContext
+
+    recipe = Recipe.from_yaml(ROOT / "recipes" / "fineweb.yaml").model_dump(mode="json")
+    params = {s["name"]: s["params"] for s in recipe["steps"]}
+    ctx = StepContext()
+    steps = []
+    for name in CHAIN:
+        step = REGISTRY.get(name)(params.get(name) or {})
+        step.setup(ctx)
+        steps.append(step)
+    urls = sorted(texts)
+    records = [Record(stable_id("agreement", i), texts[u], meta={"url": u}) for i, u in enumerate(urls)]
+    out: dict[str, str | None] = {}
+    for i in range(0, len(records), 100):
+        batch = records[i:i + 100]
+        for step in steps:
+            batch = [r for r in step.process_batch(batch, ctx) if r.drop is None]
+    for u, r in zip(urls, records):
+        out[u] = r.drop[0] if r.drop else None
+    return out
+
+
+def datatrove_chain(texts: dict[str, str], work: Path, tag: str) -> dict[str, str | None]:
+    from assay.harvest.langid import lid176_path
+
+    src, dst = work / f"chain-in-{tag}.jsonl", work / f"chain-out-{tag}.jsonl"
+    with open(src, "w") as f:
+        for u in sorted(texts):
+            f.write(json.dumps({"url": u, "text": texts[u]}) + "\n")
+    subprocess.run([str(PEERS), str(STEPS_SCRIPT), "chain", str(src), str(dst), "--lid", lid176_path()],
+                   check=True, capture_output=True)
+    return {d["url"]: d["drop"] for d in map(json.loads, dst.read_text().splitlines())}
+
+
+def main() -> None:
+    import fineweb_vs_datatrove as fvd
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--copies", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--folder", help="a folder of *.warc.gz instead of the fineweb_vs_datatrove corpus")
+    args = ap.parse_args()
+    if not PEERS.exists():
+        sys.exit("datatrove's venv is missing: make peers")
+    if args.folder:
+        folder = Path(args.folder)
+        work = folder.parent / f"agreement-{folder.name}"
+    else:
+        folder, _ = fvd.build_corpus(args.copies)
+        work = fvd.DATA / f"agreement-x{args.copies}"
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    full = fvd.DATA / "work"
+    if args.folder or not (full / "assay" / "stats.json").exists() or not (full / "datatrove" / "out").exists():
+        full = work / "full"
+        print("running both full pipelines ...", flush=True)
+        fvd.run_datatrove(folder, full / "datatrove", args.workers)
+        fvd.run_assay(folder, full / "assay", args.workers, "trafilatura")
+    kept_a = {d["meta"]["url"] for d in _jsonl_gz_lines_top(full / "assay")}
+    kept_d = datatrove_kept(full / "datatrove")
+    minhash_a = {d["meta"]["url"] for d in _jsonl_gz_lines(full / "assay" / "rejected")
+                 if d.get("drop", {}).get("step") == "minhash_dedup"}
+    print(f"full pipelines: assay keeps {len(kept_a):,}, datatrove keeps {len(kept_d):,} "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    ext_a = assay_extract(folder, work / "assay-extract", args.workers)
+    ext_d = datatrove_extract(folder, work, args.workers)
+    print(f"extracted: assay {sum(v['text'] is not None for v in ext_a.values()):,} texts, datatrove "
+          f"{sum(v['text'] is not None for v in ext_d.values()):,} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    urls = sorted(ext_a.keys() | ext_d.keys())
+    t_a = {u: ext_a[u]["text"] for u in urls if ext_a.get(u, {}).get("text")}
+    t_d = {u: ext_d[u]["text"] for u in urls if ext_d.get(u, {}).get("text")}
+    both = t_a.keys() & t_d.keys()
+    same_text = sum(t_a[u] == t_d[u] for u in both)
+    print(f"pages with text from both extractors: {len(both):,}; identical text: {same_text:,} "
+          f"({same_text / max(1, len(both)):.1%})")
+
+    a_on_a, d_on_a = assay_chain(t_a), datatrove_chain(t_a, work, "assay-text")
+    a_on_d, d_on_d = assay_chain(t_d), datatrove_chain(t_d, work, "datatrove-text")
+    print(f"chains done ({time.perf_counter() - t0:.0f} s)")
+    for label, x, y in (("Assay's extracted text", a_on_a, d_on_a), ("datatrove's extracted text", a_on_d, d_on_d)):
+        agree = sum((x[u] is None) == (y[u] is None) for u in x)
+        print(f"\nsame text ({label}): keep/drop identical for {agree:,}/{len(x):,} = {agree / max(1, len(x)):.2%}; "
+              f"same first dropping step for {sum(x[u] == y[u] for u in x):,}")
+        diff = Counter((y[u] or "keep", x[u] or "keep") for u in x if (x[u] is None) != (y[u] is None))
+        for (d, a), n in diff.most_common():
+            print(f"    {n:5d} x datatrove {d:18s} assay {a}")
+
+    causes: Counter = Counter()
+    examples: dict[str, list[str]] = {}
+    for u in urls:
+        ka, kd = u in kept_a, u in kept_d
+        if ka == kd:
+            continue
+        if ext_a.get(u, {}).get("drop") == "url_filter" or ext_d.get(u, {}).get("drop") == "url_filter":
+            cause = "url_filter"
+        elif u not in t_a or u not in t_d:
+            cause = "extraction (no text from one extractor)"
+        else:
+            ca, cd = a_on_a[u], d_on_d[u]
+            if (ca is None) != (cd is None):
+                same = (a_on_a[u] is None) == (d_on_a[u] is None) and (a_on_d[u] is None) == (d_on_d[u] is None)
+                cause = "extraction (trafilatura versions)" if same else f"filter on same text: {ca or cd}"
+            elif ca is None and cd is None:
+                cause = "minhash: " + ("assay removed" if u in minhash_a else "datatrove removed")
+            else:
+                cause = "other"
+        causes[cause, "assay keeps" if ka else "datatrove keeps"] += 1
+        examples.setdefault(cause, []).append(u)
+    print(f"\nfinal decisions differ for {sum(causes.values()):,} of {len(urls):,} pages "
+          f"(assay keeps {len(kept_a):,}, datatrove {len(kept_d):,}):")
+    print(f"  {'cause':48s} {'assay keeps':>12s} {'datatrove keeps':>16s}")
+    for cause in sorted({c for c, _ in causes}, key=lambda c: -sum(n for (k, _), n in causes.items() if k == c)):
+        print(f"  {cause:48s} {causes[cause, 'assay keeps']:12,d} {causes[cause, 'datatrove keeps']:16,d}")
+    (work / "differences.json").write_text(json.dumps({c: u[:50] for c, u in examples.items()}, indent=1))
+    print(f"examples: {work / 'differences.json'}")
+
+
+def _jsonl_gz_lines_top(folder: Path):
+    """Records of a run's output shards (not rejected/, not _stages/)."""
+    for p in sorted(folder.glob("part-*.jsonl.gz")):
+        with gzip.open(p, "rt") as f:
+            for line in f:
+                yield json.loads(line)
+
+
+if __name__ == "__main__":
+    main()
