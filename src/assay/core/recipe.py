@@ -41,7 +41,7 @@ class InputSpec(BaseModel):
 
     #: files or globs (local paths or fsspec URIs); the CLI's --input overrides them
     paths: list[str] = Field(default_factory=list)
-    format: Literal["auto", "jsonl", "parquet", "warc", "webdataset", "video"] = "auto"
+    format: Literal["auto", "jsonl", "parquet", "warc", "webdataset", "video", "lerobot"] = "auto"
     #: for foreign JSONL/Parquet (not written by Assay): the field holding the text (others go to meta);
     #: ``null`` keeps the whole object as the record's content
     text_key: str | None = "text"

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import orjson
 import xxhash
 
-MODALITIES = ("text", "code", "html", "image_text", "video", "conversation", "preference")
+MODALITIES = ("text", "code", "html", "image_text", "video", "conversation", "preference", "trajectory")
 
 
 class LineageEntry(NamedTuple):

@@ -261,6 +261,7 @@ class StepRegistry:
         "assay.harvest.code",
         "assay.harvest.image",
         "assay.harvest.video",
+        "assay.harvest.trajectory",
         "assay.synthesize.steps",
         "assay.synthesize.recaption",
         "assay.evolve.steps",

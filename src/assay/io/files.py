@@ -9,7 +9,7 @@ from typing import IO
 
 import fsspec
 
-FORMATS = ("jsonl", "parquet", "warc", "webdataset", "video")
+FORMATS = ("jsonl", "parquet", "warc", "webdataset", "video", "lerobot")
 _JSONL_EXT = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl.zst", ".json.zst",
               ".ndjson.zst", ".jsonl.zstd")
 _WARC_EXT = (".warc", ".warc.gz", ".arc", ".arc.gz", ".warc.zst")

@@ -34,8 +34,10 @@ class Shard:
 
 
 def plan_shards(paths: list[str], fmt: str = "auto", shard_bytes: int = 128 << 20) -> list[Shard]:
-    files = expand_inputs(paths)
     shards: list[Shard] = []
+    if fmt == "lerobot" or (fmt == "auto" and paths and all(_is_lerobot(p) for p in paths)):
+        return _plan_lerobot(paths)
+    files = expand_inputs(paths)
     for path in files:
         f = detect_format(path) if fmt == "auto" else fmt
         if f == "jsonl" and shard_bytes > 0 and compression_of(path) is None:
@@ -58,6 +60,30 @@ def plan_shards(paths: list[str], fmt: str = "auto", shard_bytes: int = 128 << 2
                     shards.append(Shard(len(shards), path, f, lo, hi))
         else:
             shards.append(Shard(len(shards), path, f))
+    return shards
+
+
+def _is_lerobot(path: str) -> bool:
+    from assay.trajectories.lerobot import is_lerobot_dataset
+
+    return "://" not in path and is_lerobot_dataset(path)
+
+
+def _plan_lerobot(paths: list[str]) -> list[Shard]:
+    """A LeRobot dataset (a folder with meta/info.json) gives one shard per frame file (data/chunk-*/file-*)."""
+    import os
+
+    from assay.trajectories.lerobot import data_files, is_lerobot_dataset
+
+    shards: list[Shard] = []
+    for p in sorted(dict.fromkeys(paths)):
+        if "://" in p or not os.path.isdir(p):
+            raise FileNotFoundError(f"{p}: a LeRobot dataset is a local folder (with meta/info.json)")
+        if not is_lerobot_dataset(p):
+            raise ValueError(f"{p}: not a LeRobot dataset (no meta/info.json)")
+        root = os.path.abspath(p)
+        for k in range(max(1, len(data_files(root)))):
+            shards.append(Shard(len(shards), root, "lerobot", k, k + 1))
     return shards
 
 
@@ -87,6 +113,10 @@ def read_shard(shard: Shard, errors: ErrorLog, *, text_key: str | None = "text",
             from assay.io.video import read_video_file
 
             yield from read_video_file(shard.path, errors)
+        elif shard.format == "lerobot":
+            from assay.trajectories.lerobot import read_lerobot
+
+            yield from read_lerobot(shard.path, errors, files=(shard.start, shard.end or shard.start + 1))
         else:
             raise ValueError(f"unknown input format {shard.format!r}")
     except FileNotFoundError as e:
