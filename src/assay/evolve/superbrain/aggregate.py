@@ -15,8 +15,8 @@ school g holds its own answer t_g (not all equal). Gold questions are factual wi
 contested tuple (t_1..t_G)), scoring a contested tuple by the expected log-likelihood Σ_e Σ_g π_eg log P(ans_e |
 t_g, a_e) (mean-field over memberships, so a factual t scores the same as the tuple (t,…,t)); the M-step sets each
 accuracy to the expected share of answers that were true for the expert (under a Beta prior of strength
-``prior_strength`` centred on the expert's prior: stored reputation, else their accuracy across domains — a
-hierarchical shrinkage), each membership π_e to the softmax of how well each school's positions explain the
+``prior_strength`` centred on the expert's prior: stored reputation, else their gold accuracy in the domain, else on
+gold anywhere, else their agreement with majorities across domains — a hierarchical shrinkage), each membership π_e to the softmax of how well each school's positions explain the
 expert's answers on contested questions, and ρ to the expected share of contested questions (Beta prior, mean
 ``contest_prior``). Memberships start from a spectral split of the experts' *residual* agreement (agreement beyond
 what their accuracies predict), so schools are found from coherent co-disagreement, not from who is wrong. G=1 is
@@ -311,14 +311,13 @@ def aggregate(votes: Iterable[Vote], gold: Mapping[str, Hashable] | None = None,
     by_domain: dict[str, list[Vote]] = defaultdict(list)
     for v in votes:
         by_domain[v.domain].append(v)
-    overall = _overall_accuracy(by_domain, gold)
+    centres = _centres(by_domain, gold, prior, o.default_prior)
     decisions: dict[str, Decision] = {}
     reliability: dict[tuple[str, str], float] = {}
     schools: dict[str, dict[str, list[str]]] = {}
     for domain in sorted(by_domain):
         d = _Domain(by_domain[domain])
-        centre = np.array([float(prior[(e, domain)]) if prior and (e, domain) in prior else
-                           (sum(overall[e]) + 2 * o.default_prior) / (len(overall[e]) + 2) for e in d.experts])
+        centre = np.array([centres[(e, domain)] for e in d.experts])
         best = _fit(d, gold, centre, np.ones((len(d.experts), 1)), o)
         for G in range(2, o.max_schools + 1):
             if len(d.experts) < G * o.min_school_size:
@@ -340,24 +339,38 @@ def aggregate(votes: Iterable[Vote], gold: Mapping[str, Hashable] | None = None,
     return Aggregation(decisions, reliability, schools, o)
 
 
-def _overall_accuracy(by_domain: Mapping[str, list[Vote]], gold: Mapping[str, Hashable]) -> dict[str, list[float]]:
-    """Per expert, agreement with gold or the plain majority (strict) over every domain: the centre of the
-    per-domain prior."""
-    out: dict[str, list[float]] = defaultdict(list)
-    for dom_votes in by_domain.values():
+def _centres(by_domain: Mapping[str, list[Vote]], gold: Mapping[str, Hashable],
+             prior: Mapping[tuple[str, str], float] | None, default: float) -> dict[tuple[str, str], float]:
+    """The centre of each (expert, domain) accuracy prior: the given prior (stored reputation); else the expert's
+    gold accuracy in the domain, else on gold anywhere; else their agreement with strict majorities everywhere —
+    each as a Beta posterior with 2 pseudo-answers at ``default``. Gold comes before agreement because agreement
+    rewards a shared misconception."""
+    gold_dom: dict[tuple[str, str], list[float]] = defaultdict(list)
+    gold_any: dict[str, list[float]] = defaultdict(list)
+    agree: dict[str, list[float]] = defaultdict(list)
+    for domain, dom_votes in by_domain.items():
         d = _Domain(dom_votes)
         for q in d.questions:
-            said = list(d.by_q[q].values())
-            ref = gold.get(q)
-            if ref is None:
-                counts = {c: said.count(c) for c in set(said)}
-                top = max(counts.values())
-                winners = [c for c in counts if counts[c] == top]
-                ref = winners[0] if top > 1 and len(winners) == 1 else None
-            if ref is None:
+            if q in gold:
+                for e, said in d.by_q[q].items():
+                    gold_dom[(e, domain)].append(float(said == gold[q]))
+                    gold_any[e].append(float(said == gold[q]))
                 continue
-            for e, s in d.by_q[q].items():
-                out[e].append(float(s == ref))
+            said = list(d.by_q[q].values())
+            counts = {c: said.count(c) for c in set(said)}
+            top = max(counts.values())
+            winners = [c for c in counts if counts[c] == top]
+            if top > 1 and len(winners) == 1:
+                for e, s in d.by_q[q].items():
+                    agree[e].append(float(s == winners[0]))
+    out = {}
+    for domain, dom_votes in by_domain.items():
+        for e in {v.expert for v in dom_votes}:
+            if prior and (e, domain) in prior:
+                out[(e, domain)] = float(prior[(e, domain)])
+                continue
+            xs = gold_dom.get((e, domain)) or gold_any.get(e) or agree.get(e) or []
+            out[(e, domain)] = (sum(xs) + 2 * default) / (len(xs) + 2)
     return out
 
 

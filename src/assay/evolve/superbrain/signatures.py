@@ -74,7 +74,9 @@ class Signature:
     counts: dict[str, int] = field(default_factory=dict)  # extraction counters (llm_claims, unsupported, ...)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["corrections"] = {str(k): list(v) for k, v in self.corrections.items()}
+        return d
 
 
 # -- text ----------------------------------------------------------------------------------------------------------
