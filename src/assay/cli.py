@@ -232,6 +232,8 @@ _SUBAPPS = {
                                          "and MCP; the expert network and its rewards."),
     "flywheel": ("assay.flywheel.cli", "One closed loop through all four stages, round by round, measured by the lab; "
                                        "its report with every record's lineage."),
+    "trajectories": ("assay.trajectories.cli", "Robot trajectories: LeRobot dataset summaries and co-training "
+                                               "mixes (curation: assay run recipes/robot-demos.yaml)."),
     "superbrain": ("assay.evolve.superbrain.cli", "Many experts, one mind: expert dialogues aggregated into consensus "
                                                   "or school-labelled alternatives, distilled into SFT, pairs, patches."),
 }

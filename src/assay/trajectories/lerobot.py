@@ -375,7 +375,8 @@ class LeRobotWriter:
         extra = {"assay/id": record.id, "assay/source": str(record.meta.get("source", "")),
                  "assay/source_episode": int(c.get("episode_index", -1)),
                  "assay/lineage": json.dumps([e.as_dict() for e in record.lineage]),
-                 "assay/signals": json.dumps(record.signals, default=float)}
+                 "assay/signals": json.dumps(record.signals, default=float),
+                 "assay/mix": json.dumps(record.meta["mix"]) if record.meta.get("mix") else ""}
         cols = {k: frames[k] for k in self.columns}
         if "timestamp" in frames:
             cols["timestamp"] = frames["timestamp"]
