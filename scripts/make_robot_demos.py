@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -20,10 +21,26 @@ MIX = [
     ("clean", {}),
     ("paused_idle", {"pause_prob": 1.0, "idle_head": 40, "idle_tail": 40}),
     ("clean", {"tremor": 0.006}),
-    ("failed_grasp", {"grasp_miss": 0.06}),
+    ("failed_grasp", {"grasp_miss": 0.1}),
     ("clean", {}),
     ("failed_handover", {"early_release": True}),
 ]
+
+
+_SIM = None
+
+
+def _record(job: tuple[int, int, int, int]):  # noqa: ANN202
+    global _SIM
+    from assay.trajectories.sim import Operator, TransferCubeSim, record_episode
+
+    seed, i, width, height = job
+    if _SIM is None:
+        _SIM = TransferCubeSim(width, height)
+    label, kw = MIX[i % len(MIX)]
+    ep = record_episode(seed, Operator(**kw), sim=_SIM)
+    ep.info["label"] = label
+    return ep
 
 
 def main() -> None:
@@ -34,23 +51,24 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--height", type=int, default=96)
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1, help="episodes recorded in parallel (processes)")
     args = ap.parse_args()
 
     from assay.trajectories.lerobot import write_demos
-    from assay.trajectories.sim import Operator, TransferCubeSim, record_episode
 
-    sim = TransferCubeSim(args.width, args.height)
-    episodes, labels = [], []
     t0 = time.perf_counter()
-    for i in range(args.episodes):
-        label, kw = MIX[i % len(MIX)]
-        ep = record_episode(args.seed + i, Operator(**kw), sim=sim)
-        ep.info["label"] = label
-        episodes.append(ep)
-        labels.append({"episode_index": i, "seed": args.seed + i, "operator": label, "frames": len(ep),
+    todo = [(args.seed + i, i, args.width, args.height) for i in range(args.episodes)]
+    if args.jobs > 1:
+        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+            episodes = pool.map(_record, todo, chunksize=1)
+    else:
+        episodes = [_record(t) for t in todo]
+    labels = []
+    for i, ep in enumerate(episodes):
+        labels.append({"episode_index": i, "seed": ep.seed, "operator": ep.info["label"], "frames": len(ep),
                        "success": ep.success, "max_reward": float(ep.reward.max())})
-        print(f"episode {i}: {label:16s} {len(ep):4d} frames  success={ep.success}  "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(f"episode {i}: {ep.info['label']:16s} {len(ep):4d} frames  success={ep.success}")
+    print(f"recorded in {time.perf_counter() - t0:.0f} s")
     root = write_demos(episodes, args.out, overwrite=args.overwrite)
     (Path(root) / "episodes.json").write_text(json.dumps(labels, indent=1) + "\n")
     print(f"wrote {len(episodes)} episodes to {root}")

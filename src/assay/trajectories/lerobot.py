@@ -399,8 +399,8 @@ class LeRobotWriter:
         for k in self.columns:
             arr = np.asarray(columns[k], dtype=_numpy_dtype(self.features[k]))
             self.frames[k].extend(arr.tolist())
-            if arr.dtype != np.bool_:
-                stats[k] = _feature_stats(arr.reshape(length, -1) if arr.ndim > 1 else arr[:, None])
+            num = arr.astype(np.float64)
+            stats[k] = _feature_stats(num.reshape(length, -1) if num.ndim > 1 else num[:, None])
         ts = np.arange(length, dtype=np.float64) / self.fps
         if "timestamp" in columns:  # keep the recorded clock (quality steps look at it), rebased to start at 0
             rec = np.asarray(columns["timestamp"], dtype=np.float64)

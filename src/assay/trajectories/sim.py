@@ -96,7 +96,7 @@ def _axis_quat(axis: tuple[float, float, float], degrees: float) -> np.ndarray:
 
 
 def _waypoints(box_xyz: np.ndarray, init_left: np.ndarray, init_right: np.ndarray, op: Operator,
-               rng: np.random.Generator) -> tuple[list[dict], list[dict], int]:
+               rng: np.random.Generator) -> tuple[list[dict], list[dict], int, np.ndarray]:
     """ACT's transfer-cube waypoints (t, xyz, quat, gripper 1=open), bent by the operator's failures."""
     pick_quat = _quat_mul(init_right[3:], _axis_quat((0.0, 1.0, 0.0), -60))
     meet_left_quat = _axis_quat((1.0, 0.0, 0.0), 90)
@@ -105,7 +105,7 @@ def _waypoints(box_xyz: np.ndarray, init_left: np.ndarray, init_right: np.ndarra
     if op.grasp_miss:
         angle = rng.uniform(0, 2 * np.pi)
         miss[:2] = op.grasp_miss * np.array([np.cos(angle), np.sin(angle)])
-    release = 230 if op.early_release else 310  # the right hand opens at this step
+    release = 185 if op.early_release else 310  # the right hand opens at this step
     left = [
         (0, init_left[:3], init_left[3:], 0), (100, meet + [-0.1, 0, -0.02], meet_left_quat, 1),
         (260, meet + [0.02, 0, -0.02], meet_left_quat, 1), (310, meet + [0.02, 0, -0.02], meet_left_quat, 0),
@@ -118,14 +118,24 @@ def _waypoints(box_xyz: np.ndarray, init_left: np.ndarray, init_right: np.ndarra
         (max(release, 310) + 50, meet + [0.1, 0, 0], pick_quat, 1),
         (max(release, 310) + 90, meet + [0.2, 0, 0], pick_quat, 1)]
     right.sort(key=lambda w: w[0])
+    if op.early_release:  # once open, the right hand stays open: the cube falls before the left hand has it
+        right = [(t, x, q, 1 if t >= release else g) for t, x, q, g in right]
     to = lambda ws: [{"t": int(round(t / op.speed)), "xyz": np.asarray(x, float), "quat": np.asarray(q, float),  # noqa: E731
                       "gripper": float(g)} for t, x, q, g in ws]
     horizon = int(round(400 / op.speed))
-    return to(left), to(right), horizon
+    return to(left), to(right), horizon, miss
 
 
 SERVO = 0.2  # gain of the operator's visual correction (per step, on the fingertip error)
 GRASP = np.zeros(3)  # fingertips' target at the pick, relative to the cube's centre
+
+
+MAX_CORRECTION = 0.2  # m: the operator's correction never exceeds this (no wind-up into the table)
+
+
+def _clip_norm(v: np.ndarray, limit: float) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v if n <= limit else v * (limit / n)
 
 
 def _servo_targets(t: float, lx: np.ndarray, rx: np.ndarray, cube: np.ndarray, horizon: int,
@@ -230,7 +240,7 @@ def record_episode(seed: int, operator: Operator | None = None, *, sim: Transfer
     sim = sim or TransferCubeSim(width, height)
     sim.reset(sample_box_xyz(rng))
     init_left, init_right = sim.mocap()
-    left, right, horizon = _waypoints(sim.cube_pose()[:3], init_left, init_right, op, rng)
+    left, right, horizon, miss = _waypoints(sim.cube_pose()[:3], init_left, init_right, op, rng)
     pause_at = pause_len = -1
     if op.pause_prob and rng.random() < op.pause_prob:
         pause_at = int(rng.integers(horizon // 5, 4 * horizon // 5))
@@ -248,7 +258,10 @@ def record_episode(seed: int, operator: Operator | None = None, *, sim: Transfer
     noise = np.zeros(6)
     theta = 1.0 / max(op.tremor_tau, 1e-6)
     states, envs, commands, rewards, frames = [], [], [], [], []
+    from dm_control.rl.control import PhysicsError
+
     prev_t = None
+    physics_error = ""
     corr_l, corr_r = np.zeros(3), np.zeros(3)
     for t in clock:
         moving = prev_t is None or t != prev_t
@@ -258,25 +271,35 @@ def record_episode(seed: int, operator: Operator | None = None, *, sim: Transfer
         if op.tremor and moving:  # a hand at rest on the leader arm does not shake: tremor only while moving
             noise += -theta * noise + op.tremor * np.sqrt(2 * theta) * rng.standard_normal(6)
         if SERVO and moving:  # the operator watches the fingertips and corrects the hands towards the targets
-            lt, rt = _servo_targets(t, lx, rx, sim.cube_pose()[:3], horizon, op)
-            corr_l += SERVO * (lt - sim.fingertips("left"))
-            corr_r += SERVO * (rt - sim.fingertips("right"))
+            lt, rt = _servo_targets(t, lx, rx, sim.cube_pose()[:3] + miss, horizon, op)
+            corr_l = _clip_norm(corr_l + SERVO * (lt - sim.fingertips("left")), MAX_CORRECTION)
+            corr_r = _clip_norm(corr_r + SERVO * (rt - sim.fingertips("right")), MAX_CORRECTION)
         cmd = np.concatenate([lx + corr_l + noise[:3], lq, [lg], rx + corr_r + noise[3:], rq, [rg]])
-        states.append(sim.qpos())
-        envs.append(sim.cube_pose())
-        frames.append(sim.render())
-        sim.step(cmd)
+        state, env, frame = sim.qpos(), sim.cube_pose(), sim.render()
+        try:
+            sim.step(cmd)
+        except PhysicsError as e:  # the simulation blew up (rare): the recording ends here, as a failed episode
+            physics_error = str(e)
+            break
+        states.append(state)
+        envs.append(env)
+        frames.append(frame)
         commands.append(cmd)
         rewards.append(sim.reward())
     state = np.asarray(states, dtype=np.float32)
     # action = the joint targets a leader arm sends: the next joint positions, the gripper as commanded
-    nxt = np.concatenate([state[1:], sim.qpos()[None].astype(np.float32)])
+    if len(state) == 0:
+        raise RuntimeError(f"the simulation failed at its first step: {physics_error}")
+    last = state[-1] if physics_error else sim.qpos().astype(np.float32)
+    nxt = np.concatenate([state[1:], last[None]])
     action = nxt.copy()
     cmds = np.asarray(commands)
     action[:, GRIPPER_DIMS[0]] = cmds[:, 7]
     action[:, GRIPPER_DIMS[1]] = cmds[:, 15]
     info = {"operator": {k: (list(v) if isinstance(v, tuple) else v) for k, v in op.__dict__.items()},
             "paused": pause_len if pause_len > 0 else 0}
+    if physics_error:
+        info["physics_error"] = physics_error
     return Episode(state=state, env_state=np.asarray(envs, dtype=np.float32), action=action,
                    reward=np.asarray(rewards, dtype=np.float32), frames=np.asarray(frames, dtype=np.uint8),
                    seed=seed, info=info)
