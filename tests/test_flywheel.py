@@ -31,12 +31,12 @@ def tiny_recipe(path: Path) -> Path:
     recipe = yaml.safe_load((ROOT / "recipes" / "flywheel.yaml").read_text())
     recipe["harvest"].update({"inputs": [str(SAMPLE)], "reference_pages": 24, "pages_per_round": 10})
     recipe["route"]["budget"] = BUDGET
-    recipe["synthesize"].update({"from_top": 1, "route_budget": SYNTH_BUDGET})
-    recipe["synthesize"]["steps"][0]["textbook"]["passage_sampling"]["max_tokens"] = 48
-    recipe["synthesize"]["verify"][0]["judge_score"].update({"samples": 2, "sampling": {"temperature": 0.7,
+    recipe["synthesize"].update({"from_top": 2, "route_budget": SYNTH_BUDGET})
+    recipe["synthesize"]["steps"][0]["textbook"]["passage_sampling"]["max_tokens"] = 40
+    recipe["synthesize"]["verify"][0]["judge_score"].update({"samples": 1, "sampling": {"temperature": 0.7,
                                                                                          "max_tokens": 56}})
     recipe["knowledge"]["disagreement"] = 1.5
-    recipe["lab"].update({"tokens": [1024, 2048], "seeds": 2, "bootstrap": 20, "eval_tokens": 2048})
+    recipe["lab"].update({"tokens": [512, 1024], "seeds": 2, "bootstrap": 10, "eval_tokens": 1024})
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
 
@@ -73,7 +73,7 @@ def run(tmp_path_factory):
 
 def test_gold_rule_prefers_long_prose():
     prose = "\n".join(f"This sentence number {i} explains one idea about the topic in plain words." for i in range(40))
-    listing = "\n".join(f"item_{i} = {i}" for i in range(200))
+    listing = "\n".join(f"item_{i} = {i}" for i in range(40))
     assert gold_rating(prose) >= 4 > 2 >= gold_rating(listing)
     assert gold_rating("") == 1
 
@@ -100,7 +100,9 @@ def test_template_of_recognises_the_prompt():
 
 def test_three_rounds_resumed_after_kill_without_duplicates(run):
     out = run["out"]
-    assert "harvest" in run["killed_at"] and "synthesize" not in run["killed_at"], run["killed_at"]
+    from assay.flywheel.loop import PHASES
+
+    assert "route" in run["killed_at"] and len(run["killed_at"]) < len(PHASES), run["killed_at"]  # killed mid-round
     summary = orjson.loads((out / "flywheel.json").read_bytes())
     rounds = summary["rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3] and all(r["complete"] for r in rounds)

@@ -12,6 +12,7 @@ as well as for any noise, and ``Q > 1`` means it teaches the held-out pages bett
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -60,11 +61,11 @@ class Lab:
 
     def ladder(self, reference: Sequence[str], log: Any = None) -> dict[str, Any]:
         """Build (or load) the ladder and its fitted law; returns the law's summary."""
-        from assay.lab.fit import Runs, fit_quality
+        from assay.lab.fit import FitResult, Runs, fit_quality
         from assay.lab.quality_ladder import run_ladder
 
         h = self.harness(reference)
-        path = self.folder / "ladder.json"
+        path, fit_path = self.folder / "ladder.json", self.folder / "fit.json"
         if path.exists():
             self._runs = orjson.loads(path.read_bytes())["runs"]
         else:
@@ -72,8 +73,14 @@ class Lab:
             result = run_ladder(h, seqs, self.spec.tokens, self.spec.qualities, list(range(self.spec.seeds)),
                                 bootstrap=self.spec.bootstrap, progress=log)
             self._runs = result.runs
+            self._fit = result.fit
+            self._write("fit.json", dataclasses.asdict(result.fit))  # the fit is the slow part: kept, not redone
             self._write("ladder.json", {**result.to_dict(), "curves": {}})
-        self._fit = fit_quality(Runs.from_rows(self._runs), bootstrap=self.spec.bootstrap)
+        if self._fit is None:
+            if fit_path.exists():
+                self._fit = FitResult(**orjson.loads(fit_path.read_bytes()))
+            else:
+                self._fit = fit_quality(Runs.from_rows(self._runs), bootstrap=self.spec.bootstrap)
         return self.law()
 
     def law(self) -> dict[str, Any]:

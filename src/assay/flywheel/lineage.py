@@ -120,12 +120,21 @@ def lineage(index: RunIndex, record_id: str) -> dict[str, Any]:
     if not hits:
         raise KeyError(record_id)
     record = hits[-1][2]
+    # follow meta.parents back to the harvested document (synthetic → its seed document; a revision → its draft)
     chain: list[str] = [record_id]
-    parents = record.meta.get("parents") or []
-    doc_id = parents[0] if parents else record_id
-    if doc_id != record_id:
-        chain.insert(0, doc_id)
+    cur = record
+    while cur.meta.get("parents") and len(chain) < 10:
+        pid = cur.meta["parents"][0]
+        if pid in chain:
+            break
+        chain.insert(0, pid)
+        found = index.find(pid)
+        if not found:
+            break
+        cur = found[-1][2]
+    doc_id = chain[0]
     stages: list[dict[str, Any]] = []
+    made = [h for rid in chain[1:] for h in index.find(rid)]  # the chain's machine-made records, in order
 
     # I. harvest ---------------------------------------------------------------------------------------------------
     doc_hits = index.find(doc_id)
@@ -160,7 +169,7 @@ def lineage(index: RunIndex, record_id: str) -> dict[str, Any]:
 
     # III. synthesize ----------------------------------------------------------------------------------------------
     events = []
-    own = {name: (r, x) for r, name, x in hits}
+    own = {name: (r, x) for r, name, x in made}
     if "synthetic" in own:
         r, x = own["synthetic"]
         synth = x.meta.get("synth") or {}
@@ -191,14 +200,14 @@ def lineage(index: RunIndex, record_id: str) -> dict[str, Any]:
             hist = index.patch_history.get(p["patch_id"], {})
             reviews = [e for e in hist.get("events", []) if e.get("event") in ("review", "accepted", "rejected")]
             events.append({"what": "knowledge patch (expert correction)", "record_id": rid, **p, "reviews": reviews})
-    mixes = [r for r, name, _ in hits if name == "mix"]
+    mixes = sorted({r for r, name, _ in hits if name == "mix"})
     if mixes:
         events.append({"what": "in the training mix", "rounds": mixes})
     stages.append({"stage": "evolve", "title": "IV. Evolve", "events": events})
 
     # lab ----------------------------------------------------------------------------------------------------------
     events = []
-    for r, name, _ in hits + ([] if doc_id == record_id else doc_hits):
+    for r, name, _ in (hits if doc_id == record_id else made + doc_hits):
         if name in ("harvest", "curated", "verified", "mix"):
             lab = read_json(index.out / f"round-{r:03d}" / "lab.json", {}) or {}
             key = {"verified": "synthetic"}.get(name, name)

@@ -65,7 +65,7 @@ class ClassifierSpec(_Spec):
     #: features of the quality classifier: hashed word n-grams (fast, no torch) or minilm
     embedder: Literal["hashed", "minilm"] = "hashed"
     #: a human rating at or above this (1-5 scale) is a "good document" label
-    good_at: int = Field(3, ge=1, le=5)
+    good_at: int = Field(4, ge=1, le=5)
 
 
 class SynthSpec(_Spec):

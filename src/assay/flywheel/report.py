@@ -70,6 +70,10 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return html.escape(str(x))
 
 
+def _tokens(x: Any) -> str | None:
+    return None if x is None else f"{x:,.0f}"
+
+
 def _ci(lo: Any, hi: Any, digits: int = 3) -> str:
     if lo is None and hi is None:
         return ""
@@ -154,7 +158,7 @@ def render(out: Path) -> str:
             repeated = "" if epochs <= 1 else f", {epochs:g} epochs"
             parts.append(f"<tr data-stage='{st}'><td>{r['round']}</td><td class='l'>{st}</td><td>{p['docs']}</td>"
                          f"<td>{p['D']:,}</td><td class='q'>{_fmt(p.get('Q'))} {_ci(*q_ci)}</td>"
-                         f"<td>{_fmt(p.get('D_eff'), 4)} {_ci(d_ci[0], d_ci[1], 4)}</td>"
+                         f"<td>{_tokens(p.get('D_eff'))} {_ci(_tokens(d_ci[0]), _tokens(d_ci[1]))}</td>"
                          f"<td class='l'>{html.escape(str(p.get('method')))}"
                          f"{repeated}</td></tr>")
     parts.append("</table><p class='note'>Q is relative to the reference pages as judged by their held-out part; "
