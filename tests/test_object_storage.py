@@ -18,32 +18,25 @@ import pytest
 
 from assay.core.record import stable_id
 from assay.core.recipe import Recipe
-from testutil import ROOT, SAMPLE, assay_cli, free_port, http_process, read_output
+from testutil import ROOT, SAMPLE, assay_cli, free_port, moto_s3_server, read_output
 
 QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
 WARCS = sorted(SAMPLE.glob("*.warc.gz"))[:2]  # two of the four bundled WARC files: two shards, a few seconds a run
 BUCKET = "assay-test"
+AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """A moto S3 server on a free port; the AWS_* variables point every client (this process and `assay run`
     subprocesses) at it. Yields an s3fs filesystem; the bucket holds the WARC files under in/."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": endpoint,
-           # the dedup state of remote runs (kept on this machine) goes to the test's folder, not ~/.cache
-           "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    # moto's server, without werkzeug's line per request: http_process keeps stderr for start-up errors, and a full
-    # pipe would stall the server mid-run
-    quiet = ("import logging, sys; logging.getLogger('werkzeug').setLevel(logging.ERROR); "
-             "from moto.server import main; main(sys.argv[1:])")
+    saved = {k: os.environ.get(k) for k in (*AWS_KEYS, "AWS_ENDPOINT_URL", "XDG_CACHE_HOME")}
     try:
-        with http_process([sys.executable, "-c", quiet, "-H", "127.0.0.1", "-p", str(port)],
-                          f"{endpoint}/moto-api/"):
+        with moto_s3_server() as endpoint:
+            os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                               "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
+                               # what a remote run keeps on this machine goes to the test's folder, not ~/.cache
+                               "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))})
             import s3fs
 
             fs = s3fs.S3FileSystem(skip_instance_cache=True)
@@ -101,6 +94,13 @@ def _check_run_on_s3(fs, prefix: str, workdir: Path, local: list[dict]) -> dict:
     assert any(f.startswith("_stages/s0/part-") for f in files)
     assert any(f.startswith("rejected/part-") for f in files)
     assert any(f.startswith("_markers/reduce-s0") for f in files)
+    # the near-dedup state is in the run folder on S3, where every worker of every machine sees it (was: on the
+    # local disk of the machine, under $XDG_CACHE_HOME)
+    state = [f for f in files if f.startswith("_state/") and "-minhash_dedup/" in f]
+    assert any("/shard-00001-part-0000.band_keys.npy" in f for f in state), files
+    assert any(f.endswith("/decisions-00001.npz") for f in state) and any(f.endswith("/_reduce-files.json")
+                                                                          for f in state)
+    assert not (Path(os.environ["XDG_CACHE_HOME"]) / "assay" / "state").exists()
     assert list(workdir.iterdir()) == [], "the run wrote to the local disk"
     _same_records(read_output(f"s3://{BUCKET}/{prefix}"), local)
     stats = orjson.loads(fs.cat_file(f"{BUCKET}/{prefix}/stats.json"))
@@ -132,8 +132,8 @@ def test_run_to_a_new_s3_prefix(s3, local_run: list[dict], tmp_path: Path):
     stats = _check_run_on_s3(s3, "new/run", tmp_path, local_run)
     assert stats["input"]["files"] == len(WARCS)
 
-    # --overwrite with fewer inputs: the near-dedup state of the old run (kept on this machine for a remote run) goes
-    # too (was: "minhash_dedup: reduce expected the collect state of shards 0..0 …; unexpected shards: [1]")
+    # --overwrite with fewer inputs: the near-dedup state of the old run (in its _state/) goes too (was: "minhash_dedup:
+    # reduce expected the collect state of shards 0..0 …; unexpected shards: [1]")
     one = f"s3://{BUCKET}/in/{WARCS[0].name}"
     p = assay_cli("run", str(QUICKSTART), "-i", one, "-o", f"s3://{BUCKET}/new/run", "-w", "1", "--overwrite",
                   "--no-report", cwd=tmp_path)
@@ -208,3 +208,89 @@ def test_unreachable_storage_is_a_one_line_error(s3, tmp_path: Path):
         p = assay_cli("run", str(QUICKSTART), *args, "--no-report", env=env, cwd=tmp_path, check=False)
         assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "bucket").exists()
+
+
+DUP_RECIPE = """name: dup
+input: {format: jsonl}
+output: {format: jsonl.gz}
+steps:
+  - exact_dedup
+  - test_exact_dedup
+"""
+
+
+def test_state_dir_on_s3_holds_the_global_steps_state(s3, tmp_path: Path):
+    """--state-dir URL: the state of the global steps (a built-in dedup, and a user's own global step whose apply
+    reads whatever its reduce wrote) goes under URL/<run key>/, on S3; a new run (--overwrite) starts it afresh."""
+    recipe = tmp_path / "dup.yaml"
+    recipe.write_text(DUP_RECIPE)
+    texts = [f"document {i % 7} of the corpus" for i in range(30)]  # 7 distinct texts in 3 files
+    for k in range(3):
+        s3.pipe(f"{BUCKET}/dup/in-{k}.jsonl", b"".join(orjson.dumps({"text": t}) + b"\n" for t in texts[k::3]))
+    work = tmp_path / "work"
+    work.mkdir()
+    args = ("run", str(recipe), "-i", f"s3://{BUCKET}/dup/", "-o", f"s3://{BUCKET}/dup-out", "--state-dir",
+            f"s3://{BUCKET}/state", "--no-report")
+    assay_cli(*args, "-w", "1", cwd=work)
+    out = read_output(f"s3://{BUCKET}/dup-out")
+    assert sorted(r["content"] for r in out) == sorted(set(texts))
+    (key,) = {f.split("/")[0] for f in _listing(s3, "state")}
+    state = _listing(s3, f"state/{key}")
+    assert {f.split("/")[0] for f in state} == {"00-exact_dedup", "01-test_exact_dedup"}
+    assert "01-test_exact_dedup/keep.json" in state and "01-test_exact_dedup/shard-00002.json" in state
+    assert not any(f.startswith("_state/") for f in _listing(s3, "dup-out"))
+    assert list(work.iterdir()) == []
+
+    # a new run into the same output (fewer shards): the old run's state is gone, not mixed in
+    assay_cli(*args[:3], f"s3://{BUCKET}/dup/in-0.jsonl", *args[4:], "-w", "1", "--overwrite", cwd=work)
+    assert sorted(r["content"] for r in read_output(f"s3://{BUCKET}/dup-out")) == sorted(set(texts[0::3]))
+    assert "01-test_exact_dedup/shard-00002.json" not in _listing(s3, f"state/{key}")
+
+
+SLOW_RECIPE = """name: slow
+input: {format: warc}
+output: {format: jsonl.gz}
+batch_size: 10
+steps:
+  - extract: {engine: resiliparse}
+  - test_slow: {seconds_per_batch: 0.25}
+  - minhash_dedup
+"""
+
+
+def test_output_bucket_deleted_mid_run_is_one_line(s3, tmp_path: Path):
+    """The output bucket disappears while a job runs (a lifecycle rule, a colleague). s3fs creates a missing bucket
+    again on the next write, so the jobs after it go on; what the run lost is found at the dedup's reduce: the run
+    stops with one line naming the shard whose state is gone, on S3 (not the job's temporary copy), exit 2."""
+    recipe = tmp_path / "slow.yaml"
+    recipe.write_text(SLOW_RECIPE)
+    s3.mkdir("assay-doomed")
+    exe = str(Path(sys.executable).parent / "assay")
+    log = tmp_path / "run.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([exe, "run", str(recipe), "-i", f"s3://{BUCKET}/in/", "-o", "s3://assay-doomed/run",
+                                 "-w", "1", "--no-report"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.time() + 120
+            while not any(f.startswith("assay-doomed/run/_markers/s0-") for f in _find(s3, "assay-doomed")):
+                assert proc.poll() is None and time.time() < deadline, log.read_text()
+                time.sleep(0.1)
+            s3.rm("assay-doomed", recursive=True)  # the objects and the bucket
+            assert proc.wait(120) == 2, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert ("reduce expected the collect state of shards 0..1 in s3://assay-doomed/run/_state/02-minhash_dedup; "
+            "missing: [0]") in line, line
+
+
+def _find(fs, bucket: str) -> list[str]:  # noqa: ANN001
+    fs.invalidate_cache()
+    try:
+        return fs.find(bucket)
+    except FileNotFoundError:
+        return []

@@ -90,6 +90,19 @@ def http_process(args: list[str], probe_url: str, *, timeout: float = 60, **pope
         err.close()
 
 
+@contextlib.contextmanager
+def moto_s3_server(*, timeout: float = 60):  # noqa: ANN201
+    """moto's S3 server in its own process on a free loopback port; yields its endpoint URL. Without werkzeug's line
+    per request: http_process keeps stderr for start-up errors, and a full pipe would stall the server mid-run."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    quiet = ("import logging, sys; logging.getLogger('werkzeug').setLevel(logging.ERROR); "
+             "from moto.server import main; main(sys.argv[1:])")
+    with http_process([sys.executable, "-c", quiet, "-H", "127.0.0.1", "-p", str(port)], f"{endpoint}/moto-api/",
+                      timeout=timeout):
+        yield endpoint
+
+
 class LoopbackLLMServer:
     """``python -m assay.models.llm.server --port 0 ARGS…`` in its own process: a real OpenAI-compatible
     server on loopback (``--engine vlm`` for the vision test engine); ``url`` is its ``/v1`` base."""

@@ -13,6 +13,7 @@ import ctypes
 import fcntl
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import time
@@ -150,6 +151,8 @@ class Executor:
             jobs._write_atomic(fs, out.path("stats.json"), orjson.dumps(stats, option=orjson.OPT_INDENT_2))
             _merge_errors(out)
             return stats
+        except storage_errors() as e:  # the output's storage failed between jobs (a job's failure names the job)
+            raise AssayError(f"the run into {output} failed: {type(e).__name__}: {_first_line(e)}") from None
         finally:
             self.close()
             _unlock(lock)
@@ -257,8 +260,10 @@ def _job_failure(e: BaseException, what: str) -> BaseException:
     ray_exc = _ray_exceptions()
     if ray_exc is not None and isinstance(e, ray_exc.RayTaskError):
         cause = e.cause if e.cause is not None else e
-        ip = getattr(e, "ip", None)
-        where = f" on the Ray node at {ip}" if ip else ""
+        # the exception ray.get raises (also an instance of the cause's class) names the node only in its text:
+        # "ray::run_job() (pid=123, ip=10.0.0.5)"
+        m = re.search(r"\(pid=\d+, ip=([^)\s]+)\)", str(e))
+        where = f" on the Ray node at {m.group(1)}" if m else " in a Ray task"
     elif ray_exc is not None and isinstance(e, ray_exc.RayError):
         return AssayError(f"{what} failed: Ray lost it ({type(e).__name__}: {_first_line(e)}); "
                           f"rerun the same command to resume")

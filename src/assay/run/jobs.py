@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import orjson
 
-from assay.core.errors import ErrorLog
+from assay.core.errors import AssayError, ErrorLog
 from assay.core.pipeline import Pipeline, batched
 from assay.core.record import Record
 from assay.core.recipe import Recipe
@@ -181,10 +181,12 @@ def run_job(job: Job) -> dict[str, Any]:
         rej_paths = rejected.close() if rejected is not None else []
         for step, phase in global_phases:
             step_state.publish(ctx, step, phase)
-    except BaseException:
+    except BaseException as e:
         writer.abort()
         if rejected is not None:
             rejected.abort()
+        if isinstance(e, AssayError):
+            raise step_state.in_shared_terms(e) from None
         raise
     finally:
         step_state.__exit__()
@@ -228,9 +230,12 @@ def run_reduce(recipe_dict: dict[str, Any], run_dir: str, segment: int, num_shar
     t0 = time.perf_counter()
     with StepState(state_folder(run, state_url)) as step_state:
         ctx = StepContext(run_dir=_local_path(run), shard=0, num_shards=num_shards, state_root=step_state.root)
-        step_state.fetch(ctx, step, "reduce")
-        step.reduce(ctx)
-        step_state.publish(ctx, step, "reduce")
+        try:
+            step_state.fetch(ctx, step, "reduce")
+            step.reduce(ctx)
+            step_state.publish(ctx, step, "reduce")
+        except AssayError as e:
+            raise step_state.in_shared_terms(e) from None
     _write_atomic(fs, marker, orjson.dumps({"step": step.name, "index": step.index, "ray_node": _ray_node(),
                                             "seconds": round(time.perf_counter() - t0, 4)}))
 

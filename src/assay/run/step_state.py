@@ -83,6 +83,12 @@ class StepState:
         if not self.direct:
             shutil.rmtree(self.root, ignore_errors=True)
 
+    def in_shared_terms(self, e: AssayError) -> AssayError:
+        """A step's error that names the local copy, naming the shared folder instead (what the user knows)."""
+        if self.direct:
+            return e
+        return AssayError(str(e).replace(str(self.root), self.shared.display))
+
     def _dirs(self, ctx: StepContext, step: GlobalStep) -> tuple[Path, Folder]:
         local = ctx.state_dir(step, step.index)
         return local, self.shared.child(local.name)
