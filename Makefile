@@ -46,6 +46,10 @@ $(PEERS)/.installed:
 	$(PY) -m venv $(PEERS)
 	$(PEERS)/bin/python -m pip install -q --upgrade "pip>=24"
 	$(PEERS)/bin/python -m pip install -q 'datatrove[processing,io]==0.10.1' spacy==3.8.18 aiohttp==3.14.5 lxml_html_clean==0.4.6
+	# the LeRobot dataset checkers the trajectory tests and benchmarks/trajectory_lint.py compare against; lerobot-lint
+	# without its lerobot dependency (lerobot pins torch<2.12): the benchmark feeds its checks a pyarrow loader
+	$(PEERS)/bin/python -m pip install -q lerobot-doctor==0.2.0 av==18.1.0
+	$(PEERS)/bin/python -m pip install -q --no-deps lerobot-lint==0.1.1
 	touch $@
 
 # system packages some tests use, from Debian (needs root + apt; elsewhere those tests say what is missing):
