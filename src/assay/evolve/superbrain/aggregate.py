@@ -305,9 +305,14 @@ def aggregate(votes: Iterable[Vote], gold: Mapping[str, Hashable] | None = None,
               options: AggregateOptions | None = None) -> Aggregation:
     """Decisions per question, accuracies per (expert, domain) and schools per domain (see the module docstring).
     ``prior``: (expert, domain) → prior accuracy, e.g. from :func:`reputation_prior`."""
-    o = options or AggregateOptions()
-    gold = dict(gold or {})
-    votes = list(votes)
+    from assay.core.blas import single_threaded_blas
+
+    with single_threaded_blas():  # many small products and eigh: one BLAS thread is far faster on a busy machine
+        return _aggregate(list(votes), dict(gold or {}), prior, options or AggregateOptions())
+
+
+def _aggregate(votes: list[Vote], gold: dict[str, Hashable], prior: Mapping[tuple[str, str], float] | None,
+               o: AggregateOptions) -> Aggregation:
     by_domain: dict[str, list[Vote]] = defaultdict(list)
     for v in votes:
         by_domain[v.domain].append(v)

@@ -25,10 +25,11 @@ class Result:
 
 
 def embedder_for(name: str) -> Any:
-    """``encode`` of the named embedding backend (``minilm``: the bundled all-MiniLM-L6-v2; ``hashed``: no model)."""
+    """``encode`` of the named embedding backend (``minilm``: the bundled all-MiniLM-L6-v2; ``hashed``: no model,
+    4096 buckets: answers are short, and the dense default of 2^18 would cost a gigabyte per thousand answers)."""
     from assay.models.embeddings import get_backend
 
-    return get_backend(name).encode
+    return get_backend(name, dim=1 << 12).encode if name == "hashed" else get_backend(name).encode
 
 
 def run(rows: Sequence[Mapping[str, Any]], *, embed: Any, gold: Mapping[str, str] | None = None,
@@ -36,7 +37,18 @@ def run(rows: Sequence[Mapping[str, Any]], *, embed: Any, gold: Mapping[str, str
         judge: bool = False, prior: Mapping[tuple[str, str], float] | None = None,
         options: AggregateOptions | None = None, same: float = 0.8) -> Result:
     """The whole chain over transcript rows. ``llm``: a backend for claim extraction (``extract``) and the
-    equivalence judge (``judge``); ``prior``: (expert, domain) → prior accuracy."""
+    equivalence judge (``judge``); ``prior``: (expert, domain) → prior accuracy. BLAS runs on one thread (many
+    small products: several threads are many times slower on a busy machine, see :mod:`assay.core.blas`)."""
+    from assay.core.blas import single_threaded_blas
+
+    with single_threaded_blas():
+        return _run(rows, embed=embed, gold=gold, synonyms=synonyms, llm=llm, extract=extract, judge=judge,
+                    prior=prior, options=options, same=same)
+
+
+def _run(rows: Sequence[Mapping[str, Any]], *, embed: Any, gold: Mapping[str, str] | None,
+         synonyms: Mapping[str, Mapping[str, str]] | None, llm: Any, extract: bool, judge: bool,
+         prior: Mapping[tuple[str, str], float] | None, options: AggregateOptions | None, same: float) -> Result:
     stats: Counter = Counter()
     extractor = (lambda answer, domain: extract_with_llm(llm, answer, domain)) if (extract and llm) else None
     sigs = []

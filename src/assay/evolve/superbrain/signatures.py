@@ -221,10 +221,13 @@ def cluster_answers(sigs: Sequence[Signature], embed: Callable[[list[str]], np.n
         if s.answer_norm:
             by_q.setdefault(s.question_id, []).append(i)
     votes, rep, members, judged = [], {}, {}, 0
+    order = [i for q in sorted(by_q) for i in by_q[q]]
+    all_vecs = np.asarray(embed([sigs[i].answer_norm for i in order]), dtype=np.float32) if order else None
+    row_of = {i: k for k, i in enumerate(order)}
     for q in sorted(by_q):
         idx = by_q[q]
-        vecs = np.asarray(embed([sigs[i].answer_norm for i in idx]), dtype=np.float64)
-        sim = vecs @ vecs.T
+        vecs = all_vecs[[row_of[i] for i in idx]]
+        sim = (vecs @ vecs.T).astype(np.float64)
         n = len(idx)
         allowed = np.ones((n, n), dtype=bool)
         pol = [polarity(sigs[i].answer_norm) for i in idx]
@@ -253,24 +256,31 @@ def cluster_answers(sigs: Sequence[Signature], embed: Callable[[list[str]], np.n
 
 
 def _agglomerate(sim: np.ndarray, allowed: np.ndarray, threshold: float) -> list[list[int]]:
-    """Average-linkage clusters; two clusters merge only if every cross pair is allowed."""
-    clusters = [[i] for i in range(len(sim))]
-    while len(clusters) > 1:
-        best, pair = -np.inf, None
-        for x in range(len(clusters)):
-            for y in range(x + 1, len(clusters)):
-                block = np.ix_(clusters[x], clusters[y])
-                if not allowed[block].all():
-                    continue
-                v = float(sim[block].mean())
-                if v > best:
-                    best, pair = v, (x, y)
-        if pair is None or best < threshold:
+    """Average-linkage clusters; two clusters merge only if every cross pair is allowed. Keeps the sums of
+    similarities between clusters and merges rows (Lance-Williams), so each merge costs one vector operation."""
+    n = len(sim)
+    total = sim.astype(np.float64).copy()
+    ok = allowed.copy()
+    size = np.ones(n)
+    alive = np.ones(n, dtype=bool)
+    groups = {i: [i] for i in range(n)}
+    while alive.sum() > 1:
+        avg = total / np.outer(size, size)
+        mask = ok & np.outer(alive, alive)
+        np.fill_diagonal(mask, False)
+        avg = np.where(mask, avg, -np.inf)
+        x, y = np.unravel_index(int(np.argmax(avg)), avg.shape)
+        if not np.isfinite(avg[x, y]) or avg[x, y] < threshold:
             break
-        x, y = pair
-        clusters[x] = clusters[x] + clusters[y]
-        del clusters[y]
-    return clusters
+        x, y = min(x, y), max(x, y)
+        total[x, :] += total[y, :]
+        total[:, x] += total[:, y]
+        ok[x, :] &= ok[y, :]
+        ok[:, x] &= ok[:, y]
+        size[x] += size[y]
+        alive[y] = False
+        groups[x] += groups.pop(y)
+    return [sorted(g) for g in groups.values()]
 
 
 def match_gold(gold: Mapping[str, str], clustering: Clustering, sigs: Sequence[Signature],
@@ -285,11 +295,13 @@ def match_gold(gold: Mapping[str, str], clustering: Clustering, sigs: Sequence[S
         labels = [lab for lab in clustering.members if str(lab).rsplit("#", 1)[0] == q]
         best, best_sim = None, -1.0
         if labels:
-            g = np.asarray(embed([norm]), dtype=np.float64)[0]
+            texts = [norm] + [sigs[i].answer_norm for lab in labels for i in clustering.members[lab]]
+            vecs = np.asarray(embed(texts), dtype=np.float32)
+            g, k = vecs[0], 1
             for lab in labels:
                 mem = clustering.members[lab]
-                vecs = np.asarray(embed([sigs[i].answer_norm for i in mem]), dtype=np.float64)
-                s = float((vecs @ g).mean())
+                s = float((vecs[k:k + len(mem)] @ g).mean())
+                k += len(mem)
                 if s > best_sim and polarity(sigs[mem[0]].answer_norm) == polarity(norm):
                     best, best_sim = lab, s
         out[q] = best if best is not None and best_sim >= same else f"{q}#gold"
