@@ -53,7 +53,7 @@ def test_expert_corrects_the_model_and_marks_the_final_answer_in_chromium(tmp_pa
             page.wait_for_url(base + "/")
             page.click("text=med")
             page.click("#start")
-            page.wait_for_selector("#dialogue-turns")
+            page.wait_for_selector("#ask")
             assert "normal resting heart rate" in page.inner_text("#question")
             assert page.is_disabled("#expert-message")
 
@@ -66,9 +66,9 @@ def test_expert_corrects_the_model_and_marks_the_final_answer_in_chromium(tmp_pa
             page.wait_for_selector("#model-text-0")
             said = page.input_value("#model-text-0")
             assert said.strip()
-            assert page.inner_text("#badge-0") == ""
+            assert page.text_content("#badge-0") == ""
             page.fill("#model-text-0", corrected)  # the expert corrects the model in place
-            assert "corrected" in page.inner_text("#badge-0")
+            assert "corrected" in page.text_content("#badge-0")
 
             page.fill("#expert-message", "Is it lower in athletes?")
             page.click("#ask")
