@@ -232,3 +232,33 @@ def test_report_in_headless_chromium(run):
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_people_mode_waits_for_labels_then_goes_on(tmp_path):
+    """With real people the round stops until the routed items are labelled in the app, then goes on."""
+    from annotate_support import cheap_password_hashing
+
+    from assay.annotate import workflow
+    from assay.core.record import Record
+    from assay.flywheel.loop import Flywheel, WaitingForPeople
+
+    cheap_password_hashing()
+    recipe = FlywheelRecipe.from_dict({"people": {"mode": "people"}})
+    fw = Flywheel(recipe, tmp_path / "out")
+    fw.prepare()
+    docs = [Record(f"d{i}", f"Document {i} explains one thing in a full sentence.", "text") for i in range(2)]
+    assert fw.project("docs").push(docs) == 2
+    with pytest.raises(WaitingForPeople, match="2 of 2 items"):
+        fw.ask_people("docs", docs, 1)
+    with fw.db.write() as s:
+        uid = workflow.create_user(s, "person", "a-long-password", "annotator").id
+        p = workflow.find_project(s, "flywheel-docs")
+        workflow.add_member(s, p, "person")
+    for score in (5, 2):
+        with fw.db.write() as s:
+            p = workflow.find_project(s, "flywheel-docs")
+            a = workflow.next_assignment(s, p, uid)
+            workflow.submit(s, p, uid, a.id, {"scores": {"quality": score}})
+    info = fw.ask_people("docs", docs, 1)
+    assert sorted(info["labels"].values()) == [2, 5] and "annotators" not in info
+    fw.close()

@@ -207,8 +207,10 @@ def lineage(index: RunIndex, record_id: str) -> dict[str, Any]:
 
     # lab ----------------------------------------------------------------------------------------------------------
     events = []
+    seen: set[tuple[int, str]] = set()
     for r, name, _ in (hits if doc_id == record_id else made + doc_hits):
-        if name in ("harvest", "curated", "verified", "mix"):
+        if name in ("harvest", "curated", "verified", "mix") and (r, name) not in seen:
+            seen.add((r, name))
             lab = read_json(index.out / f"round-{r:03d}" / "lab.json", {}) or {}
             key = {"verified": "synthetic"}.get(name, name)
             p = lab.get(key)

@@ -186,7 +186,8 @@ class Flywheel:
             from assay.core.errors import ErrorLog
             from assay.io.sources import plan_shards, read_shard
 
-            paths = [p if "://" in p or os.path.isabs(p) else str(self.base / p) for p in self.recipe.harvest.inputs]
+            paths = [p if "://" in p or os.path.isabs(p) else os.path.normpath(self.base / p)
+                     for p in self.recipe.harvest.inputs]
             errors = ErrorLog()
             try:
                 shards = plan_shards(paths, "auto", 0)
