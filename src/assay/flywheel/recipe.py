@@ -103,7 +103,7 @@ class LabSpec(_Spec):
     tokens: list[int] = Field(default_factory=lambda: [2048, 4096])
     qualities: list[float] = Field(default_factory=lambda: [1.0, 0.5])
     seeds: int = Field(2, ge=1, le=10)
-    bootstrap: int = Field(40, ge=10)
+    bootstrap: int = Field(40, ge=2)
     #: the budget each round's datasets are trained on to place them (default: the largest D)
     place_tokens: int | None = Field(None, ge=64)
     eval_tokens: int = Field(4096, ge=256)
