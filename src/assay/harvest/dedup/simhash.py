@@ -35,25 +35,27 @@ from assay.harvest.dedup.unionfind import DisjointSets
 
 CHUNK_CHARS = 1_000_000
 _BITS = 64
-# feature hashes whose bits are unpacked at once (64 bytes each)
-_UNPACK_ROWS = 1 << 16
 
 
 def simhash_from_shingles(sh: Shingles) -> np.ndarray:
-    """One 64-bit fingerprint per text from its shingle hashes (each occurrence one vote); 0 for a text with none."""
+    """One 64-bit fingerprint per text from its shingle hashes (each occurrence one vote); 0 for a text with none.
+
+    One pass per bit: the votes of every text for bit j are a segmented sum over its (contiguous) shingles."""
     n = sh.starts.size - 1
-    votes = np.zeros((n, _BITS), dtype=np.int64)
-    for lo in range(0, sh.hashes.size, _UNPACK_ROWS):
-        h = sh.hashes[lo:lo + _UNPACK_ROWS]
-        if h.size == 0:
-            continue
-        bits = np.unpackbits(h.astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
-        doc = sh.doc[lo:lo + _UNPACK_ROWS]  # non-decreasing: each text's rows are contiguous
-        heads = np.flatnonzero(np.diff(doc, prepend=-1))
-        votes[doc[heads]] += np.add.reduceat(bits.astype(np.int32), heads, axis=0)
+    out = np.zeros(n, dtype=np.uint64)
     counts = np.diff(sh.starts)
-    bits = (2 * votes > counts[:, None]).astype(np.uint8)  # more than half of the weight
-    return np.packbits(bits, axis=1, bitorder="little").view("<u8").reshape(n).astype(np.uint64)
+    nz = np.flatnonzero(counts)
+    if nz.size == 0:
+        return out
+    heads = sh.starts[:-1][nz]
+    half = counts[nz]
+    fp = np.zeros(nz.size, dtype=np.uint64)
+    for j in range(_BITS):
+        bit = ((sh.hashes >> np.uint64(j)) & np.uint64(1)).astype(np.int32)
+        votes = np.add.reduceat(bit, heads)
+        fp |= (2 * votes > half).astype(np.uint64) << np.uint64(j)  # more than half of the weight
+    out[nz] = fp
+    return out
 
 
 def simhash_texts(texts: list[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:

@@ -27,6 +27,22 @@ from assay.core.record import Record
 from assay.core.step import Batch, Filter, FilterParams, StepContext
 
 
+_VOCABS: dict[str, Any] = {}
+
+
+def _vocab_model(llama_cls: Any, path: Path) -> Any:
+    """A GGUF file's vocabulary (no weights), loaded once per process and closed at exit (llama-cpp-python's own
+    finaliser fails when it runs during interpreter shutdown)."""
+    key = str(path.resolve())
+    if key not in _VOCABS:
+        import atexit
+
+        model = llama_cls(model_path=key, vocab_only=True, verbose=False)
+        _VOCABS[key] = model
+        atexit.register(model.close)
+    return _VOCABS[key]
+
+
 class TokenCounter:
     """Counts tokens with one tokenizer (see the module docstring for ``spec``)."""
 
@@ -39,7 +55,7 @@ class TokenCounter:
             except ModuleNotFoundError as e:
                 raise ModuleNotFoundError("a .gguf tokenizer needs llama-cpp-python: pip install 'assay[llm]'",
                                           name="llama_cpp") from e
-            self._llama = Llama(model_path=str(path), vocab_only=True, verbose=False)
+            self._llama = _vocab_model(Llama, path)
             self._hf = None
         else:
             try:
