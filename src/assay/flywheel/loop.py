@@ -241,6 +241,7 @@ class Flywheel:
         hs = self.recipe.harvest
         if not self.done(ref, "harvest"):
             self.log("reference: harvest the reference pages")
+            t = time.perf_counter()
             pages = self.pages()[:hs.reference_pages]
             docs, rejected, stats = self.harvest_pages(pages, ref, "reference")
             if len(docs) < 4:
@@ -251,7 +252,7 @@ class Flywheel:
                 d.signals["gold.quality"] = gold_rating(d.text)
             write_records(ref / "docs.jsonl", docs)
             self.mark(ref, "harvest", {"pages": len(pages), "records": len(docs), "rejected": len(rejected),
-                                       "steps": stats})
+                                       "steps": stats, "seconds": round(time.perf_counter() - t, 3)})
         if not self.done(ref, "lab"):
             self.log("reference: build the quality ladder")
             t = time.perf_counter()
