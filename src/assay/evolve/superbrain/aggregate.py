@@ -27,7 +27,7 @@ gained ≤ 8.2 nats in the simulations, real schools ≥ 28, against 13.7 for 95
 ≥ ``min_school_questions`` contested questions) is kept.
 
 **Decisions** per question: ``gold``; ``contested`` when P(contested) ≥ 0.5 and the schools' answers differ, each
-alternative backed by ≥ ``min_school_size`` reliable experts: the alternatives, each labelled with its school(s)
+alternative given here by a member of a school that holds it: the alternatives, each labelled with its school(s)
 and support (experts, reliability-weighted share); else ``consensus`` (the posterior's argmax among factual answers,
 its probability the confidence) or ``uncertain`` below ``min_confidence`` (kept, flagged, not distilled as fact).
 Answers with posterior < 5 % that somebody gave are *refuted* (the rejected side of preference pairs).
@@ -409,7 +409,9 @@ def _decide(d: _Domain, q: str, domain: str, fit: _Fit, gold: Mapping[str, Hasha
             if g in names:
                 by_answer[a].append(names[g])
         alts = [alternative(a, sorted(s)) for a, s in by_answer.items()]
-        alts = [a for a in alts if sum(fit.acc[d.index[e]] >= o.reliable for e in a.experts) >= o.min_school_size]
+        # a position stands when a member of a school holding it gave it here (the school itself has been checked
+        # for reliable members over the whole domain)
+        alts = [a for a in alts if any(member.get(e) in a.schools for e in a.experts)]
         if len(alts) >= 2:
             alts.sort(key=lambda a: (-a.share, str(a.answer)))
             return Decision(q, domain, "contested", None, float(fit.p_contested[q]), alts,
