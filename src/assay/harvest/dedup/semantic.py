@@ -62,6 +62,7 @@ class SemanticDedup(ClusterDedupStep):
     threshold); one per group is kept."""
 
     name = "semantic_dedup"
+    summary = "Drop texts that mean the same as another (SemDedup: MiniLM, k-means, cosine threshold)."
     version = "1"
     signal_prefix = "semdedup"
     drop_reason = "semantic_duplicate"

@@ -118,6 +118,7 @@ class SimHashDedup(ClusterDedupStep):
     is kept."""
 
     name = "simhash_dedup"
+    summary = "Drop near-duplicate texts (64-bit SimHash, banded Hamming lookup); one record per cluster is kept."
     version = "1"
     signal_prefix = "simhash"
     drop_reason = "near_duplicate"

@@ -127,6 +127,7 @@ class FlaggedWords(Filter):
     ratio)."""
 
     name = "flagged_words"
+    summary = "Drop documents with too many flagged (obscene, profane) words, per language (Data-Juicer's ratio)."
     version = "1"
     Params: ClassVar[type[FilterParams]] = FlaggedWordsParams
 
