@@ -5,13 +5,17 @@ lineage."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
-from annotate_support import api_login, cheap_password_hashing, make_database
+from annotate_support import api_login, cheap_password_hashing, make_database, web_login
 from sqlalchemy import select
 
 from assay.annotate import workflow
 from assay.annotate.models import Annotation
 from assay.core.record import Record
+from assay.platform.users import create_user
 
 PW = "dialogue-password"
 CONFIG = {"max_tokens": 24, "max_turns": 6, "domain": "medicine"}
@@ -23,9 +27,9 @@ def db(tmp_path, monkeypatch):
     cheap_password_hashing()
     database, cleanup = make_database("sqlite", tmp_path)
     with database.write() as s:
-        workflow.create_user(s, "admin", PW, "admin")
-        workflow.create_user(s, "alice", PW, "annotator")
-        workflow.create_user(s, "bob", PW, "annotator")
+        create_user(s, "admin", PW, "admin")
+        create_user(s, "alice", PW, "annotator")
+        create_user(s, "bob", PW, "annotator")
         p = workflow.create_project(s, "med-dialogue", "dialogue", config=CONFIG, overlap=2)
         other = workflow.create_project(s, "other", "dialogue", config=CONFIG)
         for name in ("alice", "bob"):
@@ -102,6 +106,16 @@ def test_dialogue_turns_corrections_and_export(db):
     bad = bob.post(f"/api/projects/{pid}/assignments/{claim_b['assignment']['id']}/submit",
                    json={"value": {"turns": [], "final_answer": "x"}})
     assert bad.status_code == 400 and "ask the model" in bad.json()["detail"]
+    # through the web form: the refused transcript comes back in the page, so nothing the expert typed is lost
+    web = TestClient(create_app(database=db), follow_redirects=False)
+    csrf = web_login(web, "bob", PW)
+    sent = json.dumps([{"role": "expert", "text": "My own notes </script> on fever"}])
+    page = web.post(f"/projects/{pid}/submit", data={"csrf_token": csrf, "assignment_id": claim_b["assignment"]["id"],
+                                                     "transcript": sent, "final_answer": "37 C"},
+                    headers={"accept": "text/html"})
+    assert page.status_code == 400 and "must be a model turn" in page.text
+    data = json.loads(re.search(r'id="dialogue-data">(.*?)</script>', page.text, re.S).group(1))
+    assert json.loads(data["saved"]) == json.loads(sent) and "</script> on" not in page.text
 
     with db.read() as s:
         rows = list(export_rows(s, workflow.find_project(s, "med-dialogue"), "dialogue"))

@@ -16,6 +16,15 @@
   var finalTurn = document.getElementById("final-turn");
   var transcript = document.getElementById("transcript");
   var turns = [];  // {role: "model"|"expert", text, original}
+  // a submission the server refused comes back with the transcript as it was sent: nothing typed is lost
+  try {
+    JSON.parse(cfg.saved || "[]").forEach(function (t) {
+      if (t && (t.role === "model" || t.role === "expert") && typeof t.text === "string") {
+        turns.push({ role: t.role, text: t.text, original: t.text });
+      }
+    });
+  } catch (e) { turns = []; }
+  if (cfg.final_turn !== "" && turns[+cfg.final_turn]) finalTurn.value = String(cfg.final_turn);
 
   function el(tag, cls, text) {
     var e = document.createElement(tag);
