@@ -35,14 +35,23 @@ def filesystem(url: str) -> tuple[Any, str]:
 
 
 def storage_errors() -> tuple[type[BaseException], ...]:
-    """What a filesystem raises when storage cannot be reached: OSError, and botocore's own errors (no credentials,
-    no endpoint), which s3fs lets through."""
-    errors: tuple[type[BaseException], ...] = (OSError,)
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError:
-        return errors
-    return (*errors, BotoCoreError, ClientError)
+    """What a filesystem raises when storage cannot be reached: OSError, botocore's own errors (no credentials, no
+    endpoint), which s3fs lets through, and the HTTP clients' errors of the filesystems that use one (hf:// raises
+    httpx's ConnectError without a network; gcsfs and http:// raise aiohttp's), when those are loaded."""
+    import sys
+
+    errors: list[type[BaseException]] = [OSError]
+    for module, name in (("botocore.exceptions", "BotoCoreError"), ("botocore.exceptions", "ClientError"),
+                         ("httpx", "HTTPError"), ("httpx2", "HTTPError"), ("aiohttp", "ClientError")):
+        if module.startswith("botocore"):
+            try:
+                __import__(module)
+            except ImportError:
+                continue
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            errors.append(cls)
+    return tuple(errors)
 
 
 class Folder:
