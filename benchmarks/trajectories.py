@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -87,6 +88,10 @@ def main() -> None:
               f"{sum(len(e) for e in mine):>6} frames")
 
     raw = [Demo(np.concatenate([e.state, e.env_state], axis=1), e.action, k) for k, e in enumerate(episodes)]
+    # the policies start where the demonstrations start (the scripted operator's settled pose)
+    firsts = np.stack([e.state[0] for e in episodes])
+    start = firsts.mean(0)
+    print(f"start pose: the demonstrations' first joint states differ by at most {np.abs(firsts - start).max():.2g}")
     t1 = time.perf_counter()
     curated_contents = curate(episodes, out)
     state_keys = ("observation.state", "observation.environment_state")
@@ -101,7 +106,7 @@ def main() -> None:
 
     budget = Budget(steps=args.steps)
     t2 = time.perf_counter()
-    result = compare({"raw": raw, "curated": curated, "raw-subset": subset}, TransferCubeJointEnv,
+    result = compare({"raw": raw, "curated": curated, "raw-subset": subset}, lambda: TransferCubeJointEnv(start),
                      seeds=range(args.seeds), episodes=args.episodes, max_steps=args.max_steps, budget=budget,
                      milestone=2, progress=lambda line: print("  " + line, flush=True))
     print(f"\nbehaviour cloning (MLP {budget.layers}x{budget.hidden}, {args.steps} steps of {budget.batch}), "
@@ -129,12 +134,16 @@ def curate(episodes: list, out: Path) -> list[dict]:
         if isinstance(step, dict) and "trajectory_frozen" in step:
             step["trajectory_frozen"] = {**(step["trajectory_frozen"] or {}), "max_frozen_video": 0}
     (out / "robot-demos-no-camera.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    shutil.rmtree(run_dir, ignore_errors=True)  # this script's own folder from an earlier run
     cmd = [str(Path(sys.executable).parent / "assay"), "run", str(out / "robot-demos-no-camera.yaml"),
-           "-i", str(raw_dir), "-o", str(run_dir), "--overwrite"]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+           "-i", str(raw_dir), "-o", str(run_dir)]
+    with open(out / "assay-run.log", "w") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
     source = {int(r.content["episode_index"]): r for r in read_episodes(raw_dir)}
     by_id = {r.id: k for k, r in source.items()}
     kept = []
+    if not (run_dir / "lerobot" / "meta" / "info.json").exists():
+        raise SystemExit(f"the recipe kept no demonstration: see {run_dir}/stats.json and {out}/assay-run.log")
     for r in read_episodes(run_dir):
         content = dict(r.content)
         content["source_episode"] = _source_episode(r, by_id)
@@ -144,7 +153,7 @@ def curate(episodes: list, out: Path) -> list[dict]:
 
 def _source_episode(record, by_id: dict) -> int:
     """The raw episode a curated one came from: its Assay id (kept by the pipeline and the LeRobot export)."""
-    for key in (record.id, record.meta.get("assay_id"), *(record.meta.get("parents") or [])):
+    for key in (record.meta.get("origin_id"), record.id, *(record.meta.get("parents") or [])):
         if key in by_id:
             return by_id[key]
     raise SystemExit(f"cannot tell which raw episode {record.id} came from (meta: {sorted(record.meta)})")

@@ -201,7 +201,7 @@ def replay_in_joint_env(episode: Any, env: "TransferCubeJointEnv | None" = None)
     from assay.trajectories.sim import Episode
 
     env = env or TransferCubeJointEnv()
-    obs, _ = env.reset(seed=episode.seed)
+    obs, _ = env.reset(seed=episode.seed, options={"start_state": episode.state[0]})
     states, rewards = [], []
     for a in episode.action:
         states.append(obs)
@@ -219,14 +219,25 @@ class TransferCubeJointEnv:
     none, and rendering three 640x480 cameras a step is most of the cost of gym-aloha's own ``AlohaEnv`` on a CPU.
     The observation is the 14 joint positions (grippers normalised, as recorded in ``observation.state``) followed
     by the cube's pose (``observation.environment_state``); the cube is placed as the demonstrations' generator
-    places it (``assay.trajectories.sim.sample_box_xyz`` with ``numpy.random.default_rng(seed)``)."""
+    places it (``assay.trajectories.sim.sample_box_xyz`` with ``numpy.random.default_rng(seed)``). The arms start in
+    ``start_state`` (14 values in the ``observation.state`` layout; default gym-aloha's ``START_ARM_POSE``), or in
+    ``reset(options={"start_state": …})``: evaluate where the demonstrations start."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_state: np.ndarray | None = None) -> None:
         from dm_control import mujoco as dm_mujoco
         from gym_aloha.constants import ASSETS_DIR, DT
 
         self.physics = dm_mujoco.Physics.from_xml_path(str(ASSETS_DIR / "bimanual_viperx_transfer_cube.xml"))
         self.n_sub = int(round(DT / self.physics.model.opt.timestep))
+        self.start_state = None if start_state is None else np.asarray(start_state, float)
+
+    @staticmethod
+    def _qpos16(state: np.ndarray) -> np.ndarray:
+        """The 16 arm joint positions (two fingers per gripper) of a 14-value state (normalised grippers)."""
+        from gym_aloha.constants import unnormalize_puppet_gripper_position as grip
+
+        gl, gr = grip(state[6]), grip(state[13])
+        return np.concatenate([state[:6], [gl, -gl], state[7:13], [gr, -gr]])
 
     def _obs(self) -> np.ndarray:
         from gym_aloha.tasks.sim import BimanualViperXTask
@@ -234,26 +245,26 @@ class TransferCubeJointEnv:
         return np.concatenate([BimanualViperXTask.get_qpos(self.physics), self.physics.data.qpos[16:23]]
                               ).astype(np.float32)
 
-    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
         from gym_aloha.constants import START_ARM_POSE
 
         from assay.trajectories.sim import sample_box_xyz
 
         box = sample_box_xyz(np.random.default_rng(seed))
+        start = (options or {}).get("start_state", self.start_state)
+        arms = np.asarray(START_ARM_POSE, float) if start is None else self._qpos16(np.asarray(start, float))
         p = self.physics
         with p.reset_context():
-            p.named.data.qpos[:16] = START_ARM_POSE
-            np.copyto(p.data.ctrl, START_ARM_POSE)
+            p.data.qpos[:16] = arms
+            np.copyto(p.data.ctrl, arms)
             p.data.qpos[16:23] = np.concatenate([box, [1.0, 0.0, 0.0, 0.0]])
         return self._obs(), {"is_success": False}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        from gym_aloha.constants import unnormalize_puppet_gripper_position as grip
         from gym_aloha.tasks.sim import TransferCubeTask
 
-        a = np.asarray(action, dtype=float)
-        gl, gr = grip(a[6]), grip(a[13])
-        self.physics.set_control(np.concatenate([a[:6], [gl, -gl], a[7:13], [gr, -gr]]))
+        self.physics.set_control(self._qpos16(np.asarray(action, dtype=float)))
         self.physics.step(self.n_sub)
         reward = TransferCubeTask.get_reward(None, self.physics)  # type: ignore[arg-type]
         return self._obs(), float(reward), reward == 4, False, {"is_success": reward == 4}
