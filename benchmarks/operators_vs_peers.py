@@ -71,8 +71,9 @@ def peer(request: dict) -> dict:
         from data_juicer.ops.filter.token_num_filter import TokenNumFilter
 
         tf = TokenNumFilter(hf_tokenizer=request["minilm"], min_num=0)
-        out["token_counts"] = [tf.compute_stats_single({"text": t, Fields.stats: {}})[Fields.stats][StatsKeys.num_token]
-                               for t in texts]
+        batch = {"text": list(texts), Fields.stats: [{} for _ in texts]}
+        tf.compute_stats_batched(batch)
+        out["token_counts"] = [s[StatsKeys.num_token] for s in batch[Fields.stats]]
     except Exception as e:  # noqa: BLE001 - reported, not fatal
         out["token_counts_error"] = f"{type(e).__name__}: {e}"
     return out
@@ -151,12 +152,15 @@ def main() -> None:
     # 3. simhash ---------------------------------------------------------------------------------------------------
     from simhash import Simhash, SimhashIndex
 
-    planted = []
+    import re
+
+    planted = []  # one word in 150 replaced, every space and line break kept
     for text in [d for d in docs if len(d.split()) > 300][:60]:
-        words = text.split()
-        for i in range(0, len(words), 150):
-            words[i] = "zebra"
-        planted.append(" ".join(words))
+        parts = re.split(r"(\s+)", text)
+        for i in range(0, len(parts), 300):
+            if parts[i].strip():
+                parts[i] = "zebra"
+        planted.append("".join(parts))
     sim_texts = docs + planted
     t = time.time()
     sh = shingle_texts(sim_texts, 3)
