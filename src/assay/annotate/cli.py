@@ -135,13 +135,13 @@ def create_user(username: str, role: str = typer.Option("annotator", help="admin
                                                                       "variable instead of prompting."),
                 db: Optional[str] = DB_OPTION) -> None:
     """Create a user (password asked twice, or taken from --password-env)."""
-    from assay.annotate import workflow
+    from assay.platform import users as accounts
 
     password = _password(password_env, "Password")
 
     def go() -> None:
         with _db(db).write() as s:
-            u = workflow.create_user(s, username, password, role)
+            u = accounts.create_user(s, username, password, role)
             typer.echo(f"user {u.username} ({u.role}) id {u.id}")
     _run(go)
 
@@ -151,13 +151,13 @@ def set_password(username: str, password_env: Optional[str] = typer.Option(None,
                                                                                        "environment variable."),
                  db: Optional[str] = DB_OPTION) -> None:
     """Change a user's password; the user's existing sessions end at once."""
-    from assay.annotate import workflow
+    from assay.platform import users as accounts
 
     password = _password(password_env, "New password")
 
     def go() -> None:
         with _db(db).write() as s:
-            workflow.set_password(s, username, password, actor="cli")
+            accounts.set_password(s, username, password, actor="cli")
     _run(go)
     typer.echo(f"password of {username} changed; their sessions ended")
 
@@ -190,12 +190,12 @@ def reactivate(username: str, db: Optional[str] = DB_OPTION) -> None:
 @app.command()
 def unlock(username: str, db: Optional[str] = DB_OPTION) -> None:
     """End a login lockout (too many failed logins) before it runs out."""
-    from assay.annotate import workflow
     from assay.platform import auth
+    from assay.platform import users as accounts
 
     def go() -> None:
         with _db(db).write() as s:
-            workflow.find_user(s, username)
+            accounts.find_user(s, username)
             auth.unlock(s, username, actor="cli")
     _run(go)
     typer.echo(f"{username} unlocked")
@@ -218,8 +218,8 @@ def audit(username: Optional[str] = typer.Option(None, "--user", help="Only even
 
 @app.command("create-project")
 def create_project(name: str,
-                   task: str = typer.Option(..., "--task", help="sft, preference, rating, critique, image_edit or "
-                                                                 "clip_rating."),
+                   task: str = typer.Option(..., "--task", help="sft, preference, rating, critique, image_edit, "
+                                                                 "clip_rating or trajectory."),
                    guidelines: Optional[str] = typer.Option(None, help="Guidelines text, or @FILE to read a file."),
                    overlap: int = typer.Option(1, help="Distinct annotators per item."),
                    gold_rate: float = typer.Option(0.0, help="Share of gold items mixed into each annotator's work."),
