@@ -193,3 +193,37 @@ def plant(kind: str, cols: Columns, frames: list[np.ndarray], fps: int, seed: in
     except KeyError:
         raise ValueError(f"unknown defect {kind!r}; one of {', '.join(DEFECTS)}") from None
     return planter(cols, frames, fps, np.random.default_rng(seed))
+
+
+def write_planted(records: list[Any], plan: list[tuple[int, str | None]], root: str, *, seed: int = 0,
+                  overwrite: bool = True) -> list[dict[str, Any]]:
+    """Write a LeRobot dataset at ``root`` whose episode i is ``records[plan[i][0]]`` with defect ``plan[i][1]``
+    planted (None: a clean copy). Returns one label per episode: ``{"episode_index", "base", "defect"}``."""
+    from assay.trajectories.lerobot import LeRobotWriter
+
+    first = records[0]
+    rate = int(round(float(first.content["fps"])))
+    camera = next(iter(first.content.get("videos") or {}), None)
+    writer = LeRobotWriter(root, rate, dict(first.meta["features"]), robot_type=first.meta.get("robot_type"),
+                           overwrite=overwrite)
+    cache: dict[int, tuple[Columns, list[np.ndarray], str]] = {}
+    labels = []
+    try:
+        for i, (base, kind) in enumerate(plan):
+            if base not in cache:
+                cache[base] = episode_arrays(records[base])
+            cols, frames, task = cache[base]
+            if kind is not None:
+                cols, frames = plant(kind, cols, frames, rate, seed + i)
+            cols = dict(cols)
+            if "timestamp" not in cols:
+                cols["timestamp"] = np.arange(len(frames)) / rate
+            writer.add_episode(task, cols, {camera: frames} if camera else {},
+                               extra={"assay/source": str(records[base].meta.get("source", "")),
+                                      "assay/planted": kind or ""})
+            labels.append({"episode_index": i, "base": base, "defect": kind})
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return labels

@@ -38,6 +38,7 @@ STATE_NAMES = [f"{side}_{j}" for side in ("left", "right")
 ENV_STATE_NAMES = ["cube_x", "cube_y", "cube_z", "cube_qw", "cube_qx", "cube_qy", "cube_qz"]
 GRIPPER_DIMS = (6, 13)  # indices of the two grippers in state and action
 SUCCESS_REWARD = 4
+SETTLE_STEPS = 60  # simulated (not recorded) steps before an episode starts
 
 
 def _gl_backend() -> None:
@@ -178,6 +179,7 @@ class TransferCubeSim:
 
         self.physics = dm_mujoco.Physics.from_xml_path(str(ASSETS_DIR / "bimanual_viperx_end_effector_transfer_cube.xml"))
         self.width, self.height, self.camera = width, height, camera
+        self._renderer: Any = None
 
     def reset(self, box_xyz: np.ndarray) -> None:
         from gym_aloha.tasks.sim_end_effector import TransferCubeEndEffectorTask
@@ -219,7 +221,21 @@ class TransferCubeSim:
         return int(TransferCubeEndEffectorTask.get_reward(None, self.physics))  # type: ignore[arg-type]
 
     def render(self) -> np.ndarray:
-        return self.physics.render(height=self.height, width=self.width, camera_id=self.camera)
+        import mujoco
+
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.physics.model.ptr, self.height, self.width)
+        r = self._renderer
+        r.update_scene(self.physics.data.ptr, camera=self.camera)
+        # no shadows, reflections or sky: a third of the software-rendering time, the same picture otherwise
+        for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
+            r.scene.flags[flag] = 0
+        return r.render().copy()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
 
     def mocap(self) -> tuple[np.ndarray, np.ndarray]:
         p = self.physics
@@ -240,6 +256,9 @@ def record_episode(seed: int, operator: Operator | None = None, *, sim: Transfer
     sim = sim or TransferCubeSim(width, height)
     sim.reset(sample_box_xyz(rng))
     init_left, init_right = sim.mocap()
+    hold = np.concatenate([init_left, [0.0], init_right, [0.0]])
+    for _ in range(SETTLE_STEPS):  # the arms fall into the grip of the mocap welds and the cube onto the table first:
+        sim.step(hold)             # a real recording starts from a robot at rest
     left, right, horizon, miss = _waypoints(sim.cube_pose()[:3], init_left, init_right, op, rng)
     pause_at = pause_len = -1
     if op.pause_prob and rng.random() < op.pause_prob:

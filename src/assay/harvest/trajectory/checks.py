@@ -1,7 +1,7 @@
 """Per-episode trajectory filters (scoring apart from deciding, as every :class:`~assay.core.step.Filter`).
 
 * ``trajectory_timing``: timestamps against the declared fps. Signals ``traj.dt_max`` (largest step, in frame
-  periods: 2.0 = one frame missing), ``traj.dt_jitter`` (std of the steps, in frame periods), ``traj.dt_bad``
+  periods: 2.0 = one frame missing), ``traj.dt_jitter`` (robust std of the steps: 1.4826 × their median absolute deviation, in frame periods), ``traj.dt_bad``
   (steps ≤ 0: duplicated or reordered timestamps). Reasons ``timestamps_not_increasing``, ``timestamp_gap``,
   ``timestamp_jitter``.
 * ``trajectory_frozen``: stale data. ``traj.duplicate_rows`` (consecutive frames identical in state, action and
@@ -9,11 +9,13 @@
   change while the commanded action does: a sensor that stopped updating), ``traj.frozen_video_run`` (longest run
   of identical camera frames while the state moves: a camera that stopped; decodes the episode's videos). Reasons
   ``duplicated_frames``, ``frozen_state``, ``frozen_video``.
-* ``trajectory_kinematics``: ``traj.action_jump_z`` (largest one-frame action change, in robust standard
-  deviations of that joint's changes over the episode), ``traj.action_jump`` (its size, in units a second),
-  ``traj.velocity_z`` / ``traj.accel_z`` (the same for the state's first and second differences), ``traj.non_finite``
-  (NaN/inf values). Reasons ``non_finite``, ``action_jump``, ``velocity_outlier``, ``acceleration_outlier``; a jump
-  counts only when it is also fast in absolute terms (``min_jump_speed``), so a still episode's tiny noise is not one.
+* ``trajectory_kinematics``: ``traj.action_jump_ratio`` (largest one-frame change of an arm joint's command
+  divided by the median change of that joint over the ``window`` frames around it: a teleport or a glitch stands
+  alone, a fast but smooth move does not), ``traj.action_jump`` (its size, in units a second),
+  ``traj.velocity_ratio`` / ``traj.accel_ratio`` (the same for the state's first and second differences),
+  ``traj.max_speed``, ``traj.non_finite`` (NaN/inf values). Reasons ``non_finite``, ``action_jump``,
+  ``velocity_outlier``, ``acceleration_outlier``; a change counts only when it is also fast in absolute terms
+  (``min_jump_speed``, ``min_velocity``, ``min_accel``), so a still episode's tiny noise is none.
 * ``trajectory_joint_range``: values outside ``limits`` (per dimension name) or ``max_abs`` (any joint, default 2π);
   ``traj.out_of_range`` (frames with a value outside). Reason ``joint_out_of_range``.
 * ``trajectory_gripper``: ``traj.gripper_range`` (the largest max−min of the gripper action dims, found by name).
@@ -38,8 +40,8 @@ from assay.harvest.trajectory.common import (ACTION, STATE, column, fps, gripper
 
 class TimingParams(FilterParams):
     #: largest allowed step between timestamps, in frame periods (2.0 = a whole frame missing)
-    max_gap: float = Field(1.5, gt=1.0)
-    #: largest allowed std of the steps, in frame periods
+    max_gap: float = Field(1.95, gt=1.0)
+    #: largest allowed jitter of the steps (robust std), in frame periods
     max_jitter: float = Field(0.1, gt=0)
 
 
@@ -59,7 +61,8 @@ class TrajectoryTiming(Filter):
             return
         dt = np.diff(ts[:, 0]) * rate
         record.signals["traj.dt_max"] = round(float(dt.max()), 4)
-        record.signals["traj.dt_jitter"] = round(float(dt.std()), 4)
+        # robust: one gap is no jitter (1.4826 × median absolute deviation ≈ std for jitter that is everywhere)
+        record.signals["traj.dt_jitter"] = round(float(1.4826 * np.median(np.abs(dt - np.median(dt)))), 4)
         record.signals["traj.dt_bad"] = int((dt <= 1e-6).sum())
 
     def decide(self, record: Record) -> str | None:
@@ -159,29 +162,38 @@ def _frame_diffs(span: dict, rate: float, n: int) -> np.ndarray | None:
 
 
 class KinematicsParams(FilterParams):
-    #: one-frame action change, in robust stds of that joint's changes, above which it is a jump
-    max_action_z: float = Field(25.0, gt=0)
-    #: ... and only if it is at least this fast (units a second): slow data's noise is no jump
-    min_jump_speed: float = Field(2.0, ge=0)
+    #: a one-frame action change this many times the typical change around it is a jump
+    max_action_ratio: float = Field(60.0, gt=1)
+    #: ... when it is also at least this fast (units a second)
+    min_jump_speed: float = Field(3.0, ge=0)
     #: the same for the state's velocity (first difference) and acceleration (second difference)
-    max_velocity_z: float = Field(25.0, gt=0)
-    max_accel_z: float = Field(40.0, gt=0)
-    min_velocity: float = Field(2.0, ge=0)
-    min_accel: float = Field(100.0, ge=0)
-    #: robust std floor (per frame), so exactly still joints do not make every change infinite
+    max_velocity_ratio: float = Field(60.0, gt=1)
+    min_velocity: float = Field(3.0, ge=0)
+    max_accel_ratio: float = Field(60.0, gt=1)
+    min_accel: float = Field(300.0, ge=0)
+    #: frames around a change that tell its typical size
+    window: int = Field(11, ge=3)
+    #: smallest typical change (per frame), so still joints do not make every change infinite
     scale_floor: float = Field(1e-3, gt=0)
 
 
-def _worst_z(delta: np.ndarray, floor: float, rate: float, min_speed: float) -> tuple[float, float]:
-    """(largest robust z of the changes that are also faster than min_speed, that change in units a second)."""
+def _spike(delta: np.ndarray, rate: float, floor: float, min_speed: float, window: int) -> tuple[float, float]:
+    """(largest ratio of a one-frame change to the typical change around it, that change in units a second).
+
+    The typical change is the median |change| of the joint over ``window`` frames centred on the frame: a fast but
+    smooth move has fast neighbours (ratio ~1); a teleport, a spike or a glitch stands alone (ratio ≫ 1). Changes
+    slower than ``min_speed`` (units a second) never count."""
+    from scipy.ndimage import median_filter
+
     if len(delta) < 3:
         return 0.0, 0.0
-    scale = robust_scale(delta, floor)
-    z = np.abs(delta - np.median(delta, axis=0)) / scale
-    speed = np.abs(delta) * rate
-    z = np.where(speed >= min_speed, z, 0.0)
-    i = np.unravel_index(int(np.argmax(z)), z.shape)
-    return float(z[i]), float(speed[i])
+    mag = np.abs(delta)
+    local = median_filter(mag, size=(min(window, len(mag)) | 1, 1), mode="nearest")
+    ratio = mag / np.maximum(local, floor)
+    speed = mag * rate
+    ratio = np.where(speed >= min_speed, ratio, 0.0)
+    i = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    return float(ratio[i]), float(speed[i])
 
 
 class TrajectoryKinematics(Filter):
@@ -207,28 +219,31 @@ class TrajectoryKinematics(Filter):
         if action is not None and len(action) > 3:
             g = set(gripper_dims(record, ACTION))
             arm = [i for i in range(action.shape[1]) if i not in g] or list(range(action.shape[1]))
-            z, speed = _worst_z(np.diff(action[:, arm], axis=0), p.scale_floor, rate, p.min_jump_speed)
-            record.signals["traj.action_jump_z"] = round(z, 2)
+            ratio, speed = _spike(np.diff(action[:, arm], axis=0), rate, p.scale_floor, p.min_jump_speed, p.window)
+            record.signals["traj.action_jump_ratio"] = round(ratio, 2)
             record.signals["traj.action_jump"] = round(speed, 4)
         if state is not None and len(state) > 4:
             g = set(gripper_dims(record, STATE))
             arm = [i for i in range(state.shape[1]) if i not in g] or list(range(state.shape[1]))
             vel = np.diff(state[:, arm], axis=0)
-            z, _ = _worst_z(vel, p.scale_floor, rate, p.min_velocity)
-            record.signals["traj.velocity_z"] = round(z, 2)
-            z, _ = _worst_z(np.diff(vel, axis=0), p.scale_floor, rate, p.min_accel / rate)  # accel = diff² × rate²
-            record.signals["traj.accel_z"] = round(z, 2)
+            ratio, _ = _spike(vel, rate, p.scale_floor, p.min_velocity, p.window)
+            record.signals["traj.velocity_ratio"] = round(ratio, 2)
+            # acceleration = second difference × rate²: compare |Δ²| × rate against min_accel / rate
+            ratio, _ = _spike(np.diff(vel, axis=0), rate, p.scale_floor, p.min_accel / rate, p.window)
+            record.signals["traj.accel_ratio"] = round(ratio, 2)
+        record.signals["traj.max_speed"] = round(float(np.abs(np.diff(state, axis=0)).max() * rate), 4) \
+            if state is not None and len(state) > 1 else 0.0
 
     def decide(self, record: Record) -> str | None:
         s = record.signals
         p: KinematicsParams = self.params  # type: ignore[assignment]
         if s.get("traj.non_finite"):
             return "non_finite"
-        if s.get("traj.action_jump_z", 0) > p.max_action_z:
+        if s.get("traj.action_jump_ratio", 0) > p.max_action_ratio:
             return "action_jump"
-        if s.get("traj.velocity_z", 0) > p.max_velocity_z:
+        if s.get("traj.velocity_ratio", 0) > p.max_velocity_ratio:
             return "velocity_outlier"
-        if s.get("traj.accel_z", 0) > p.max_accel_z:
+        if s.get("traj.accel_ratio", 0) > p.max_accel_ratio:
             return "acceleration_outlier"
         return None
 
