@@ -5,12 +5,10 @@ what the model really said. Served by `assay annotate serve` in its own process 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from annotate_support import annotate_server
 from sqlalchemy import select
-from test_annotate_trajectory_browser import CHROMIUM, CHROMIUM_ARGS, wait_until
+from test_annotate_trajectory_browser import CHROMIUM, CHROMIUM_ARGS
+from assay.platform.users import create_user
 
 PW = "e2e-password"
 
@@ -30,7 +28,7 @@ def test_expert_corrects_the_model_and_marks_the_final_answer_in_chromium(tmp_pa
     db = Database(str(db_path))
     db.migrate()
     with db.write() as s:
-        workflow.create_user(s, "expert", PW, "annotator")
+        create_user(s, "expert", PW, "annotator")
         p = workflow.create_project(s, "med", "dialogue", guidelines="Correct the model; mark the final answer.",
                                     config={"max_tokens": 24, "max_turns": 6, "domain": "medicine"})
         workflow.add_member(s, p, "expert")
@@ -73,7 +71,7 @@ def test_expert_corrects_the_model_and_marks_the_final_answer_in_chromium(tmp_pa
             page.fill("#expert-message", "Is it lower in athletes?")
             page.click("#ask")
             page.wait_for_selector("#model-text-2")
-            assert page.inner_text("#turn-1") .endswith("Is it lower in athletes?")
+            assert page.inner_text("#turn-1").endswith("Is it lower in athletes?")
             page.click("#final-0")
             assert page.input_value("#final-answer") == corrected
             assert "final" in page.get_attribute("#turn-0", "class")

@@ -16,15 +16,16 @@ contested tuple (t_1..t_G)), scoring a contested tuple by the expected log-likel
 t_g, a_e) (mean-field over memberships, so a factual t scores the same as the tuple (t,…,t)); the M-step sets each
 accuracy to the expected share of answers that were true for the expert (under a Beta prior of strength
 ``prior_strength`` centred on the expert's prior: stored reputation, else their gold accuracy in the domain, else on
-gold anywhere, else their agreement with majorities across domains — a hierarchical shrinkage), each membership π_e to the softmax of how well each school's positions explain the
-expert's answers on contested questions, and ρ to the expected share of contested questions (Beta prior, mean
-``contest_prior``). Memberships start from a spectral split of the experts' *residual* agreement (agreement beyond
-what their accuracies predict), so schools are found from coherent co-disagreement, not from who is wrong. G=1 is
-plain one-coin Dawid-Skene; G = 2..``max_schools`` are fitted in turn, and G schools replace G−1 while they explain the votes
-better by at least ``school_evidence``·log(votes) (a BIC-style penalty: chance splits of a domain without schools
-gained ≤ 8.2 nats in the simulations, real schools ≥ 28, against 13.7 for 950 votes) and their schools are real
-(each has ≥ ``min_school_size`` reliable members, a_e ≥ ``reliable``, and every two schools answer differently on
-≥ ``min_school_questions`` contested questions) is kept.
+gold anywhere, else their agreement with majorities across domains — a hierarchical shrinkage), each membership π_e
+to the softmax of how well each school's positions explain the expert's answers on contested questions, and ρ to the
+expected share of contested questions (Beta prior, mean ``contest_prior``). Memberships start from a spectral split
+of the experts' *residual* agreement (agreement beyond what their accuracies predict), so schools are found from
+coherent co-disagreement, not from who is wrong. G=1 is plain one-coin Dawid-Skene; G = 2..``max_schools`` are
+fitted in turn, and G schools replace G−1 while they explain the votes better by at least
+``school_evidence``·log(votes) (a BIC-style penalty: chance splits of a domain without schools gained ≤ 8.2 nats in
+the simulations, real schools ≥ 28, against 13.7 for 950 votes) and their schools are real (each has ≥
+``min_school_size`` reliable members, a_e ≥ ``reliable``, and every two schools answer differently on ≥
+``min_school_questions`` contested questions).
 
 **Decisions** per question: ``gold``; ``contested`` when P(contested) ≥ 0.5 and the schools' answers differ, each
 alternative given here by a member of a school that holds it: the alternatives, each labelled with its school(s)
