@@ -405,7 +405,8 @@ class Flywheel:
                                         sources={"flywheel_round": r, "human_labels": len(labelled)})
             model.save(self.model_path(r))
             m = model.info.get("metrics", {})
-            info.update({"trained": True, "accuracy": m.get("accuracy"), "balanced_accuracy": m.get("balanced_accuracy"),
+            info.update({"trained": True, "accuracy": m.get("accuracy"),
+                         "balanced_accuracy": m.get("balanced_accuracy"),
                          "auc": m.get("auc"), "majority_baseline": m.get("majority_baseline")})
         else:
             model, k = self.current_model(r)

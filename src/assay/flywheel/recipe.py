@@ -186,7 +186,8 @@ class FlywheelRecipe(_Spec):
             if cache is not None and "cache" in fields and "cache" not in step.params.model_fields_set:
                 changes["cache"] = cache
             if round_no is not None and "seed" in fields:
-                base = step.params.seed if "seed" in step.params.model_fields_set else self.seed  # type: ignore[attr-defined]
+                own = "seed" in step.params.model_fields_set
+                base = step.params.seed if own else self.seed  # type: ignore[attr-defined]
                 changes["seed"] = base * 1_000_003 + round_no
             if changes:
                 step = type(step)({**step.params.model_dump(exclude_unset=True), **changes})

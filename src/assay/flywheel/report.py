@@ -33,7 +33,8 @@ background:#eef2f6;padding:0 3px}pre{white-space:pre-wrap;background:#f3f6f9;pad
 
 SCRIPT = """
 const DATA = JSON.parse(document.getElementById('lineage-data').textContent);
-function esc(s){return String(s).replace(/[&<>"']/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));}
+const ENT = {'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'};
+function esc(s){return String(s).replace(/[&<>"']/g, c => ENT[c]);}
 function val(v){
   if (v === null || v === undefined) return '';
   if (typeof v === 'object') return '<code>' + esc(JSON.stringify(v)) + '</code>';
@@ -43,9 +44,11 @@ function show(id){
   const h = DATA[id]; const box = document.getElementById('lineage');
   if (!h) { box.innerHTML = '<p>no history for ' + esc(id) + '</p>'; return; }
   let out = '<p><b>record</b> <code id="lineage-id">' + esc(h.record_id) + '</code> (' + esc(h.origin || '?') +
-            ') — chain: ' + h.chain.map(c => '<code>' + esc(c) + '</code>').join(' → ') + '</p><pre>' + esc(h.text) + '</pre>';
+            ') — chain: ' + h.chain.map(c => '<code>' + esc(c) + '</code>').join(' → ') + '</p>';
+  out += '<pre>' + esc(h.text) + '</pre>';
   for (const st of h.stages) {
-    out += '<div class="stage" data-stage="' + esc(st.stage) + '"><h3>' + esc(st.title) + ' (' + st.events.length + ')</h3>';
+    out += '<div class="stage" data-stage="' + esc(st.stage) + '"><h3>' + esc(st.title) +
+           ' (' + st.events.length + ')</h3>';
     if (!st.events.length) out += '<div class="note">nothing at this stage</div>';
     for (const ev of st.events) {
       out += '<div class="event" data-what="' + esc(ev.what) + '"><b>' + esc(ev.what) + '</b> ';
@@ -135,8 +138,10 @@ def render(out: Path) -> str:
             f"<td>{_fmt(h.get('pages'))} → {_fmt(h.get('records'))}</td><td>{_fmt(rt.get('routed'))}</td>"
             f"<td>{_fmt(lb.get('items'))} + {_fmt(rv.get('items'))}</td><td class='acc'>{acc_txt}</td>"
             f"<td>{_fmt(tr.get('majority_baseline'))}</td><td>{_fmt(tr.get('curated'))}</td>"
-            f"<td>{_fmt(sy.get('records'))} → {_fmt(ve.get('records'))}</td><td>{_fmt(mx.get('removed_by_people'))}</td>"
-            f"<td>{_fmt(mx.get('records'))} ({_fmt(mx.get('human_fraction'))})</td><td>{_fmt(kn.get('patches'))}</td></tr>")
+            f"<td>{_fmt(sy.get('records'))} → {_fmt(ve.get('records'))}</td>"
+            f"<td>{_fmt(mx.get('removed_by_people'))}</td>"
+            f"<td>{_fmt(mx.get('records'))} ({_fmt(mx.get('human_fraction'))})</td>"
+            f"<td>{_fmt(kn.get('patches'))}</td></tr>")
     parts.append(f"</table><p id='accuracy-verdict'>{html.escape(accuracy_sentence(rounds))}</p>")
 
     # worth table
