@@ -28,6 +28,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from assay.platform.users import create_user
 
 PW = "shift-start-password"
 
@@ -53,7 +54,6 @@ def hash_params(db_path: Path) -> dict[str, int]:
 def make_users(db_path: Path, n: int, existing: str) -> None:
     from argon2 import PasswordHasher
 
-    from assay.annotate import workflow
     from assay.platform.db import Database
     from assay.platform.models import User
 
@@ -63,7 +63,7 @@ def make_users(db_path: Path, n: int, existing: str) -> None:
     with d.write() as s:
         for k in range(n):
             if old is None:
-                workflow.create_user(s, f"user{k:03d}", PW)
+                create_user(s, f"user{k:03d}", PW)
             else:
                 s.add(User(username=f"user{k:03d}", password_hash=old.hash(PW), role="annotator", active=True))
     d.dispose()

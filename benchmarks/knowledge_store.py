@@ -21,6 +21,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Callable
+from assay.platform.users import create_user
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +41,6 @@ def _timed(fn: Callable[[], object], times: list[float]) -> object:
 def run(url: str, n: int, reads: int) -> None:
     from argon2 import PasswordHasher
 
-    from assay.annotate import workflow
     from assay.platform import auth
     from assay.platform.db import Database
     from assay.knowledge import keys
@@ -53,7 +53,7 @@ def run(url: str, n: int, reads: int) -> None:
     db.migrate()
     with db.write() as s:
         for u in ("author", "rev1", "rev2", "pub"):
-            workflow.create_user(s, u, "password-123")
+            create_user(s, u, "password-123")
     store = KnowledgeStore(db)
     for r in ("rev1", "rev2"):
         store.grant(r, "medicine", "reviewer")

@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 
 from assay.annotate import workflow
 from assay.annotate.models import Annotation, Assignment, Item, Project
+from assay.platform.users import create_user
 
 PW = "password-123"
 
@@ -23,9 +24,9 @@ PW = "password-123"
 def world(db):
     """Two projects; alice annotates prefs, bob annotates sft, rita reviews prefs, admin sees all."""
     with db.write() as s:
-        workflow.create_user(s, "admin", PW, "admin")
+        create_user(s, "admin", PW, "admin")
         for u in ("alice", "bob", "carol", "rita"):
-            workflow.create_user(s, u, PW, "reviewer" if u == "rita" else "annotator")
+            create_user(s, u, PW, "reviewer" if u == "rita" else "annotator")
         prefs = workflow.create_project(s, "prefs", "preference", guidelines="Pick the more helpful answer.",
                                         overlap=2)
         sft = workflow.create_project(s, "sft", "sft", guidelines="Write a good answer.")
@@ -174,7 +175,7 @@ def test_overlap_gives_each_item_k_distinct_annotators(client, world, db):
     p = world["prefs"]
     users = [api_login(client, u, PW) for u in ("alice", "carol")]
     with db.write() as s:
-        dave = workflow.create_user(s, "dave", PW)
+        dave = create_user(s, "dave", PW)
         workflow.add_member(s, s.get(Project, p), "dave")
     users.append(api_login(client, "dave", PW))
     done = Counter()
@@ -257,7 +258,7 @@ def test_concurrent_annotators_never_exceed_overlap(db, world):
     with db.write() as s:
         proj = workflow.create_project(s, "race", "preference", overlap=3)
         workflow.add_items(s, proj, preference_records(20, "race"))
-        users = [workflow.create_user(s, f"w{i}", PW).id for i in range(8)]
+        users = [create_user(s, f"w{i}", PW).id for i in range(8)]
         pid = proj.id
     errors: list[Exception] = []
     submitted = Counter()
@@ -293,8 +294,8 @@ def test_gold_items_are_mixed_in_at_the_set_rate_and_scored(db, client):
     from assay.core.record import Record
 
     with db.write() as s:
-        workflow.create_user(s, "admin", PW, "admin")
-        workflow.create_user(s, "gwen", PW)
+        create_user(s, "admin", PW, "admin")
+        create_user(s, "gwen", PW)
         proj = workflow.create_project(s, "gold", "preference", overlap=1, gold_rate=0.25)
         workflow.add_member(s, proj, "gwen")
         workflow.add_items(s, proj, preference_records(30, "g"))
@@ -382,8 +383,8 @@ def test_rating_and_critique_tasks(db, client):
     from assay.core.record import Record
 
     with db.write() as s:
-        workflow.create_user(s, "admin", PW, "admin")
-        workflow.create_user(s, "rae", PW)
+        create_user(s, "admin", PW, "admin")
+        create_user(s, "rae", PW)
         rating = workflow.create_project(s, "rate", "rating", config={"dimensions": ["helpfulness", "honesty"],
                                                                       "scale": [1, 7]}, overlap=1)
         crit = workflow.create_project(s, "crit", "critique")
@@ -449,7 +450,7 @@ def test_image_pairs_are_shown_as_images(db, client):
         return out.getvalue()
 
     with db.write() as s:
-        workflow.create_user(s, "ivy", PW)
+        create_user(s, "ivy", PW)
         proj = workflow.create_project(s, "pics", "preference", config={"randomize_sides": False})
         workflow.add_member(s, proj, "ivy")
         rep = workflow.add_items(s, proj, [
@@ -471,7 +472,7 @@ def test_hostile_content_is_escaped(db, client):
     from assay.core.record import Record
 
     with db.write() as s:
-        workflow.create_user(s, "ola", PW)
+        create_user(s, "ola", PW)
         proj = workflow.create_project(s, "xss", "sft", guidelines="<script>alert('g')</script>")
         workflow.add_member(s, proj, "ola")
         workflow.add_items(s, proj, [Record("x", {"prompt": "<img src=x onerror=alert(1)>\u202e\x01"}, "text")])
@@ -557,7 +558,7 @@ def test_export_formats_with_lineage_load_in_datasets(db, world, tmp_path):
     from assay.annotate.export import export
 
     with db.write() as s:
-        workflow.create_user(s, "dan", PW)
+        create_user(s, "dan", PW)
         workflow.add_member(s, s.get(Project, world["prefs"]), "dan")
         users = {u: s.scalar(select(workflow.User.id).where(workflow.User.username == u))
                  for u in ("alice", "carol", "dan", "bob")}

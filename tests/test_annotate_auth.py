@@ -15,6 +15,7 @@ from assay.annotate import workflow
 from assay.annotate.models import Assignment
 from assay.platform import auth
 from assay.platform.models import Session, User
+from assay.platform.users import create_user, set_password
 
 PW = "password-123"
 
@@ -43,8 +44,8 @@ def users(db, counting_hasher):
     from assay.core.record import Record
 
     with db.write() as s:
-        workflow.create_user(s, "admin", PW, "admin")
-        workflow.create_user(s, "alice", PW, "annotator")
+        create_user(s, "admin", PW, "admin")
+        create_user(s, "alice", PW, "annotator")
         p = workflow.create_project(s, "prefs", "preference")
         workflow.add_member(s, p, "alice")
         workflow.add_items(s, p, [Record(f"r{i}", {"prompt": f"q{i}", "chosen": "x", "rejected": "y"}, "preference")
@@ -173,7 +174,7 @@ def test_password_change_revokes_existing_sessions(db, users):
         assert admin.get("/api/me").status_code == 200  # only alice's sessions
         alice = api_login(client, "alice", "new-password-456")
         with db.write() as s:  # the shell's set-password does the same
-            workflow.set_password(s, "alice", "third-password-789", actor="cli")
+            set_password(s, "alice", "third-password-789", actor="cli")
         assert alice.get("/api/me").status_code == 401
 
 
@@ -215,7 +216,7 @@ def test_throttling_is_shared_by_the_workers_of_a_real_server(tmp_path):
     d = Database(str(db_path))
     d.migrate()
     with d.write() as s:
-        workflow.create_user(s, "alice", PW)
+        create_user(s, "alice", PW)
     d.dispose()
     port = free_port()
     base = f"http://127.0.0.1:{port}"

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from assay.annotate import trajectory_task, workflow
 from assay.annotate.models import Annotation, Item
 from assay.core.record import LineageEntry, Record
+from assay.platform.users import create_user
 
 PW = "password-123"
 FPS = 10
@@ -66,9 +67,9 @@ def db(tmp_path):
     cheap_password_hashing()
     database, cleanup = make_database("sqlite", tmp_path)
     with database.write() as s:
-        workflow.create_user(s, "admin", PW, "admin")
+        create_user(s, "admin", PW, "admin")
         for name in ("alice", "bob", "carol"):
-            workflow.create_user(s, name, PW, "annotator")
+            create_user(s, name, PW, "annotator")
     yield database
     cleanup()
 

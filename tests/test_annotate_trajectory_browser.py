@@ -14,6 +14,7 @@ from pathlib import Path
 
 from annotate_support import annotate_server
 from test_annotate_trajectory import FPS, N, episode, make_mp4
+from assay.platform.users import create_user
 
 CHROMIUM = Path(os.environ.get("ASSAY_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -56,7 +57,7 @@ def test_annotator_labels_an_episode_in_chromium(tmp_path):
     db = Database(str(db_path))
     db.migrate()
     with db.write() as s:
-        workflow.create_user(s, "ann", PW, "annotator")
+        create_user(s, "ann", PW, "annotator")
         workflow.add_member(s, workflow.create_project(s, "demos", "trajectory", guidelines="Watch, then label."),
                             "ann")
     src = tmp_path / "episodes.jsonl"

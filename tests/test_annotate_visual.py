@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from assay.annotate import workflow
 from assay.annotate.models import Annotation, Assignment, Item
 from assay.core.record import LineageEntry, Record
+from assay.platform.users import create_user
 
 PW = "password-123"
 LINEAGE = [LineageEntry("image_text_alignment", "1", "abc123")]
@@ -100,9 +101,9 @@ def make_client(db):
 def users(db, *names: str, admin: bool = True) -> None:
     with db.write() as s:
         if admin:
-            workflow.create_user(s, "admin", PW, "admin")
+            create_user(s, "admin", PW, "admin")
         for name in names:
-            workflow.create_user(s, name, PW, "reviewer" if name.startswith("rev") else "annotator")
+            create_user(s, name, PW, "reviewer" if name.startswith("rev") else "annotator")
 
 
 def ranged(user, url: str, byte_range: str):

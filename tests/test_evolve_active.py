@@ -11,6 +11,7 @@ import pytest
 from assay.core.record import Record
 from assay.evolve.active import (ActiveRouter, AnnotationProject, apply_labels, binary_entropy, calibrate_judge,
                                  k_center_greedy, uncertainty_of)
+from assay.platform.users import create_user
 
 
 def test_binary_entropy_and_uncertainty() -> None:
@@ -108,7 +109,7 @@ def test_annotation_round_trip_with_the_annotate_app(tmp_path: Path) -> None:
     with sink.db.write() as s:
         project = s.get(Project, sink.project_id)
         for name in ("ann1", "ann2"):
-            user_ids.append(workflow.create_user(s, name, "password123").id)
+            user_ids.append(create_user(s, name, "password123").id)
             workflow.add_member(s, project, name)
     scores = {}
     for user_id in user_ids:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import evolve_toy_steps  # noqa: F401  (registers toy_rephrase and toy_verify)
 from assay.evolve.cli import app
 from assay.evolve.loop import EvolveLoop, LoopError, LoopRecipe, read_records, run_loop
+from assay.platform.users import create_user
 
 SEEDS = ["Give three tips for staying healthy.", "Write a haiku about autumn leaves.",
          "Explain what a black hole is to a ten year old.", "Translate 'good morning' into Spanish.",
@@ -58,7 +59,7 @@ def _label_everything(out: Path, project: str, score_of) -> int:
     with db.write() as s:
         p = workflow.find_project(s, project)
         try:
-            uid = workflow.create_user(s, "alice", "password123").id
+            uid = create_user(s, "alice", "password123").id
         except workflow.Conflict:
             uid = s.scalar(workflow.select(workflow.User.id).where(workflow.User.username == "alice"))
         workflow.add_member(s, p, "alice")

@@ -23,6 +23,7 @@ from assay.knowledge import keys
 from assay.knowledge.review import KnowledgeError
 from assay.knowledge.store import KnowledgeStore
 from assay.platform.models import User
+from assay.platform.users import create_user
 
 PW = "password-123"
 
@@ -30,7 +31,7 @@ PW = "password-123"
 def _users(db, names):
     with db.write() as s:
         for n in names:
-            workflow.create_user(s, n, PW)
+            create_user(s, n, PW)
 
 
 # -- profiles ------------------------------------------------------------------------------------------------------

@@ -15,13 +15,13 @@ import pytest
 from sqlalchemy import text
 from testutil import uvicorn_thread
 
-from assay.annotate import workflow
 from assay.knowledge import keys
 from assay.knowledge.models import drop_append_only_ddl
 from assay.knowledge.patch import Patch, Review, new_patch, sign_patch, sign_review, utcnow, verify
 from assay.knowledge.store import KnowledgeStore
 from assay.platform import auth
 from assay.platform.models import User
+from assay.platform.users import create_user
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PW = "password-123"
@@ -39,7 +39,7 @@ def world(db, tmp_path):
 
     with db.write() as s:
         for u in ("alice", "rita", "sam", "zed", "paul", "reader"):
-            workflow.create_user(s, u, PW)
+            create_user(s, u, PW)
         tokens = {u: auth.create_session(s, s.query(User).filter_by(username=u).one())[0] for u in ("reader", "rita")}
     store = KnowledgeStore(db)
     k = {u: keys.generate() for u in ("rita", "sam", "zed", "paul")}

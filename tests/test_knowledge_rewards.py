@@ -18,6 +18,7 @@ from assay.experts.rewards import (MIN_REPORTS_PER_AGENT, BatchConflict, SmallBa
                                      delta_matrix, ledger_entries, majority_agreement, make_population, pay_batch,
                                      payout_by_kind, peer_truth_serum, simulate_reports)
 from assay.platform.models import User
+from assay.platform.users import create_user
 
 PRIOR = [0.5, 0.3, 0.2]
 
@@ -128,7 +129,7 @@ def test_unscorable_and_bad_reports_are_counted():
 # -- the ledger ----------------------------------------------------------------------------------------------------
 def _crowd_users(db, n, prefix="u"):
     with db.write() as s:
-        return [workflow.create_user(s, f"{prefix}{i}", "password-123").id for i in range(n)]
+        return [create_user(s, f"{prefix}{i}", "password-123").id for i in range(n)]
 
 
 def test_pay_batch_is_idempotent_and_the_ledger_append_only(db):

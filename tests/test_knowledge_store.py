@@ -13,11 +13,11 @@ import pytest
 from annotate_support import BACKENDS, make_database
 from sqlalchemy import text
 
-from assay.annotate import workflow
 from assay.knowledge import keys
 from assay.knowledge.patch import verify
 from assay.knowledge.review import Conflict, KnowledgeError, NotAllowed
 from assay.knowledge.store import KnowledgeStore
+from assay.platform.users import create_user
 
 PW = "password-123"
 FACT = dict(title="Aspirin and COX-1", content="Aspirin irreversibly acetylates cyclooxygenase-1 (COX-1).",
@@ -30,7 +30,7 @@ def kb(db):
     ada (medicine admin); each reviewer/publisher has a registered key of the right purpose."""
     with db.write() as s:
         for u in ("alice", "rev1", "rev2", "rev3", "lawrev", "paul", "ada", "nobody"):
-            workflow.create_user(s, u, PW)
+            create_user(s, u, PW)
     store = KnowledgeStore(db)
     for r in ("rev1", "rev2", "rev3"):
         store.grant(r, "medicine", "reviewer")

@@ -15,9 +15,9 @@ import pytest
 from annotate_support import BACKENDS, make_database
 from sqlalchemy import text
 
-from assay.annotate import workflow
 from assay.knowledge import keys
 from assay.knowledge.patch import Review, new_patch, sign_patch, sign_review, utcnow
+from assay.platform.users import create_user
 
 ASSAY = str(Path(sys.executable).parent / "assay")
 
@@ -26,7 +26,7 @@ def _legacy_knowledge_base(db):  # noqa: ANN001, ANN202
     """What a 0005 database holds: a published patch whose events are unsigned rows, keys registered, no certificate.
     Written with SQL, as the code of that revision wrote it."""
     with db.write() as s:
-        uid = {u: workflow.create_user(s, u, "password-123").id for u in ("alice", "rita", "sam", "paul")}
+        uid = {u: create_user(s, u, "password-123").id for u in ("alice", "rita", "sam", "paul")}
     k = {u: keys.generate() for u in ("rita", "sam", "paul")}
     p = new_patch(title="Basalt", content="Basalt is an extrusive igneous rock.", domains=["geology"],
                   authors=["alice"])

@@ -60,9 +60,10 @@ def loaded_after_import(modules: list[str]) -> set[str]:
 #: docs/architecture.md, "Layers": a package imports only from its own layer or the layers below it
 LAYERS = {
     "core": 0, "io": 0, "run": 0,                                    # the foundation
+    "trajectories": 0,                                               # LeRobot episodes: io/ reads them; core only
     "models": 1, "platform": 1,                                      # shared layers
     "annotate": 2, "knowledge": 2,                                   # the two web services (never each other)
-    "harvest": 3, "synthesize": 3, "evolve": 3, "lab": 3, "experts": 3, "trajectories": 3,  # stages
+    "harvest": 3, "synthesize": 3, "evolve": 3, "lab": 3, "experts": 3,    # stages
     "flywheel": 4,                                                   # the loop over all stages
     "cli": 5, "__main__": 5,                                         # the command line wires it all
 }

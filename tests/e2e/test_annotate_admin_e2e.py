@@ -9,6 +9,7 @@ import pytest
 from annotate_support import annotate_server, cheap_password_hashing
 
 from e2e.test_annotate_e2e import CHROMIUM, CHROMIUM_ARGS
+from assay.platform.users import create_user
 
 PW = "e2e-password"
 GUIDELINES = """# Rules
@@ -48,7 +49,7 @@ def server(tmp_path_factory):
     with db.write() as s:
         for name, role in (("lead", "admin"), ("ann", "annotator"), ("bob", "annotator"), ("rita", "reviewer"),
                            ("leaver", "annotator")):
-            workflow.create_user(s, name, PW, role)
+            create_user(s, name, PW, role)
         guide = workflow.create_project(s, "guide", "preference", guidelines=GUIDELINES)
         rev = workflow.create_project(s, "rev", "preference", review=True)
         for user in ("ann", "bob", "leaver"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from annotate_support import annotate_server
+from assay.platform.users import create_user
 
 CHROMIUM = Path(os.environ.get("ASSAY_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -30,7 +31,7 @@ def server(tmp_path):
     db.migrate()
     lineage = [LineageEntry("self_instruct", "1", "abc123")]
     with db.write() as s:
-        workflow.create_user(s, "ann", PW, "annotator")
+        create_user(s, "ann", PW, "annotator")
         prefs = workflow.create_project(s, "prefs", "preference", guidelines="Choose the more helpful answer.")
         sft = workflow.create_project(s, "demos", "sft", guidelines="Write the answer you would want to read.")
         for p in (prefs, sft):

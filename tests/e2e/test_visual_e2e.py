@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from annotate_support import annotate_server
+from assay.platform.users import create_user
 
 CHROMIUM = Path(os.environ.get("ASSAY_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -75,7 +76,7 @@ def server(tmp_path):
                          lineage=lineage)],
     }
     with db.write() as s:
-        workflow.create_user(s, "ann", PW, "annotator")
+        create_user(s, "ann", PW, "annotator")
         for name, task, config in (("picks", "preference", {"randomize_sides": "assignment"}),
                                    ("edits", "image_edit", {}), ("clips", "clip_rating", {})):
             workflow.add_member(s, workflow.create_project(s, name, task, guidelines=f"{task} guide", config=config),

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from assay.annotate import access, dialogue_task, tasks, trajectory_task, workflow
 from assay.annotate.models import Annotation, Assignment, Item, Membership, Project
 from assay.platform import auth
+from assay.platform import users as accounts
 from assay.platform.db import Database
 from assay.platform.http import FastJSON, SecurityHeaders, client_address, request_token
 from assay.platform.models import User
@@ -71,12 +72,12 @@ def account_action(s: Session, username: str, action: str, actor: str, password:
     elif action == "reactivate":
         workflow.set_active(s, username, True, actor)
     elif action == "unlock":
-        workflow.find_user(s, username)
+        accounts.find_user(s, username)
         auth.unlock(s, username, actor)
     elif action == "password":
         if not password:
             raise workflow.WorkflowError('send {"password": "…"} (8+ characters)')
-        workflow.set_password(s, username, password, actor)
+        accounts.set_password(s, username, password, actor)
     else:
         raise HTTPException(404, f"unknown action {action!r}: one of {', '.join(ACCOUNT_ACTIONS)}")
 
@@ -301,7 +302,7 @@ def api_router() -> APIRouter:
             c = require_caller(s, request, mutate=True)
             require_admin(c)
             account_action(s, username, action, c.username, body.password if body else None)
-            u = workflow.find_user(s, username)
+            u = accounts.find_user(s, username)
             return {"username": u.username, "active": u.active}
 
     @r.get("/audit")
@@ -316,7 +317,7 @@ def api_router() -> APIRouter:
     def create_user(body: UserBody, request: Request) -> dict[str, Any]:
         with db_of(request).write() as s:
             require_admin(require_caller(s, request, mutate=True))
-            u = workflow.create_user(s, body.username, body.password, body.role)
+            u = accounts.create_user(s, body.username, body.password, body.role)
             return {"id": u.id, "username": u.username, "role": u.role}
 
     @r.get("/projects")

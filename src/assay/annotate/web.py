@@ -25,6 +25,7 @@ from assay.annotate.markup import render_markdown
 from assay.annotate.models import (REVIEW_ACCEPTED, REVIEW_PENDING, REVIEW_REJECTED, SLOT_LEASED, TASK_TYPES,
                                    Annotation, Assignment, Item, Membership, Project)
 from assay.platform import auth
+from assay.platform import users as accounts
 from assay.platform.models import Session as LoginSession
 from assay.platform.models import User
 
@@ -363,7 +364,7 @@ def web_router() -> APIRouter:
                 require_admin(c)
                 f = {k: str(v) for k, v in form.items()}
                 if action == "users":
-                    workflow.create_user(s, f.get("username", ""), f.get("password", ""), f.get("role", "annotator"))
+                    accounts.create_user(s, f.get("username", ""), f.get("password", ""), f.get("role", "annotator"))
                 elif action == "projects":
                     workflow.create_project(s, f.get("name", ""), f.get("task_type", ""),
                                             guidelines=f.get("guidelines", ""), overlap=int(f.get("overlap") or 1),

@@ -34,78 +34,31 @@ from assay.annotate import tasks
 from assay.annotate.models import (PROJECT_ROLES, REVIEW_ACCEPTED, REVIEW_PENDING, REVIEW_REJECTED, SLOT_LEASED,
                                    SLOT_OPEN, SLOT_SUBMITTED, TASK_TYPES, Annotation, Assignment, Item, Membership,
                                    Project)
-from assay.platform import auth
-from assay.platform.auth import hash_password
-from assay.platform.errors import RequestError
-from assay.platform.models import ROLES, User, now
+from assay.platform import users
+from assay.platform.errors import Conflict, NotFound, RequestError
+from assay.platform.models import User, now
+from assay.platform.users import find_user
+# kept for helpers during the move; remove (accounts are managed by assay.platform.users)
+from assay.platform.users import create_user, set_password  # noqa: F401
 
-
-class WorkflowError(RequestError):
-    """A request that cannot be carried out; ``status`` is the HTTP status the API answers with."""
-
-    status = 400
-
-
-class NotFound(WorkflowError):
-    status = 404
-
-
-class Conflict(WorkflowError):
-    status = 409
+#: the workflow's errors are the web services' request errors (``status``: the HTTP status the API answers with)
+WorkflowError = RequestError
 
 
 NOT_YOURS = "no such assignment for you (a slot whose lease ran out may have gone to somebody else)"
 
 
 # -- users and projects --------------------------------------------------------------------------------------------
-def create_user(s: Session, username: str, password: str, role: str = "annotator") -> User:
-    username = username.strip()
-    if not username or len(username) > 64 or any(c.isspace() for c in username):
-        raise WorkflowError("username must be 1-64 characters without spaces")
-    if role not in ROLES:
-        raise WorkflowError(f"role must be one of {', '.join(ROLES)}")
-    if len(password) < 8:
-        raise WorkflowError("password must have at least 8 characters")
-    if s.scalar(select(User.id).where(User.username == username)) is not None:
-        raise Conflict(f"user {username!r} exists")
-    user = User(username=username, password_hash=hash_password(password), role=role, active=True, created_at=now())
-    s.add(user)
-    s.flush()
-    return user
-
-
-def find_user(s: Session, username: str) -> User:
-    user = s.scalar(select(User).where(User.username == username))
-    if user is None:
-        raise NotFound(f"no user {username!r}")
-    return user
-
-
-def set_password(s: Session, username: str, password: str, actor: str | None = None) -> None:
-    """Change a password; every existing login of the user ends at once."""
-    user = find_user(s, username)
-    if len(password) < 8:
-        raise WorkflowError("password must have at least 8 characters")
-    user.password_hash = hash_password(password)
-    auth.revoke_sessions(s, user.id)
-    auth.audit(s, "password_changed", user.username, actor=actor)
-
-
 def set_active(s: Session, username: str, active: bool, actor: str | None = None) -> User:
-    """Deactivate (offboard) or reactivate a user. Deactivating ends every login of the user at once and returns
-    the slots they hold to the queue; their annotations stay."""
-    user = find_user(s, username)
-    if not active and actor == user.username:
-        raise WorkflowError("you cannot deactivate yourself")
-    user.active = active
+    """Deactivate (offboard) or reactivate a user (:func:`assay.platform.users.set_active`: every login ends at
+    once) and return the slots they hold to the queue; their annotations stay."""
+    user = users.set_active(s, username, active, actor)
     if not active:
-        auth.revoke_sessions(s, user.id)
         s.execute(update(Assignment).where(Assignment.user_id == user.id, Assignment.status == SLOT_LEASED,
                                            Assignment.slot.is_not(None))
                   .values(status=SLOT_OPEN, user_id=None, leased_at=None, lease_expires=None))
         s.execute(delete(Assignment).where(Assignment.user_id == user.id, Assignment.status == SLOT_LEASED,
                                            Assignment.slot.is_(None)))
-    auth.audit(s, "reactivated" if active else "deactivated", user.username, actor=actor)
     return user
 
 

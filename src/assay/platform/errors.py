@@ -1,6 +1,6 @@
-"""The one error type of the web services' actions: what a request asked cannot be carried out. The annotation
-workflow (``WorkflowError``) and the knowledge layer (``KnowledgeError``) derive their errors from it, so a shell or a
-server built on both catches one type."""
+"""The errors of the web services' actions: what a request asked cannot be carried out, with the HTTP status an API
+answers with. The annotation workflow raises these (``WorkflowError`` is :class:`RequestError`); the knowledge layer
+derives its own from :class:`RequestError` (``KnowledgeError``), so a shell or a server catches one type."""
 
 from __future__ import annotations
 
@@ -9,3 +9,11 @@ class RequestError(Exception):
     """A request that cannot be carried out; ``status`` is the HTTP status an API answers with."""
 
     status = 400
+
+
+class NotFound(RequestError):
+    status = 404
+
+
+class Conflict(RequestError):
+    status = 409
