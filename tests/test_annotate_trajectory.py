@@ -122,6 +122,12 @@ def test_config_and_import_checks(db, tmp_path, episodes):
     assert c["series"]["observation.state"]["names"] == ["observation.state[0]", "observation.state[1]"]
     assert c["series"]["action"]["values"][1][0] == -0.5 and len(c["series"]["action"]["values"][0]) == N
     assert c["videos"] == [{"camera": "observation.images.top", "path": video, "start": 4.0, "end": 8.0}]
+    # the environment's verdict from LeRobot's per-frame next.success when the record has no success of its own
+    flags = {k: v for k, v in episode(3, None).items() if k != "success"}
+    flags["frames"] = {**flags["frames"], "next.success": [[t == N - 1] for t in range(N)]}
+    assert trajectory_task.item_content(flags)["env_success"] is True
+    flags["frames"]["next.success"] = [[False]] * N
+    assert trajectory_task.item_content(flags)["env_success"] is False
     # per-frame dicts (a list of rows) are the same episode; fps may come from the timestamps alone
     rows = [{"observation.state": s, "action": a, "timestamp": t} for s, a, t in
             zip(*(episode(1, None)["frames"][k] for k in ("observation.state", "action", "timestamp")))]

@@ -190,6 +190,10 @@ def item_content(c: Any) -> dict[str, Any]:
                         if isinstance(c.get(k), str)), "")
     episode = c.get("episode_index")
     success = c.get("success")
+    flags = cols.get("next.success")  # LeRobot's per-frame success flag (gym-aloha, the Assay simulator)
+    if not isinstance(success, bool) and isinstance(flags, list) and flags:
+        flat = [f[0] if isinstance(f, list) and len(f) == 1 else f for f in flags]
+        success = any(flat) if all(isinstance(f, bool) for f in flat) else None
     return {"episode_index": episode if isinstance(episode, int) and not isinstance(episode, bool) else None,
             "instruction": instruction, "fps": round(fps, 6), "n_frames": n_frames, "series": series,
             "videos": _videos(c), "env_success": success if isinstance(success, bool) else None,
