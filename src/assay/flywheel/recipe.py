@@ -73,7 +73,7 @@ class SynthSpec(_Spec):
     from_top: int = Field(2, ge=1)
     #: synthesis steps (textbook, self_instruct, ...); the loop's ``backend`` fills in a step that names none
     steps: list[Any] = Field(default_factory=lambda: [{"textbook": {"max_passages": 2, "exercises": 0}}])
-    #: critique / judge / execution steps on what was synthesized (execution_feedback acts on code records only)
+    #: judge / critique steps on what was synthesized (execution_feedback drops records that are not code tasks)
     verify: list[Any] = Field(default_factory=lambda: [{"judge_score": {"samples": 2}}])
     #: synthetic items routed to people per round (the most uncertain: judge disagreement)
     route_budget: int = Field(1, ge=0)
