@@ -7,6 +7,7 @@ real knowledge store's review workflow."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -240,6 +241,25 @@ def test_cli_aggregate_writes_the_files_and_fails_clearly(tmp_path):
     decisions = [json.loads(line) for line in (tmp_path / "out" / "decisions.jsonl").read_text().splitlines()]
     assert len(decisions) == 24 and sum(d["status"] == "gold" for d in decisions) == 6
     assert "questions consensus" in res.output
+    # with the annotation database: reputation priors (none stored yet) and patches proposed into the review workflow
+    from assay.annotate import workflow
+    from assay.knowledge.store import KnowledgeStore
+
+    cheap_password_hashing()
+    db, cleanup = make_database("sqlite", tmp_path)
+    try:
+        with db.write() as s:
+            for name in sorted({v.expert for v in world.votes}) + ["superbrain"]:
+                workflow.create_user(s, name, "password-123")
+        res = CliRunner().invoke(app, ["superbrain", "aggregate", str(src), "-o", str(tmp_path / "out2"),
+                                       "--embedder", "hashed", "--gold", str(tmp_path / "gold.json"), "--db",
+                                       db.url, "--propose-as", "superbrain"])
+        assert res.exit_code == 0, res.output
+        proposed = int(re.search(r"patches proposed\D+(\d+)", res.output).group(1))
+        assert proposed == sum(d["status"] in ("consensus", "contested") for d in decisions) > 0
+        assert len(KnowledgeStore(db).changes(0, 1000)["changes"]) == proposed
+    finally:
+        cleanup()
     bad = CliRunner().invoke(app, ["superbrain", "aggregate", str(tmp_path / "missing.jsonl"), "-o",
                                    str(tmp_path / "o2")])
     assert bad.exit_code == 2 and "no such file" in bad.output and "Traceback" not in bad.output
