@@ -201,7 +201,7 @@ class Executor:
 
 # what a run writes into its folder: markers, stages, state and scratch (_*), temporary files (.tmp-*), output
 # shards, rejected/, the books, the synthesis response cache (SQLite with its -wal/-shm files)
-_RUN_FILES = ("stats.json", "errors.jsonl", "report.html", "rejected")
+_RUN_FILES = ("stats.json", "errors.jsonl", "report.html", "rejected", "lerobot")  # lerobot: lerobot_export
 
 
 def _is_run_entry(name: str) -> bool:
