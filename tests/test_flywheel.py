@@ -271,3 +271,31 @@ def test_people_mode_waits_for_labels_then_goes_on(tmp_path):
     info = fw.ask_people("docs", docs, 1)
     assert sorted(info["labels"].values()) == [2, 5] and "annotators" not in info
     fw.close()
+
+
+def test_code_tasks_go_through_execution_in_the_sandbox_and_prose_does_not(tmp_path):
+    """`synthesize.verify_code` runs on code tasks only: a right solution passes the real sandbox, a wrong one is
+    dropped with its reason, and a prose record is neither run nor dropped."""
+    from assay.core.record import Record
+    from assay.flywheel.loop import Flywheel, read_records, write_records
+
+    recipe = FlywheelRecipe.from_dict({"synthesize": {
+        "verify": [], "verify_code": [{"execution_feedback": {"max_repairs": 0, "workers": 1, "emit_traces": False}}]}})
+    fw = Flywheel(recipe, tmp_path / "out")
+    fw.prepare()
+    rd = fw.round_dir(1)
+    rd.mkdir()
+    task = {"prompt": "Write add(a, b) returning the sum.", "entry_point": "add",
+            "tests": "assert add(2, 3) == 5\nassert add(-1, 1) == 0"}
+    write_records(rd / "synthetic.jsonl", [
+        Record("right", {**task, "solution": "def add(a, b):\n    return a + b\n"}, "code"),
+        Record("wrong", {**task, "solution": "def add(a, b):\n    return a - b\n"}, "code"),
+        Record("prose", {"instruction": "Explain lists.", "output": "A list holds items in order."}, "conversation")])
+    info = fw._verify(1, rd)
+    fw.close()
+    kept = {x.id: x for x in read_records(rd / "verified.jsonl")}
+    assert set(kept) == {"right", "prose"} and info["code_tasks"] == 2
+    assert kept["right"].signals["exec.passed"] == 1 and kept["right"].signals["exec.attempts"] == 1
+    assert not any(k.startswith("exec.") for k in kept["prose"].signals)
+    dropped = read_records(rd / "verify-rejected.jsonl")
+    assert [x.id for x in dropped] == ["wrong"] and dropped[0].drop[1] == "failed_tests"

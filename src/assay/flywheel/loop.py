@@ -483,16 +483,26 @@ class Flywheel:
 
     # -- 6. verify -----------------------------------------------------------------------------------------------
     def _verify(self, r: int, rd: Path) -> dict[str, Any]:
+        from assay.evolve.execution import code_task_of
+
         synthetic = read_records(rd / "synthetic.jsonl")
         steps = self.recipe.steps("verify", round_no=r, cache=self.cache_path)
         if steps and synthetic:
             verified, rejected, stats = self._run_steps(steps, synthetic, rd)
         else:
             verified, rejected, stats = synthetic, [], {}
+        code = [x for x in verified if not isinstance(code_task_of(x), str)]
+        code_stats: dict[str, Any] = {}
+        if code and self.recipe.synthesize.verify_code:
+            code_ids = {x.id for x in code}
+            ran, code_rejected, code_stats = self._run_steps(
+                self.recipe.steps("verify_code", round_no=r, cache=self.cache_path), code, rd)
+            verified = [x for x in verified if x.id not in code_ids] + ran
+            rejected += code_rejected
         write_records(rd / "verified.jsonl", verified)
         write_records(rd / "verify-rejected.jsonl", rejected)
         return {"records": len(verified), "rejected": len(rejected), "rejected_by": _reasons(rejected),
-                "steps": stats}
+                "code_tasks": len(code), "steps": stats, "code_steps": code_stats}
 
     # -- 7. review (synthetic items to people) -------------------------------------------------------------------
     def _review(self, r: int, rd: Path) -> dict[str, Any]:

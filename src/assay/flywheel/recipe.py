@@ -75,6 +75,9 @@ class SynthSpec(_Spec):
     steps: list[Any] = Field(default_factory=lambda: [{"textbook": {"max_passages": 2, "exercises": 0}}])
     #: judge / critique steps on what was synthesized (execution_feedback drops records that are not code tasks)
     verify: list[Any] = Field(default_factory=lambda: [{"judge_score": {"samples": 2}}])
+    #: steps run after ``verify`` on the records that are code tasks (a problem, a solution and tests), e.g.
+    #: execution_feedback in the sandbox; records that are not code tasks skip them
+    verify_code: list[Any] = Field(default_factory=list)
     #: synthetic items routed to people per round (the most uncertain: judge disagreement)
     route_budget: int = Field(1, ge=0)
     #: synthetic records people rated below this leave the pool
@@ -159,7 +162,7 @@ class FlywheelRecipe(_Spec):
         except ValidationError as e:
             lines = [f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()]
             raise FlywheelError(f"{source}: " + "; ".join(lines)) from None
-        for part in ("harvest", "synthesize", "verify"):
+        for part in ("harvest", "synthesize", "verify", "verify_code"):
             recipe.steps(part, source)  # step names and parameters are checked now, not mid-run
         return recipe
 
@@ -170,7 +173,7 @@ class FlywheelRecipe(_Spec):
         from assay.core.recipe import Recipe
 
         raw = {"harvest": self.harvest.steps, "synthesize": self.synthesize.steps,
-               "verify": self.synthesize.verify}[part]
+               "verify": self.synthesize.verify, "verify_code": self.synthesize.verify_code}[part]
         if not raw:
             return []
         try:
