@@ -263,3 +263,28 @@ def test_cli_aggregate_writes_the_files_and_fails_clearly(tmp_path):
     bad = CliRunner().invoke(app, ["superbrain", "aggregate", str(tmp_path / "missing.jsonl"), "-o",
                                    str(tmp_path / "o2")])
     assert bad.exit_code == 2 and "no such file" in bad.output and "Traceback" not in bad.output
+
+
+def test_the_expert_networks_reputation_is_the_prior(tmp_path):
+    """Reputation computed by the expert network from a real annotation queue (gold items of a medicine project)
+    becomes each expert's prior accuracy, and decides a question nothing else can: two experts, one answer each."""
+    from test_knowledge_experts import _annotate
+
+    from assay.evolve.superbrain.aggregate import reputation_prior
+    from assay.experts.reputation import compute_reputation
+
+    cheap_password_hashing()
+    db, cleanup = make_database("sqlite", tmp_path)
+    try:
+        _annotate(db, n_items=20, n_gold=8)
+        compute_reputation(db, "medicine")
+        prior = reputation_prior(db, ["medicine", "law"], ["careful1", "random", "constant", "nobody"])
+    finally:
+        cleanup()
+    assert set(prior) == {("careful1", "medicine"), ("random", "medicine"), ("constant", "medicine")}
+    assert prior[("careful1", "medicine")] > prior[("random", "medicine")] + 0.1
+    votes = [Vote("careful1", "q", "medicine", "x"), Vote("random", "q", "medicine", "y")]
+    assert aggregate(votes, prior=prior).decisions["q"].answer == "x"
+    flipped = {("careful1", "medicine"): prior[("random", "medicine")],
+               ("random", "medicine"): prior[("careful1", "medicine")]}
+    assert aggregate(votes, prior=flipped).decisions["q"].answer == "y"
