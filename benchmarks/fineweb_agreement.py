@@ -49,13 +49,17 @@ def datatrove_kept(work: Path) -> set[str]:
 
 def assay_extract(folder: Path, out: Path, workers: int) -> dict[str, dict]:
     """url → {"text", "drop"} after Assay's url_filter + extract (trafilatura, as in recipes/fineweb.yaml)."""
-    from assay.core.recipe import Recipe
-    from assay.run.executor import LocalExecutor
+    import fineweb_at_scale as fas
+    import yaml
 
-    full = Recipe.from_yaml(ROOT / "recipes" / "fineweb.yaml").model_dump(mode="json")
-    full["steps"] = [s for s in full["steps"] if s["name"] in ("url_filter", "extract")]
-    full["name"] = "fineweb-extract"
-    LocalExecutor(workers).run(Recipe.from_dict(full), [str(folder)], str(out), overwrite=True)
+    if not (out / "stats.json").exists():
+        full = yaml.safe_load((ROOT / "recipes" / "fineweb.yaml").read_text())
+        full["steps"] = [s for s in full["steps"] if (s if isinstance(s, str) else next(iter(s))) in
+                         ("url_filter", "extract")]
+        full["name"] = "fineweb-extract"
+        recipe = out.parent / "fineweb-extract.yaml"
+        recipe.write_text(yaml.safe_dump(full))
+        fas.run_assay(recipe, folder, out, workers)
     res = {}
     for d in _jsonl_gz_lines(out):
         url = d["meta"]["url"]
@@ -119,12 +123,18 @@ def datatrove_chain(texts: dict[str, str], work: Path, tag: str) -> dict[str, st
 
 
 def main() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import fineweb_at_scale as fas
     import fineweb_vs_datatrove as fvd
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--copies", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--folder", help="a folder of *.warc.gz instead of the fineweb_vs_datatrove corpus")
+    ap.add_argument("--datatrove-timeout", type=float, default=1.0,
+                    help="datatrove's per-page extraction limit in the full run (its default, 1 s, as in "
+                         "fineweb_vs_datatrove.py); the extraction-only run always allows 5 s, as Assay")
     args = ap.parse_args()
     if not PEERS.exists():
         sys.exit("datatrove's venv is missing: make peers")
@@ -136,24 +146,34 @@ def main() -> None:
         work = fvd.DATA / f"agreement-x{args.copies}"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    full = fvd.DATA / "work"
-    if args.folder or not (full / "assay" / "stats.json").exists() or not (full / "datatrove" / "out").exists():
-        full = work / "full"
-        print("running both full pipelines ...", flush=True)
-        fvd.run_datatrove(folder, full / "datatrove", args.workers)
-        fvd.run_assay(folder, full / "assay", args.workers, "trafilatura")
-    kept_a = {d["meta"]["url"] for d in _jsonl_gz_lines_top(full / "assay")}
-    kept_d = datatrove_kept(full / "datatrove")
-    minhash_a = {d["meta"]["url"] for d in _jsonl_gz_lines(full / "assay" / "rejected")
-                 if d.get("drop", {}).get("step") == "minhash_dedup"}
-    print(f"full pipelines: assay keeps {len(kept_a):,}, datatrove keeps {len(kept_d):,} "
-          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    full_a, full_d = work / "full-assay", work / f"full-datatrove-t{args.datatrove_timeout:g}"
 
-    ext_a = assay_extract(folder, work / "assay-extract", args.workers)
-    ext_d = datatrove_extract(folder, work, args.workers)
+    def full_assay() -> None:
+        if not (full_a / "stats.json").exists():
+            fas.run_assay(ROOT / "recipes" / "fineweb.yaml", folder, full_a, args.workers)
+
+    def full_datatrove() -> None:
+        if not (full_d / "out").exists():
+            fas.run_datatrove(folder, full_d, args.workers, args.datatrove_timeout)
+
+    print(f"input: {folder}; running both full pipelines and both extractions (4 jobs, 2 at a time) ...", flush=True)
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [pool.submit(full_assay), pool.submit(full_datatrove),
+                pool.submit(assay_extract, folder, work / "assay-extract", args.workers),
+                pool.submit(datatrove_extract, folder, work, args.workers)]
+        ext_a, ext_d = jobs[2].result(), jobs[3].result()
+        jobs[0].result(), jobs[1].result()
+    a_dec, _ = fas.assay_decisions(full_a)
+    d_dec, _ = fas.datatrove_decisions(full_d)
+    kept_a = {u for u, v in a_dec.items() if v is None}
+    kept_d = {u for u, v in d_dec.items() if v is None}
+    timeouts = sum(p.read_text(errors="replace").count("Timeout while cleaning record text")
+                   for p in (full_d / "logs" / "filter" / "logs").glob("*.log"))
+    print(f"full pipelines: assay keeps {len(kept_a):,}, datatrove keeps {len(kept_d):,} (datatrove extraction "
+          f"timeouts at {args.datatrove_timeout:g} s: {timeouts:,}) ({time.perf_counter() - t0:.0f} s)", flush=True)
     print(f"extracted: assay {sum(v['text'] is not None for v in ext_a.values()):,} texts, datatrove "
           f"{sum(v['text'] is not None for v in ext_d.values()):,} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    urls = sorted(ext_a.keys() | ext_d.keys())
+    urls = sorted(ext_a.keys() | ext_d.keys() | a_dec.keys() | d_dec.keys())
     t_a = {u: ext_a[u]["text"] for u in urls if ext_a.get(u, {}).get("text")}
     t_d = {u: ext_d[u]["text"] for u in urls if ext_d.get(u, {}).get("text")}
     both = t_a.keys() & t_d.keys()
@@ -161,8 +181,11 @@ def main() -> None:
     print(f"pages with text from both extractors: {len(both):,}; identical text: {same_text:,} "
           f"({same_text / max(1, len(both)):.1%})")
 
-    a_on_a, d_on_a = assay_chain(t_a), datatrove_chain(t_a, work, "assay-text")
-    a_on_d, d_on_d = assay_chain(t_d), datatrove_chain(t_d, work, "datatrove-text")
+    with ThreadPoolExecutor(2) as pool:
+        f1 = pool.submit(datatrove_chain, t_a, work, "assay-text")
+        f2 = pool.submit(datatrove_chain, t_d, work, "datatrove-text")
+        a_on_a, a_on_d = assay_chain(t_a), assay_chain(t_d)
+        d_on_a, d_on_d = f1.result(), f2.result()
     print(f"chains done ({time.perf_counter() - t0:.0f} s)")
     for label, x, y in (("Assay's extracted text", a_on_a, d_on_a), ("datatrove's extracted text", a_on_d, d_on_d)):
         agree = sum((x[u] is None) == (y[u] is None) for u in x)
@@ -175,29 +198,34 @@ def main() -> None:
     causes: Counter = Counter()
     examples: dict[str, list[str]] = {}
     for u in urls:
-        ka, kd = u in kept_a, u in kept_d
-        if ka == kd:
+        a, d = a_dec.get(u, "missing"), d_dec.get(u, "missing")
+        if (a is None) == (d is None):
             continue
-        if ext_a.get(u, {}).get("drop") == "url_filter" or ext_d.get(u, {}).get("drop") == "url_filter":
-            cause = "url_filter"
+        if "url_filter" in (a, d):
+            cause = "url_filter (the block lists)"
+        elif d == "missing":
+            cause = ("datatrove extraction timeout (full run)" if u in t_d else "datatrove extraction: no text")
+        elif a in ("missing", "extract"):
+            cause = "assay extraction: no text or timeout"
         elif u not in t_a or u not in t_d:
-            cause = "extraction (no text from one extractor)"
+            cause = "extraction: no text from one extractor"
         else:
             ca, cd = a_on_a[u], d_on_d[u]
             if (ca is None) != (cd is None):
                 same = (a_on_a[u] is None) == (d_on_a[u] is None) and (a_on_d[u] is None) == (d_on_d[u] is None)
-                cause = "extraction (trafilatura versions)" if same else f"filter on same text: {ca or cd}"
+                cause = "extraction (trafilatura versions)" if same else f"filter on the same text: {ca or cd}"
             elif ca is None and cd is None:
-                cause = "minhash: " + ("assay removed" if u in minhash_a else "datatrove removed")
+                cause = "minhash: " + ("assay removed" if a == "minhash_dedup" else
+                                       "datatrove removed" if d == "minhash_dedup" else f"{a} / {d}")
             else:
-                cause = "other"
-        causes[cause, "assay keeps" if ka else "datatrove keeps"] += 1
+                cause = f"other: datatrove {d} / assay {a}"
+        causes[cause, "assay keeps" if a is None else "datatrove keeps"] += 1
         examples.setdefault(cause, []).append(u)
     print(f"\nfinal decisions differ for {sum(causes.values()):,} of {len(urls):,} pages "
           f"(assay keeps {len(kept_a):,}, datatrove {len(kept_d):,}):")
-    print(f"  {'cause':48s} {'assay keeps':>12s} {'datatrove keeps':>16s}")
+    print(f"| cause | assay keeps, datatrove drops | datatrove keeps, assay drops |\n|---|---:|---:|")
     for cause in sorted({c for c, _ in causes}, key=lambda c: -sum(n for (k, _), n in causes.items() if k == c)):
-        print(f"  {cause:48s} {causes[cause, 'assay keeps']:12,d} {causes[cause, 'datatrove keeps']:16,d}")
+        print(f"| {cause} | {causes[cause, 'assay keeps']:,} | {causes[cause, 'datatrove keeps']:,} |")
     (work / "differences.json").write_text(json.dumps({c: u[:50] for c, u in examples.items()}, indent=1))
     print(f"examples: {work / 'differences.json'}")
 

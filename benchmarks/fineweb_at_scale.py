@@ -13,7 +13,8 @@ fraction (or repeat) to the next:
 * ``assay``: ``assay run recipes/fineweb.yaml -w N``;
 * ``datatrove``: benchmarks/peers/datatrove_fineweb.py --trace (datatrove 0.10.1, in .venv-peers): the same stages
   including its own four MinHash stages, with exclusion writers so that, like Assay's rejected/, every dropped page
-  is written with its stage.
+  is written with its stage; its per-page extraction limit is set to Assay's (5 s instead of datatrove's 1 s: on
+  a machine this busy, 1 s of wall time drops pages for lack of CPU, not for what they are).
 
 Measured from outside: wall seconds, CPU seconds of the process tree (user + system, from getrusage of the reaped
 children: the machine is shared, CPU seconds are the steadier figure), peak RSS of each process of the tree
@@ -52,21 +53,26 @@ STEP_ORDER = ["url_filter", "extract", "language_id", "gopher_repetition", "goph
 
 
 # -- measuring a process tree ----------------------------------------------------------------------------------
-def _tree(pid: int) -> list[int]:
-    """pid and all its descendants (from /proc)."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> dict[int, float]:
+    """pid and all its descendants (from /proc) → CPU seconds (user + system) each has used so far."""
     children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
                 continue
-            children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
+            children.setdefault(int(fields[1]), []).append(int(d))
+            cpu[int(d)] = (int(fields[11]) + int(fields[12])) / _TICK
+    out, todo = {}, [pid]
     while todo:
         p = todo.pop()
-        out.append(p)
+        out[p] = cpu.get(p, 0.0)
         todo.extend(children.get(p, []))
     return out
 
@@ -100,13 +106,15 @@ def measure(cmd: list[str], spill: list[Path], env: dict | None = None, checkpoi
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peaks: dict[int, int] = {}
+    cpu_seen: dict[int, float] = {}
     spill_peak = [0]
     done = threading.Event()
 
     def sample() -> None:
         k = 0
         while not done.is_set():
-            for p in _tree(proc.pid):
+            for p, c in _tree(proc.pid).items():
+                cpu_seen[p] = max(cpu_seen.get(p, 0.0), c)
                 r = _rss(p)
                 if r > peaks.get(p, 0):
                     peaks[p] = r
@@ -122,7 +130,9 @@ def measure(cmd: list[str], spill: list[Path], env: dict | None = None, checkpoi
     done.set()
     th.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # CPU of the tree: getrusage counts the children reaped up the tree; processes whose parent never waits for them
+    # (datatrove's forkserver workers) are only seen by sampling /proc; the larger of the two
+    cpu = max((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), sum(cpu_seen.values()))
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd[:3])} … failed ({proc.returncode}):\n{err[-3000:]}")
     main_rss = peaks.pop(proc.pid, 0)
@@ -167,12 +177,12 @@ def run_assay(recipe: Path, inp: Path, out: Path, workers: int) -> dict:
     return m
 
 
-def run_datatrove(inp: Path, work: Path, workers: int) -> dict:
+def run_datatrove(inp: Path, work: Path, workers: int, extract_timeout: float = 5.0) -> dict:
     from assay.harvest.langid import lid176_path
 
     spill = [work / "base", work / "sigs", work / "buckets", work / "remove_ids"]
     m = measure([str(PEERS), str(ROOT / "benchmarks" / "peers" / "datatrove_fineweb.py"), str(inp), str(work),
-                 "--tasks", str(workers), "--lid", lid176_path(), "--trace"], spill)
+                 "--tasks", str(workers), "--lid", lid176_path(), "--trace", "--extract-timeout", str(extract_timeout)], spill)
     m["stats"] = json.loads(m["stdout"].strip().splitlines()[-1])
     return m
 
@@ -207,21 +217,25 @@ def assay_decisions(out: Path) -> tuple[dict[str, str | None], dict[str, str]]:
     return decision, cluster
 
 
+def _dt_cluster(d: dict, url: str) -> str:
+    """datatrove 0.10.1's cluster label (``load_cluster_ids``: ``minhash_cluster_id``, -1 outside any cluster)."""
+    c = d["metadata"].get("minhash_cluster_id", -1)
+    return f"c{c}" if c is not None and c >= 0 else f"u:{url}"
+
+
 def datatrove_decisions(work: Path) -> tuple[dict[str, str | None], dict[str, str]]:
     decision: dict[str, str | None] = {}
     cluster: dict[str, str] = {}
     for d in _lines(sorted((work / "out").rglob("*.jsonl.gz"))):
         url = d["metadata"]["url"]
         decision[url] = None
-        c = d["metadata"].get("minhash_cluster")
-        cluster[url] = f"c{c}" if c is not None else f"u:{url}"
+        cluster[url] = _dt_cluster(d, url)
     for step in STEP_ORDER:
         for d in _lines(sorted((work / "excluded" / step).rglob("*.jsonl.gz"))):
             url = d["metadata"]["url"]
             decision[url] = step
             if step == "minhash_dedup":
-                c = d["metadata"].get("minhash_cluster")
-                cluster[url] = f"c{c}" if c is not None else f"u:{url}"
+                cluster[url] = _dt_cluster(d, url)
     return decision, cluster
 
 
@@ -261,8 +275,11 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, help="run on this one fraction only")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1, help="alternating runs per fraction (the best is shown)")
+    # results of each fraction go to benchmarks/_data/scale/d{docs}-s{seed}/work/results.json; a later invocation
+    # with other fractions adds to them
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-datatrove", action="store_true")
+    ap.add_argument("--table", action="store_true", help="only print the table of the runs already made")
     ap.add_argument("--floor-worker", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.floor_worker:
@@ -280,7 +297,12 @@ def main() -> None:
     work.mkdir(exist_ok=True)
     io_recipe = work / "io-only.yaml"
     io_recipe.write_text("name: io-only\ninput: {format: warc}\noutput: {format: jsonl.gz}\nsteps: []\n")
-    rows = []
+    results = work / "results.json"
+    # rows of earlier invocations on this corpus (other fractions) are kept, so sizes can be run one at a time
+    rows = [r for r in (json.loads(results.read_text()) if results.exists() else []) if r["fraction"] not in fractions]
+    if args.table:
+        print_table(sorted(rows, key=lambda r: r["fraction"]))
+        return
     for fi, fraction in enumerate(fractions):
         inp = fraction_folder(corpus, fraction)
         names = {f.name for f in inp.glob("*.warc.gz")}
@@ -325,7 +347,8 @@ def main() -> None:
                                                                              diff.most_common(12)}}
         rows.append(row)
         report_fraction(row)
-        (work / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+        rows.sort(key=lambda r: r["fraction"])
+        results.write_text(json.dumps(rows, indent=1, default=str))
     print_table(rows)
 
 

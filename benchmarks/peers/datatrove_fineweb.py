@@ -10,7 +10,7 @@ both sides classify with the same model. Prints one JSON line: seconds per stage
 
 ``--trace`` (benchmarks/fineweb_at_scale.py) also writes every dropped document, per stage, to WORK_DIR/excluded/
 (datatrove's exclusion writers; Assay writes its rejected/ the same way) and keeps MinHash cluster ids
-(``save_cluster_id`` / ``load_cluster_ids``: ``metadata["minhash_cluster"]`` on kept and removed cluster members).
+(``save_cluster_id`` / ``load_cluster_ids``: ``metadata["minhash_cluster_id"]``, -1 outside any cluster).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=2)
     ap.add_argument("--lid", required=True)
     ap.add_argument("--trace", action="store_true", help="write dropped documents per stage; keep cluster ids")
+    ap.add_argument("--extract-timeout", type=float, default=1.0,
+                    help="datatrove's per-page extraction limit in seconds (its default: 1; Assay's: 5)")
     args = ap.parse_args()
 
     from datatrove.io import cached_assets_path
@@ -57,6 +59,15 @@ def main() -> None:
     n = args.tasks
     cfg = MinhashConfig()
 
+    def offline_url_filter(**kwargs) -> URLFilter:
+        # tldextract would fetch the Public Suffix List over the network first (a ~100 s timeout offline): use the
+        # snapshot bundled with tldextract, as tests/peers/datatrove_filters.py does
+        from tldextract import TLDExtract
+
+        flt = URLFilter(**kwargs)
+        flt.tldextractor = TLDExtract(suffix_list_urls=())
+        return flt
+
     def excl(name: str) -> dict:
         return {"exclusion_writer": JsonlWriter(f"{w}/excluded/{name}")} if args.trace else {}
 
@@ -68,8 +79,8 @@ def main() -> None:
 
     run("filter", [
         WarcReader(args.input_dir, glob_pattern="*.warc.gz"),
-        URLFilter(**excl("url_filter")),
-        Trafilatura(favour_precision=True),
+        offline_url_filter(**excl("url_filter")),
+        Trafilatura(favour_precision=True, timeout=args.extract_timeout),
         LanguageFilter(languages=["en"], language_threshold=0.65, **excl("language_id")),
         GopherRepetitionFilter(**excl("gopher_repetition")),
         GopherQualityFilter(**excl("gopher_quality")),

@@ -32,21 +32,30 @@ def place_lid(model: str) -> None:
         open(target + ".completed", "w").close()
 
 
-def extract(warc_dir: str, out: str, tasks: int) -> None:
+def offline_url_filter(writer):  # noqa: ANN001, ANN201
+    """datatrove's URLFilter with tldextract's bundled suffix list (it would fetch it over the network first)."""
+    from datatrove.pipeline.filters import URLFilter
+    from tldextract import TLDExtract
+
+    flt = URLFilter(exclusion_writer=writer)
+    flt.tldextractor = TLDExtract(suffix_list_urls=())
+    return flt
+
+
+def extract(warc_dir: str, out: str, tasks: int, timeout: float) -> None:
     import gzip
     import tempfile
 
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.extractors import Trafilatura
-    from datatrove.pipeline.filters import URLFilter
     from datatrove.pipeline.readers import WarcReader
     from datatrove.pipeline.writers import JsonlWriter
 
     with tempfile.TemporaryDirectory() as w:
         LocalPipelineExecutor(pipeline=[
             WarcReader(warc_dir, glob_pattern="*.warc.gz"),
-            URLFilter(exclusion_writer=JsonlWriter(f"{w}/url")),
-            Trafilatura(favour_precision=True),
+            offline_url_filter(JsonlWriter(f"{w}/url")),
+            Trafilatura(favour_precision=True, timeout=timeout),
             JsonlWriter(f"{w}/text"),
         ], tasks=tasks, workers=tasks, logging_dir=f"{w}/logs").run()
         with open(out, "w") as f:
@@ -96,9 +105,10 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--tasks", type=int, default=2)
     ap.add_argument("--lid")
+    ap.add_argument("--extract-timeout", type=float, default=5.0, help="per page, seconds (Assay's default)")
     args = ap.parse_args()
     if args.mode == "extract":
-        extract(args.src, args.out, args.tasks)
+        extract(args.src, args.out, args.tasks, args.extract_timeout)
     else:
         chain(args.src, args.out, args.lid)
 
