@@ -17,6 +17,9 @@ def test_smollm2_counts_tokens_that_decode_back_to_the_text():
     for text, n in zip(docs, counts):
         ids = counter.tokenize(text)
         assert len(ids) == n and counter.detokenize(ids) == text  # byte-level BPE: lossless, no BOS added
+    # one token longer than 32 bytes (llama-cpp-python's own detokenize loses such pieces)
+    dashes = "-" * 48 + "+" + " " * 40 + "x"
+    assert counter.detokenize(counter.tokenize(dashes)) == dashes
     # a BPE over English text: about 4 characters a token
     ratio = sum(map(len, docs)) / sum(counts)
     assert 3 < ratio < 6, ratio

@@ -101,7 +101,24 @@ class TokenCounter:
     def detokenize(self, ids: list[int]) -> str:
         if self._hf is not None:
             return self._hf.decode(ids, skip_special_tokens=False)
-        return self._llama.detokenize(ids).decode("utf-8", "replace")
+        # not Llama.detokenize: llama-cpp-python reads each piece into a 32-byte buffer and loses longer ones (a
+        # run of 48 dashes is one SmolLM2 token)
+        import ctypes
+
+        import llama_cpp
+
+        vocab = self._llama._model.vocab
+        out = bytearray()
+        size = 64
+        buf = ctypes.create_string_buffer(size)
+        for t in ids:
+            n = llama_cpp.llama_token_to_piece(vocab, llama_cpp.llama_token(t), buf, size, 0, False)
+            if n < 0:  # too small: -n bytes are needed
+                size = -n
+                buf = ctypes.create_string_buffer(size)
+                n = llama_cpp.llama_token_to_piece(vocab, llama_cpp.llama_token(t), buf, size, 0, False)
+            out += buf.raw[:n]
+        return out.decode("utf-8", "replace")
 
 
 class TokenCountParams(FilterParams):
