@@ -155,6 +155,7 @@ def _fit(d: _Domain, gold: Mapping[str, Hashable], centre: np.ndarray, pi0: np.n
     rho = 0.25 if G > 1 else 0.0  # start open to contests; the M-step brings ρ to what the data say
     tuples = {q: [t for t in itertools.product(range(len(d.answers[q])), repeat=G) if len(set(t)) > 1]
               for q in d.questions} if G > 1 else {q: [] for q in d.questions}
+    tarrs = {q: np.array(t, dtype=int).reshape(-1, G) for q, t in tuples.items()}
     fit: _Fit | None = None
     for it in range(o.em_iterations):
         right = np.zeros(n_e)
@@ -176,7 +177,7 @@ def _fit(d: _Domain, gold: Mapping[str, Hashable], centre: np.ndarray, pi0: np.n
                 c_scores = np.full(0, -np.inf)
             elif tuples[q]:
                 s_g = w_pi.T @ ll  # G x truths: Σ_e π_eg ℓ_e(t)
-                c_scores = np.array([sum(s_g[g, t[g]] for g in range(G)) for t in tuples[q]])
+                c_scores = s_g[np.arange(G)[None, :], tarrs[q]].sum(axis=1)
                 c_scores += math.log(max(rho, 1e-12) / len(tuples[q]))
             else:
                 c_scores = np.full(0, -np.inf)
@@ -195,7 +196,7 @@ def _fit(d: _Domain, gold: Mapping[str, Hashable], centre: np.ndarray, pi0: np.n
             said = d.said[q]
             corr = pf[said]
             if len(pc):
-                tarr = np.array(tuples[q])  # tuples x G
+                tarr = tarrs[q]  # tuples x G
                 hit = tarr[None, :, :] == said[:, None, None]  # experts x tuples x G
                 corr = corr + np.einsum("etg,t,eg->e", hit, pc, w_pi)
                 # how well each school's positions explain each expert: Σ_h P(h) ℓ_e(t_{h,g})
