@@ -122,7 +122,10 @@ def curate(episodes: list, out: Path) -> list[dict]:
     """Write the raw demonstrations as a LeRobot dataset, run ``recipes/robot-demos.yaml`` over it with ``assay run``
     and read the kept episodes back (``source_episode``: the raw episode each came from). The camera is off in this
     benchmark (software rendering costs ~0.3 s a frame here), so the recipe's frozen-video check is turned off; every
-    other step runs as the recipe says."""
+    other step runs as the recipe says, but for the joint limits: the recipe's per-joint limits are the real ViperX's,
+    met by recordings in the end-effector model; re-recorded in the joint-space model the fingers travel a little past
+    the normalised gripper range (up to ~1.17) and the wrists a few hundredths past theirs, in clean demonstrations
+    too, so here only the recipe's ``max_abs`` bound applies."""
     import yaml
 
     from assay.trajectories.lerobot import read_episodes, write_demos
@@ -133,6 +136,9 @@ def curate(episodes: list, out: Path) -> list[dict]:
     for step in recipe["steps"]:
         if isinstance(step, dict) and "trajectory_frozen" in step:
             step["trajectory_frozen"] = {**(step["trajectory_frozen"] or {}), "max_frozen_video": 0}
+        if isinstance(step, dict) and "trajectory_joint_range" in step:  # see the docstring
+            step["trajectory_joint_range"] = {k: v for k, v in (step["trajectory_joint_range"] or {}).items()
+                                              if k != "limits"}
     (out / "robot-demos-no-camera.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     shutil.rmtree(run_dir, ignore_errors=True)  # this script's own folder from an earlier run
     cmd = [str(Path(sys.executable).parent / "assay"), "run", str(out / "robot-demos-no-camera.yaml"),

@@ -157,14 +157,16 @@ def test_annotators_label_episodes_over_the_api_and_the_export_joins_back(db, tm
 
     answers = {  # episode -> annotator -> answer; bob disagrees on episode 1's outcome and cuts a little later
         0: {"alice": {"success": True, "instruction": "put the red cube in the bowl",
-                      "segments": [{"start": 0, "end": 12, "label": "reach"}, {"start": 13, "end": 25, "label": "grasp"},
+                      "segments": [{"start": 0, "end": 12, "label": "reach"},
+                                   {"start": 13, "end": 25, "label": "grasp"},
                                    {"start": 26, "end": 39, "label": "place"}]},
             "bob": {"success": "success", "instruction": "put the cube in the bowl",
                     "segments": "0 13 reach\n14-26 grasp\n27 39 place"}},
         1: {"alice": {"success": False, "instruction": "put the cube in the bowl",
                       "segments": [{"start": 0, "end": 20, "label": "reach"}]},
             "bob": {"success": True, "instruction": "put the cube in the bowl",
-                    "segments": [{"start": 5, "end": 20, "label": "reach"}, {"start": 21, "end": 30, "label": "grasp"}]}},
+                    "segments": [{"start": 5, "end": 20, "label": "reach"},
+                                 {"start": 21, "end": 30, "label": "grasp"}]}},
     }
     for who in (alice, bob):
         while True:

@@ -18,7 +18,8 @@ from assay.platform.users import create_user
 
 CHROMIUM = Path(os.environ.get("ASSAY_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--autoplay-policy=no-user-gesture-required"]
 PW = "e2e-password"
 
 
@@ -115,8 +116,8 @@ def test_annotator_labels_an_episode_in_chromium(tmp_path):
             page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] / 2)
             clicked = frame(page)
             assert 26 <= clicked <= 32, clicked
-            wait_until(page, f"Math.abs(document.querySelector('video.camera').currentTime - {4 + (clicked + .5) / FPS})"
-                             " < 0.02")
+            wait_until(page, "Math.abs(document.querySelector('video.camera').currentTime - "
+                             f"{4 + (clicked + .5) / FPS}) < 0.02")
             page.fill("#segment-label", "grasp")
             page.keyboard.press("Escape")
             page.keyboard.press("]")
@@ -155,5 +156,6 @@ def test_annotator_labels_an_episode_in_chromium(tmp_path):
     assert row["record_id"] == "ep-1" and row["episode_index"] == content["episode_index"] == 1
     assert row["success"] is True and row["instruction"] == "put the red cube in the bowl"
     assert row["instruction_changed"] and row["original_instruction"] == "put the cube in the bowl"
-    assert row["segments"] == [{"start": 0, "end": 10, "label": "reach"}, {"start": 11, "end": clicked, "label": "grasp"}]
+    assert row["segments"] == [{"start": 0, "end": 10, "label": "reach"},
+                               {"start": 11, "end": clicked, "label": "grasp"}]
     assert row["cameras"] == ["observation.images.top", "observation.images.wrist"]

@@ -324,12 +324,14 @@ class Comparison:
             blocks.append((f"reward >= {self.milestone:g}", True))
         lines = []
         for title, ms in blocks:
-            lines.append(f"{'arm':<12} {'demos':>6} {'frames':>7}  {title + ': mean [95% CI] over ' + str(len(self.seeds)) + ' seeds':<46} per seed")
+            head = f"{title}: mean [95% CI] over {len(self.seeds)} seeds"
+            lines.append(f"{'arm':<12} {'demos':>6} {'frames':>7}  {head:<46} per seed")
             for arm in arms:
                 ci = self.ci(arm, ms)
                 rates = (self.milestone_rates if ms else self.rates)[arm]
-                lines.append(f"{arm:<12} {self.demos.get(arm, 0):>6} {self.frames.get(arm, 0):>7}  "
-                             f"{ci.mean:.3f} [{ci.lo:.3f}, {ci.hi:.3f}]".ljust(75) + " ".join(f"{r:.2f}" for r in rates))
+                row = f"{arm:<12} {self.demos.get(arm, 0):>6} {self.frames.get(arm, 0):>7}  "
+                lines.append(f"{row}{ci.mean:.3f} [{ci.lo:.3f}, {ci.hi:.3f}]".ljust(75)
+                             + " ".join(f"{r:.2f}" for r in rates))
             for arm in arms[1:]:
                 diff, p = self.difference(arm, ref, ms)
                 lines.append(f"  {arm} - {ref}: {diff.mean:+.3f} [{diff.lo:+.3f}, {diff.hi:+.3f}] (paired over seeds, "
