@@ -175,8 +175,9 @@ def cluster(s3, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     short = Path(tempfile.mkdtemp(prefix="assay-ray-", dir="/tmp"))
     nodes: list[Node] = []
     try:
-        nodes.append(_start_node("head", ["--head", "--port", str(port), "--include-dashboard=false"], env, base,
-                                 short / "h"))
+        # the head's job server listens on --dashboard-port (8265 unless told): a free one, beside other clusters
+        nodes.append(_start_node("head", ["--head", "--port", str(port), "--include-dashboard=false",
+                                          "--dashboard-port", str(free_port())], env, base, short / "h"))
         nodes.append(_start_node("second", ["--address", f"127.0.0.1:{port}"], env, base, short / "s"))
         driver_env = {**env, **CREDENTIALS, "HOME": str(base / "driver")}
         yield Cluster(f"127.0.0.1:{port}", nodes[0], nodes[1], driver_env)
