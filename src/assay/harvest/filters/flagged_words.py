@@ -12,9 +12,10 @@ The ratio is Data-Juicer's (ops/filter/flagged_words_filter.py with ops/common/h
 
 Special characters: Data-Juicer strips a hand-made set (``string.punctuation``, digits, whitespace, ~200 listed
 characters and every emoji of the ``emoji`` package); here they are the Unicode categories of punctuation (P*),
-symbols (S*, which hold the emoji), numbers (N*), separators (Z*) and controls/format (C*). The two sets agree on
-the text the filters are tested on (see benchmarks/operators_vs_peers.py for the figure); Data-Juicer's also holds a
-few letters (``ー 一 上 ン ッ ツ シ``, ``π``, ``Г``...) that are not stripped here.
+symbols (S*, which hold the emoji), numbers (N*), separators (Z*) and controls/format (C*). On 214 pages of the
+Debian manuals they differ on four characters (the no-break space and ``‣`` are stripped only here; Data-Juicer's set
+also holds letters, ``ø``, ``π``, ``ー``, ``一``, ``Г``...), and the ratios are equal on 97.2% of pages, the keep/drop
+decisions on all (benchmarks/operators_vs_peers.py).
 
 Word lists ship with Assay, one per language (``wordlists/<lang>.txt``; source and license in
 ``wordlists/SOURCE.txt``). ``language: auto`` picks the list of ``meta["language"]`` (written by ``language_id``)
