@@ -242,7 +242,6 @@ def test_cli_aggregate_writes_the_files_and_fails_clearly(tmp_path):
     assert len(decisions) == 24 and sum(d["status"] == "gold" for d in decisions) == 6
     assert "questions consensus" in res.output
     # with the annotation database: reputation priors (none stored yet) and patches proposed into the review workflow
-    from assay.annotate import workflow
     from assay.knowledge.store import KnowledgeStore
 
     cheap_password_hashing()
@@ -250,7 +249,7 @@ def test_cli_aggregate_writes_the_files_and_fails_clearly(tmp_path):
     try:
         with db.write() as s:
             for name in sorted({v.expert for v in world.votes}) + ["superbrain"]:
-                workflow.create_user(s, name, "password-123")
+                create_user(s, name, "password-123")
         res = CliRunner().invoke(app, ["superbrain", "aggregate", str(src), "-o", str(tmp_path / "out2"),
                                        "--embedder", "hashed", "--gold", str(tmp_path / "gold.json"), "--db",
                                        db.url, "--propose-as", "superbrain"])

@@ -5,11 +5,17 @@ what the model really said. Served by `assay annotate serve` in its own process 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from annotate_support import annotate_server
 from sqlalchemy import select
-from test_annotate_trajectory_browser import CHROMIUM, CHROMIUM_ARGS
+
 from assay.platform.users import create_user
 
+CHROMIUM = Path(os.environ.get("ASSAY_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 PW = "e2e-password"
 
 
