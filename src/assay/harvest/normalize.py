@@ -8,8 +8,9 @@ the repair recognises):
    (``cafÃ©`` → ``café``), HTML entities left in plain text, curly quotes as ``â€œ``... ftfy also applies the
    Unicode normalisation of stage 2 itself, so with this stage on the text equals ``ftfy.fix_text(text,
    normalization=unicode)`` before the punctuation and whitespace stages.
-2. ``unicode``: a Unicode normal form (NFKC by default, as NeMo Curator and the Data-Juicer recipes for LLM text:
-   full-width letters and digits become ASCII, ligatures are split, ``…`` becomes ``...``).
+2. ``unicode``: a Unicode normal form (NFKC by default: full-width letters and digits become ASCII, ligatures are
+   split, ``…`` becomes ``...``; it also flattens superscripts, ``x²`` → ``x2``: ``NFC``, Data-Juicer's
+   ``fix_unicode_mapper`` default, keeps them).
 3. ``punctuation``: typographic and CJK punctuation to ASCII (:data:`PUNCTUATION`; off by default: it changes
    the text of languages that use these marks properly).
 4. ``whitespace``: line breaks (``\\r\\n``, ``\\r``, U+2028/2029, vertical tab, form feed, NEL) become ``\\n``;
