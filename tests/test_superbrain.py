@@ -287,3 +287,26 @@ def test_the_expert_networks_reputation_is_the_prior(tmp_path):
     flipped = {("careful1", "medicine"): prior[("random", "medicine")],
                ("random", "medicine"): prior[("careful1", "medicine")]}
     assert aggregate(votes, prior=flipped).decisions["q"].answer == "y"
+
+
+def test_claims_from_the_local_model_are_checked_against_the_answer(tmp_path):
+    """The real path with the bundled SmolLM2-135M: its JSON claims (schema-checked) are kept only where
+    the answer supports them; whatever it returns, every kept claim is supported and the signature is never empty."""
+    from assay.evolve.superbrain.signatures import extract_with_llm
+    from assay.models.llm import BackendConfig, cached, shared_backend
+
+    llm = cached(shared_backend(BackendConfig()), tmp_path / "cache.sqlite")
+    answer = "Adults have a fever from 38 degrees Celsius. Children under three months need a doctor at once."
+    calls = []
+
+    def extractor(text, domain):
+        calls.append(extract_with_llm(llm, text, domain, max_tokens=64, max_repairs=0))
+        return calls[-1]
+
+    sig = signature({"id": "t", "annotator": "a", "record_id": "q", "domain": "medicine", "final_answer": answer},
+                    extractor=extractor)
+    assert len(calls) == 1 and (calls[0] is None or all(isinstance(c, str) for c in calls[0]))
+    assert sig.claims and all(supported(c.norm, sig.answer_norm) for c in sig.claims)
+    kept = sum(c.source == "llm" for c in sig.claims)
+    assert kept == sig.counts["llm_claims"] and kept + sig.counts["unsupported"] == len(calls[0] or [])
+    assert (kept == 0) == (sig.counts["sentence_fallback"] == 1)

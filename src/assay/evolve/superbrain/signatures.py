@@ -128,13 +128,15 @@ def _sentence_claims(text: str, source: str, domain: str, synonyms: Any) -> list
             if not s.rstrip().endswith("?")]
 
 
-def extract_with_llm(backend: Any, answer: str, domain: str, max_tokens: int = 160) -> list[str] | None:
-    """The model's claims for ``answer`` as a list of strings (schema-checked, repaired up to twice), or None."""
+def extract_with_llm(backend: Any, answer: str, domain: str, max_tokens: int = 160,
+                     max_repairs: int = 2) -> list[str] | None:
+    """The model's claims for ``answer`` as a list of strings (schema-checked, repaired up to ``max_repairs``
+    times), or None."""
     from assay.models.llm import SamplingParams
     from assay.models.llm.structured import chat_json
 
     value, _ = chat_json(backend, EXTRACT_PROMPT.format(domain=domain or "the topic", answer=answer[:3000]),
-                         CLAIM_SCHEMA, SamplingParams(temperature=0.0, max_tokens=max_tokens, seed=0))
+                         CLAIM_SCHEMA, SamplingParams(temperature=0.0, max_tokens=max_tokens, seed=0), max_repairs)
     if not isinstance(value, dict):
         return None
     return [c for c in value.get("claims", []) if isinstance(c, str) and c.strip()]
