@@ -98,7 +98,7 @@ def accuracy_sentence(rounds: list[dict[str, Any]]) -> str:
         return (f"Held-out accuracy did not change ({first[1]:.3f} in round {first[0]} and round {last[0]}): these "
                 f"human labels did not improve the classifier{base_txt}.")
     return (f"Held-out accuracy fell from {first[1]:.3f} (round {first[0]}) to {last[1]:.3f} (round {last[0]}): "
-            f"more human labels did not help here (noisy or unrepresentative labels){base_txt}.")
+            f"more human labels did not raise it here{base_txt}.")
 
 
 def render(out: Path) -> str:
