@@ -470,8 +470,8 @@ def reputation_prior(db: Any, domains: Iterable[str], experts: Iterable[str]) ->
     accuracy as 0.5 + skill/2, for the experts and domains that have one."""
     from sqlalchemy import select
 
-    from assay.annotate.models import User
     from assay.experts.reputation import stored_reputation
+    from assay.platform.models import User
 
     wanted = set(experts)
     out: dict[tuple[str, str], float] = {}
