@@ -310,11 +310,10 @@ class Comparison:
         if diff.n < 2 or math.isnan(diff.lo):
             return "not enough seeds to tell"
         if diff.lo > 0:
-            return f"{arm} is better than {reference} (95% interval of the difference excludes 0; p = {p:.3g})"
+            return f"{arm} is better than {reference} (the 95% interval of the difference excludes 0; p = {p:.3g})"
         if diff.hi < 0:
-            return f"{arm} is worse than {reference} (95% interval of the difference excludes 0; p = {p:.3g})"
-        return (f"the difference between {arm} and {reference} is NOT significant at 95% (interval "
-                f"[{diff.lo:+.3f}, {diff.hi:+.3f}] contains 0; p = {p:.3g})")
+            return f"{arm} is worse than {reference} (the 95% interval of the difference excludes 0; p = {p:.3g})"
+        return f"NOT significant at 95%: the interval of the difference contains 0 (p = {p:.3g})"
 
     def table(self) -> str:
         arms = list(self.rates)
@@ -334,8 +333,8 @@ class Comparison:
                              + " ".join(f"{r:.2f}" for r in rates))
             for arm in arms[1:]:
                 diff, p = self.difference(arm, ref, ms)
-                lines.append(f"  {arm} - {ref}: {diff.mean:+.3f} [{diff.lo:+.3f}, {diff.hi:+.3f}] (paired over seeds, "
-                             f"p = {p:.3g}): {self.verdict(arm, ref, ms)}")
+                lines.append(f"  {arm} - {ref}: {diff.mean:+.3f} [{diff.lo:+.3f}, {diff.hi:+.3f}] (paired over "
+                             f"seeds): {self.verdict(arm, ref, ms)}")
             lines.append("")
         return "\n".join(lines).rstrip()
 
