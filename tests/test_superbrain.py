@@ -310,3 +310,27 @@ def test_claims_from_the_local_model_are_checked_against_the_answer(tmp_path):
     kept = sum(c.source == "llm" for c in sig.claims)
     assert kept == sig.counts["llm_claims"] and kept + sig.counts["unsupported"] == len(calls[0] or [])
     assert (kept == 0) == (sig.counts["sentence_fallback"] == 1)
+
+
+def test_the_judge_decides_only_the_grey_band():
+    """Pairs in [judge_low, same) go to the judge: "same" merges them, "different" keeps them apart for good; pairs
+    outside the band never reach it; without a judge the grey band stays apart."""
+    vecs = {"a": [1.0, 0.0], "b": [0.7, 0.714], "c": [0.0, 1.0]}  # cos(a,b) = 0.70, cos(b,c) = 0.71, cos(a,c) = 0
+    rows = [{"id": k, "annotator": k, "record_id": "q", "domain": "d", "final_answer": f"answer {k} here"} for k in vecs]
+    sigs = [signature(r) for r in rows]
+
+    def embed(texts):
+        return np.array([vecs[t.split()[1]] for t in texts])
+
+    asked = []
+
+    def judge(x, y):
+        asked.append((x.split()[1], y.split()[1]))
+        return (x.split()[1], y.split()[1]) == ("a", "b")
+
+    clustering = cluster_answers(sigs, embed, same=0.8, judge_low=0.6, judge=judge)
+    label = {v.expert: v.answer for v in clustering.votes}
+    assert sorted(asked) == [("a", "b"), ("b", "c")] and clustering.judged == 2
+    assert label["a"] == label["b"] != label["c"]
+    no_judge = cluster_answers(sigs, embed, same=0.8)
+    assert len({v.answer for v in no_judge.votes}) == 3
