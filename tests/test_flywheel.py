@@ -250,6 +250,7 @@ def test_people_mode_waits_for_labels_then_goes_on(tmp_path):
     from assay.annotate import workflow
     from assay.core.record import Record
     from assay.flywheel.loop import Flywheel, WaitingForPeople
+    from assay.platform.users import create_user
 
     cheap_password_hashing()
     recipe = FlywheelRecipe.from_dict({"people": {"mode": "people"}})
@@ -260,7 +261,7 @@ def test_people_mode_waits_for_labels_then_goes_on(tmp_path):
     with pytest.raises(WaitingForPeople, match="2 of 2 items"):
         fw.ask_people("docs", docs, 1)
     with fw.db.write() as s:
-        uid = workflow.create_user(s, "person", "a-long-password", "annotator").id
+        uid = create_user(s, "person", "a-long-password", "annotator").id
         p = workflow.find_project(s, "flywheel-docs")
         workflow.add_member(s, p, "person")
     for score in (5, 2):

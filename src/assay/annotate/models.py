@@ -22,8 +22,6 @@ from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from assay.platform.models import Base, JSONText, now
-# kept for helpers during the move; remove (users, logins and the audit log are in assay.platform.models)
-from assay.platform.models import ROLES, AuthEvent, LoginThrottle, Session, User  # noqa: F401
 
 PROJECT_ROLES = ("reviewer", "annotator")  # roles inside a project
 TASK_TYPES = ("sft", "preference", "rating", "critique", "image_edit", "clip_rating", "trajectory", "dialogue")

@@ -38,8 +38,6 @@ from assay.platform import users
 from assay.platform.errors import Conflict, NotFound, RequestError
 from assay.platform.models import User, now
 from assay.platform.users import find_user
-# kept for helpers during the move; remove (accounts are managed by assay.platform.users)
-from assay.platform.users import create_user, set_password  # noqa: F401
 
 #: the workflow's errors are the web services' request errors (``status``: the HTTP status the API answers with)
 WorkflowError = RequestError

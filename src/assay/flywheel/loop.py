@@ -345,6 +345,7 @@ class Flywheel:
         if ps.mode == "simulated" and records:
             from assay.annotate import workflow
             from assay.flywheel.people import SimulatedAnnotator, accounts, serve_app
+            from assay.platform.users import create_user
 
             passwords = accounts(self.out, [a.name for a in ps.annotators])
             with self.db.write() as s:
@@ -353,7 +354,7 @@ class Flywheel:
                     try:
                         workflow.find_user(s, a.name)
                     except workflow.NotFound:
-                        workflow.create_user(s, a.name, passwords[a.name], "annotator")
+                        create_user(s, a.name, passwords[a.name], "annotator")
                     try:
                         workflow.add_member(s, p, a.name)
                     except workflow.Conflict:
@@ -383,8 +384,8 @@ class Flywheel:
                 if DOC_DIMENSION in lab}
 
     def _train(self, r: int, rd: Path) -> dict[str, Any]:
-        from assay.harvest.quality import train_quality_model
         from assay.models.embeddings import get_backend
+        from assay.models.quality_classifier import train_quality_model
 
         cs = self.recipe.classifier
         labels = self.all_labels("docs")
@@ -597,6 +598,7 @@ class Flywheel:
         step is idempotent, so a run killed half-way through it sets up the rest on the rerun."""
         from assay.annotate import workflow
         from assay.flywheel.people import accounts
+        from assay.platform.users import create_user
         from assay.knowledge import keys
         from assay.knowledge.store import KnowledgeStore
 
@@ -619,7 +621,7 @@ class Flywheel:
             try:
                 workflow.find_user(s, reviewer)
             except workflow.NotFound:
-                workflow.create_user(s, reviewer, accounts(self.out, [reviewer])[reviewer], "annotator")
+                create_user(s, reviewer, accounts(self.out, [reviewer])[reviewer], "annotator")
         store.grant(reviewer, self.recipe.knowledge.domain, "reviewer")
         store.register_key(reviewer, keys.raw_public(loaded["reviewer"]), "reviewer")
         store.certify(loaded["root"])

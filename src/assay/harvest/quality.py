@@ -28,8 +28,6 @@ from pydantic import Field
 from assay.core.record import Record
 from assay.core.step import Batch, Filter, FilterParams, GlobalStep, Step, StepContext, StepParams
 from assay.models.quality_classifier import DEFAULT_SIGNAL, QualityModel, load_model_cached, model_digest
-# kept for helpers during the move; remove (the classifier itself is in assay.models.quality_classifier)
-from assay.models.quality_classifier import encode_labels, train_quality_model  # noqa: F401
 
 
 class _UsesModel:
