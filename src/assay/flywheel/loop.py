@@ -304,7 +304,7 @@ class Flywheel:
 
     def current_model(self, before_round: int) -> tuple[Any, int | None]:
         """The newest classifier trained before round ``before_round`` (and the round that trained it)."""
-        from assay.harvest.quality import QualityModel
+        from assay.models.quality_classifier import QualityModel
 
         for k in range(before_round - 1, 0, -1):
             if self.model_path(k).exists():
