@@ -48,8 +48,7 @@ def main() -> None:
     total = time.perf_counter() - t0
     ref = summary["reference"]
     print(f"flywheel {recipe.name}: {len(summary['rounds'])} rounds in {total:.1f} s "
-          f"(reference harvest {ref['harvest'].get('seconds', 0):.1f} s, "
-          f"ladder {ref['lab']['seconds']:.1f} s, γ/β = {ref['lab']['law']['gamma_over_beta']:.3f})")
+          f"(ladder {ref['lab']['seconds']:.1f} s, γ/β = {ref['lab']['law']['gamma_over_beta']:.3f})")
     print(f"{'round':>5} {'pages':>5} {'docs':>5} {'labels':>6} {'acc':>6} {'base':>6} {'synth':>5} {'mix':>5} "
           f"{'Q mix [95% CI]':>24} {'D_eff mix':>10} {'distinct2':>9} {'patches':>7}")
     for r in summary["rounds"]:
