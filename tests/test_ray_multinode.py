@@ -46,6 +46,8 @@ steps:
 """
 # the same with a pause in every batch before the dedup: time to kill something while a job runs
 SLOW = RECIPE.replace("  - gopher_quality\n", "  - gopher_quality\n  - test_slow: {seconds_per_batch: 0.15}\n")
+pytestmark = pytest.mark.slow  # a Ray cluster of two nodes starts in tens of seconds on a busy machine
+
 WARCS = sorted(SAMPLE.glob("*.warc.gz"))[:2]  # two shards: one job per node and segment
 BUCKET = "assay-ray"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
