@@ -55,7 +55,9 @@ $(PEERS)/.installed:
 # system packages some tests use, from Debian (needs root + apt; elsewhere those tests say what is missing):
 # the Python and PostgreSQL manuals (real HTML, PSF and PostgreSQL licenses), Chromium for the browser test,
 # bubblewrap for the code sandbox, real RGBA logos and photos for the image tests (adwaita-icon-theme: CC-BY-SA 3.0 /
-# LGPL-3; mate-backgrounds: GPL-2+), libGL and glib for OpenCV (opencv-python, pulled by scenedetect and rapidocr)
+# LGPL-3; mate-backgrounds: GPL-2+), libGL and glib for OpenCV (opencv-python, pulled by scenedetect and rapidocr),
+# FFmpeg's libraries for torchcodec (LeRobot's video decoder, .venv-lerobot), Mesa's EGL for MuJoCo's offscreen
+# rendering (the robot simulator)
 system-deps:
 	@missing=""; \
 	[ -d /usr/share/doc/python3.11/html ] || missing="$$missing python3-doc"; \
@@ -66,6 +68,8 @@ system-deps:
 	[ -d /usr/share/backgrounds/mate/nature ] || missing="$$missing mate-backgrounds"; \
 	ldconfig -p | grep -q 'libGL\.so\.1 ' || missing="$$missing libgl1"; \
 	ldconfig -p | grep -q 'libgthread-2\.0\.so\.0 ' || missing="$$missing libglib2.0-0"; \
+	ldconfig -p | grep -q 'libavcodec\.so\.59 ' || missing="$$missing libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8"; \
+	ldconfig -p | grep -q 'libEGL_mesa\.so\.0 ' || missing="$$missing libegl-mesa0 libgl1-mesa-dri"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
@@ -73,7 +77,16 @@ system-deps:
 	    (apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null); \
 	  else echo "note: tests that need$$missing will say so (install them with apt-get)"; fi; fi
 
-peers: $(PEERS)/.installed system-deps
+# LeRobot's own dataset loader (lerobot-dataset: lerobot's datasets module packaged alone; lerobot itself pins
+# torch<2.12) on this project's CPU torch, with torchcodec on Debian's FFmpeg libraries for the videos
+LEROBOT := .venv-lerobot
+$(LEROBOT)/.installed:
+	$(PY) -m venv $(LEROBOT)
+	$(LEROBOT)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(LEROBOT)/bin/python -m pip install -q torch==2.13.0 lerobot-dataset==0.4.4 torchcodec==0.13.0
+	touch $@
+
+peers: $(PEERS)/.installed $(LEROBOT)/.installed system-deps
 
 demo: install-demo
 	$(BIN)/assay run recipes/quickstart.yaml --input samples/python-docs --output $(DEMO_OUT) --overwrite --workers 2
