@@ -118,6 +118,10 @@ def main() -> None:
     print(f"\nbehaviour cloning (MLP {budget.layers}x{budget.hidden}, {args.steps} steps of {budget.batch}), "
           f"{args.seeds} seeds x {args.episodes} evaluation rollouts per arm ({time.perf_counter() - t2:.0f} s)")
     print(result.table())
+    for ms, title in ((False, "success"), (True, "reward >= 2")):  # better data, or just less of it?
+        diff, p = result.difference("curated", "raw-subset", ms)
+        print(f"{title}: curated - raw-subset: {diff.mean:+.3f} [{diff.lo:+.3f}, {diff.hi:+.3f}] (paired over seeds): "
+              f"{result.verdict('curated', 'raw-subset', ms)}")
     payload = {"demos": args.demos, "kinds": [n for n, _ in kinds], "kept": kept,
                "success_as_recorded": [bool(e.success) for e in recorded],
                "success_in_joint_space": [bool(e.success) for e in executed], **result.to_dict()}
