@@ -229,11 +229,18 @@ def test_cotrain_mix_keeps_the_ratio_and_balances_prior_tasks(episodes: list[Rec
     assert parts.count("target") == plan.target_episodes
 
 
-def test_recipe_round_trip_writes_a_lerobot_dataset_with_lineage_and_drops(tmp_path: Path) -> None:
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample through ``assay run recipes/robot-demos.yaml`` (the run folder)."""
+    out = tmp_path_factory.mktemp("curated") / "run"
     proc = subprocess.run([str(ROOT / ".venv/bin/assay"), "run", str(RECIPE), "-i", str(SAMPLE), "-o", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+def test_recipe_round_trip_writes_a_lerobot_dataset_with_lineage_and_drops(curated: Path) -> None:
+    out = curated
     import gzip
 
     rejected = [json.loads(line) for f in sorted((out / "rejected").glob("*.jsonl.gz"))
@@ -260,3 +267,21 @@ def test_recipe_round_trip_writes_a_lerobot_dataset_with_lineage_and_drops(tmp_p
     for r in kept:
         if r["content"]["episode_index"] in paused:
             assert r["signals"]["traj.idle_head"] > 0 and r["signals"]["traj.pause_frames"] >= 20
+
+
+def test_lerobots_own_loader_opens_the_curated_dataset(curated: Path) -> None:
+    """LeRobot's LeRobotDataset (lerobot-dataset 0.4.4 in .venv-lerobot, made by ``make peers``) reads the run's
+    dataset, video frames included."""
+    python = ROOT / ".venv-lerobot" / "bin" / "python"
+    assert python.exists(), "LeRobot's loader lives in .venv-lerobot: run `make peers`"
+    proc = subprocess.run([str(python), str(ROOT / "benchmarks/peers/lerobot_load.py"), str(curated / "lerobot")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    ours = read_episodes(curated / "lerobot")
+    assert got["episodes"] == len(ours) and got["fps"] == 50
+    assert got["frames"] == sum(len(r.content["frames"]["action"]) for r in ours)
+    assert got["video_keys"] == ["observation.images.top"]
+    for item in got["items"].values():
+        assert item["observation.images.top"] == [3, 96, 128] and item["observation.state"] == [14]
+        assert 0.02 < item["image_mean"] < 0.98  # a decoded picture, not a blank
