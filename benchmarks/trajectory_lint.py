@@ -2,8 +2,8 @@
 
 Clean, successful demonstrations of the sample (samples/robot-demos, recorded in MuJoCo by
 scripts/make_robot_demos.py) are the baseline dataset. For every defect kind of ``assay.trajectories.defects`` one
-more dataset is written: the baseline plus a copy of its first episode with that defect planted. Each tool runs on
-every dataset:
+more dataset is written: the baseline with its first episode replaced by a copy with that defect planted (for
+``near_duplicate`` the copy comes beside the original). Each tool runs on every dataset:
 
 * Assay: ``assay run recipes/robot-demos.yaml``; caught = the planted episode is dropped (its reason is shown) or,
   for idle padding, trimmed by ``trajectory_trim_idle``;
@@ -72,19 +72,20 @@ def run_lint(dataset: Path) -> list[dict]:
     return [f for f in json.loads(proc.stdout) if f["severity"] in ("warning", "error")]
 
 
-def _new_findings(lint: list[dict], planted: int, original: int) -> set[str]:
-    """Checks that flag the planted episode beyond what they flag on the clean episode it was copied from: a
-    (check, joint) the original does not have, or the same one over more frames. (lerobot-lint flags the
-    simulated arms' fast wrist swings as JITTER on every clean episode: a finding alone says nothing.)"""
-    def by_key(ep: int) -> dict[tuple, int]:
+def _new_findings(lint: list[dict], planted: int, baseline: list[dict]) -> set[str]:
+    """Checks that flag the planted episode beyond what they flag on its clean original (episode 0 of the baseline
+    run, the same demonstration): a (check, joint) the original does not have, or the same one over more frames.
+    (lerobot-lint flags the simulated arms' fast wrist swings as JITTER on clean episodes: a finding alone says
+    nothing.)"""
+    def by_key(findings: list[dict], ep: int) -> dict[tuple, int]:
         out: dict[tuple, int] = {}
-        for f in lint:
+        for f in findings:
             if f["episode"] == ep:
                 key = (f["check"], f["joint"])
                 out[key] = max(out.get(key, 0), f.get("frames", 0))
         return out
 
-    before, after = by_key(original), by_key(planted)
+    before, after = by_key(baseline, 0), by_key(lint, planted)
     return {k[0] for k, n in after.items() if k not in before or n > before[k]}
 
 
@@ -108,7 +109,6 @@ def main() -> None:
     kinds = [k for k in (args.defects.split(",") if args.defects else DEFECTS)]
     t0 = time.perf_counter()
     base_plan = [(i, None) for i in clean]
-    planted_at = len(base_plan)
 
     write_planted(records, base_plan, str(out / "data" / "baseline"))
     base_assay = run_assay(out / "data" / "baseline", out / "runs" / "baseline")
@@ -118,14 +118,18 @@ def main() -> None:
     rows = []
     for kind in kinds:
         ds = out / "data" / kind
-        write_planted(records, [*base_plan, (clean[0], kind)], str(ds))
+        # the damaged copy replaces its clean original (else every defect would also be a near-duplicate of it);
+        # only for near_duplicate does the original stay beside it
+        plan = [*base_plan, (clean[0], kind)] if kind == "near_duplicate" else [*base_plan[1:], (clean[0], kind)]
+        planted = len(plan) - 1
+        write_planted(records, plan, str(ds))
         assay = run_assay(ds, out / "runs" / kind)
         doctor_new = sorted(run_doctor(ds) - base_doctor)
         lint = run_lint(ds)
-        lint_hits = sorted(_new_findings(lint, planted_at, 0) |
+        lint_hits = sorted(_new_findings(lint, planted, base_lint) |
                            {f["check"] for f in lint if f["episode"] is None and f["check"] not in base_lint_ds})
-        rows.append({"defect": kind, "assay": assay.get(planted_at, "?"),
-                     "assay_false_drops": sorted(k for k, v in assay.items() if k != planted_at and v and
+        rows.append({"defect": kind, "assay": assay.get(planted, "?"),
+                     "assay_false_drops": sorted(k for k, v in assay.items() if k != planted and v and
                                                  not v.startswith("trimmed")),
                      "doctor": doctor_new, "lint": lint_hits})
         print(f"{kind:18s} assay: {rows[-1]['assay'] or 'missed':42s} doctor: {len(doctor_new)} new  "
@@ -135,7 +139,8 @@ def main() -> None:
         return "caught" if hit else "missed"
 
     print()
-    print(f"baseline: {len(clean)} clean successful episodes of {args.dataset}; planted copy = episode {planted_at}")
+    print(f"baseline: {len(clean)} clean successful episodes of {args.dataset} (episodes {clean}); each defect is "
+          f"planted in a copy of episode {clean[0]} that takes its place (the last episode of each dataset)")
     print(f"false alarms on the baseline: assay drops {sorted(k for k, v in base_assay.items() if v and not v.startswith('trimmed'))}, "
           f"doctor {len(base_doctor)} WARN/FAIL messages, lint {len(base_lint)} findings "
           f"({', '.join(sorted({f['check'] for f in base_lint})) or 'none'})")
