@@ -285,3 +285,35 @@ def test_lerobots_own_loader_opens_the_curated_dataset(curated: Path) -> None:
     for item in got["items"].values():
         assert item["observation.images.top"] == [3, 96, 128] and item["observation.state"] == [14]
         assert 0.02 < item["image_mean"] < 0.98  # a decoded picture, not a blank
+
+
+def test_a_damaged_dataset_is_a_counted_skip_not_a_crash(short_dataset: tuple[list[Record], Path],
+                                                         tmp_path: Path) -> None:
+    import shutil
+
+    import pyarrow as pa
+
+    from assay.core.errors import ErrorLog
+    from assay.trajectories.lerobot import read_lerobot
+
+    ds = tmp_path / "ds"
+    shutil.copytree(short_dataset[1], ds)
+    path = ds / "meta/episodes/chunk-000/file-000.parquet"
+    table = pq.read_table(path)
+    lengths = table.column("length").to_pylist()
+    lengths[0] += 5  # the episode table promises frames the data file does not hold
+    pq.write_table(table.set_column(table.column_names.index("length"), "length", pa.array(lengths)), path)
+    errors = ErrorLog()
+    got = list(read_lerobot(str(ds), errors))
+    assert [r.content["episode_index"] for r in got] == [1]  # the sound episode is still read
+    assert dict(errors.counts) == {"bad_episode": 1} and "85 frames" in errors.entries[0]["message"]
+    (ds / "meta/info.json").write_text(json.dumps({"codebase_version": "v2.1", "fps": 50, "features": {}}))
+    errors = ErrorLog()
+    assert list(read_lerobot(str(ds), errors)) == [] and dict(errors.counts) == {"bad_lerobot_dataset": 1}
+    assert "v3" in errors.entries[0]["message"]
+
+
+def test_cli_says_what_is_wrong_with_a_folder_that_is_no_dataset(tmp_path: Path) -> None:
+    proc = subprocess.run([str(ROOT / ".venv/bin/assay"), "trajectories", "info", str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "not a LeRobot dataset" in proc.stderr and "Traceback" not in proc.stderr
