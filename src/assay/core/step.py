@@ -173,7 +173,7 @@ class Step:
 
     @classmethod
     def describe(cls) -> str:
-        if cls.summary:
+        if isinstance(cls.summary, str) and cls.summary:  # a step may have a method of that name (a user's plugin)
             return cls.summary
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""

@@ -43,7 +43,7 @@ def _read_shards(d: Path, num_shards: int) -> list[Any]:
 class _EpisodeGlobal(GlobalStep):
     """Collect one small summary per episode, decide in reduce, apply the decisions by record id."""
 
-    def summary(self, record: Record) -> Any:
+    def episode_summary(self, record: Record) -> Any:
         raise NotImplementedError
 
     def decisions(self, summaries: list[Any]) -> dict[str, dict[str, Any]]:
@@ -55,7 +55,7 @@ class _EpisodeGlobal(GlobalStep):
         for batch in batches:
             for r in batch:
                 if r.drop is None and is_trajectory(r):
-                    rows.append(self.summary(r))
+                    rows.append(self.episode_summary(r))
             yield batch
         _write_json(ctx.state_dir(self, self.index) / f"shard-{ctx.shard:05d}.json", rows)
 
@@ -90,7 +90,7 @@ class TrajectoryLengthOutliers(_EpisodeGlobal):
     version = "1"
     Params: ClassVar = LengthParams
 
-    def summary(self, record: Record) -> Any:
+    def episode_summary(self, record: Record) -> Any:
         return [record.id, length(record)]
 
     def decisions(self, summaries: list[Any]) -> dict[str, dict[str, Any]]:
@@ -126,7 +126,7 @@ class TrajectoryDedup(_EpisodeGlobal):
     version = "1"
     Params: ClassVar = DedupParams
 
-    def summary(self, record: Record) -> Any:
+    def episode_summary(self, record: Record) -> Any:
         p: DedupParams = self.params  # type: ignore[assignment]
         parts = []
         for key in p.keys:
