@@ -166,6 +166,24 @@ def test_clips_are_stream_copied_when_cuts_are_keyframes(tmp_path: Path, bframes
         assert np.abs(decoded[0][2, 2].astype(int) - np.array(scene.background)).max() < 30
 
 
+def test_clips_of_a_run_on_object_storage_are_refused_not_left_on_the_worker(tmp_path: Path) -> None:
+    """A run whose folder is s3://… used to write its clips to the worker's cache folder, where the records' paths
+    pointed and nobody else could see them: the step now stops with the option to set."""
+    from assay.core.errors import AssayError
+    from assay.core.step import StepContext
+
+    path = tmp_path / "src.mp4"
+    make_video(path, FOUR_SCENES[:2])
+    records, _, _ = run([VideoScenes()], [source(path)])
+    ctx = StepContext(run_dir=tmp_path / "cache", run_url="s3://bucket/run")
+    with pytest.raises(AssayError, match=r"s3://bucket/run.*clip_dir"):
+        VideoSplit().process_batch(records, ctx)
+    assert not (tmp_path / "cache" / "clips").exists()
+    # a folder every worker can write is the way to go
+    kept = VideoSplit(clip_dir=str(tmp_path / "shared")).process_batch(records, ctx)
+    assert kept and all(Path(r.content["clip_path"]).parent == tmp_path / "shared" for r in kept if r.drop is None)
+
+
 def test_clips_off_keyframes_are_reencoded_exactly_or_snapped(tmp_path: Path) -> None:
     path = tmp_path / "gop.mp4"
     cuts = make_video(path, FOUR_SCENES, keyframe_at_cuts=False, gop=100)  # keyframes at 0 and 100 only

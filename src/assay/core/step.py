@@ -33,7 +33,7 @@ import orjson
 import xxhash
 from pydantic import BaseModel, ConfigDict
 
-from assay.core.errors import ErrorLog
+from assay.core.errors import AssayError, ErrorLog
 from assay.core.record import LineageEntry, Record
 
 Batch = list[Record]
@@ -57,6 +57,18 @@ class StepContext:
     # where global steps keep their state on this machine (default: run_dir/_state); the executor points it at the
     # run's shared state folder, or at a local copy it syncs with one on object storage (assay.run.step_state)
     state_root: Path | None = None
+    # the run folder's URL when it is not on this machine's disk (s3://…); run_dir is then a local cache folder
+    run_url: str | None = None
+
+    def files_beside_run(self, step: "Step", what: str, option: str) -> Path:
+        """``run_dir`` for a step that writes files of its own beside the run's records (video clips, an exported
+        dataset). Those writes go to this machine's disk, so a run whose folder is on object storage would leave
+        them behind on whichever machine ran the job: that is refused, naming the option that sets a folder."""
+        if self.run_url is not None:
+            raise AssayError(f"{step.name} writes {what} beside the run, and the run's folder {self.run_url} is not "
+                             f"on this machine's disk: set `{option}` to a folder every worker can write (an absolute "
+                             f"path on shared storage), or write the run to a local folder")
+        return self.run_dir if self.run_dir is not None else Path(".assay-state")
 
     def state_dir(self, step: "Step", index: int) -> Path:
         """A folder shared by all shards of this run for ``step`` (global steps keep per-shard state here)."""

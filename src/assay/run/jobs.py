@@ -164,7 +164,8 @@ def run_job(job: Job) -> dict[str, Any]:
     t0 = time.perf_counter()
     step_state = StepState(state_folder(run, job.state_url))  # a temporary local copy when the state is remote
     ctx = StepContext(run_dir=_local_path(run), shard=shard.index, num_shards=job.num_shards,
-                      worker=os.getpid(), errors=errors, state_root=step_state.root)
+                      worker=os.getpid(), errors=errors, state_root=step_state.root,
+                      run_url=None if run.is_local else run.url())
     try:
         for step, phase in global_phases:
             step_state.fetch(ctx, step, phase)
@@ -229,7 +230,8 @@ def run_reduce(recipe_dict: dict[str, Any], run_dir: str, segment: int, num_shar
     assert step is not None
     t0 = time.perf_counter()
     with StepState(state_folder(run, state_url)) as step_state:
-        ctx = StepContext(run_dir=_local_path(run), shard=0, num_shards=num_shards, state_root=step_state.root)
+        ctx = StepContext(run_dir=_local_path(run), shard=0, num_shards=num_shards, state_root=step_state.root,
+                          run_url=None if run.is_local else run.url())
         try:
             step_state.fetch(ctx, step, "reduce")
             step.reduce(ctx)

@@ -41,7 +41,7 @@ class LeRobotExport(GlobalStep):
 
     def _target(self, ctx: StepContext) -> Path:
         p = Path(self.params.path)  # type: ignore[attr-defined]
-        return p if p.is_absolute() else (ctx.run_dir or Path(".")) / p
+        return p if p.is_absolute() else ctx.files_beside_run(self, "a LeRobot dataset", "path") / p
 
     def collect(self, batches: Iterable[Batch], ctx: StepContext) -> Iterator[Batch]:
         d = ctx.state_dir(self, self.index)

@@ -56,7 +56,7 @@ class VideoSplit(Step):
         if p.clip_dir is not None:
             folder = Path(p.clip_dir)
         else:
-            folder = (ctx.run_dir if ctx.run_dir is not None else Path(".assay-state")) / "clips"
+            folder = ctx.files_beside_run(self, "clip files", "clip_dir") / "clips"
         folder.mkdir(parents=True, exist_ok=True)
         for rec in batch:
             if rec.drop is not None or not is_clip(rec):
