@@ -135,6 +135,10 @@ def main() -> None:
     ap.add_argument("--datatrove-timeout", type=float, default=1.0,
                     help="datatrove's per-page extraction limit in the full run (its default, 1 s, as in "
                          "fineweb_vs_datatrove.py); the extraction-only run always allows 5 s, as Assay")
+    ap.add_argument("--same-text-only", action="store_true",
+                    help="only Assay's extraction and both filter chains on its texts (no full pipeline runs)")
+    ap.add_argument("--datatrove-extract", action="store_true",
+                    help="also extract with datatrove alone and run both chains on its texts (slower)")
     args = ap.parse_args()
     if not PEERS.exists():
         sys.exit("datatrove's venv is missing: make peers")
@@ -158,19 +162,25 @@ def main() -> None:
 
     print(f"input: {folder}; running both full pipelines and both extractions (4 jobs, 2 at a time) ...", flush=True)
     with ThreadPoolExecutor(2) as pool:
-        jobs = [pool.submit(full_assay), pool.submit(full_datatrove),
-                pool.submit(assay_extract, folder, work / "assay-extract", args.workers),
-                pool.submit(datatrove_extract, folder, work, args.workers)]
-        ext_a, ext_d = jobs[2].result(), jobs[3].result()
-        jobs[0].result(), jobs[1].result()
-    a_dec, _ = fas.assay_decisions(full_a)
-    d_dec, _ = fas.datatrove_decisions(full_d)
+        jobs = [pool.submit(assay_extract, folder, work / "assay-extract", args.workers)]
+        if args.datatrove_extract:
+            jobs.append(pool.submit(datatrove_extract, folder, work, args.workers))
+        if not args.same_text_only:
+            jobs += [pool.submit(full_assay), pool.submit(full_datatrove)]
+        ext_a = jobs[0].result()
+        ext_d = jobs[1].result() if args.datatrove_extract else {}
+        for j in jobs:
+            j.result()
+    a_dec, _ = fas.assay_decisions(full_a) if not args.same_text_only else ({}, {})
+    d_dec, _ = fas.datatrove_decisions(full_d) if not args.same_text_only else ({}, {})
     kept_a = {u for u, v in a_dec.items() if v is None}
     kept_d = {u for u, v in d_dec.items() if v is None}
     timeouts = sum(p.read_text(errors="replace").count("Timeout while cleaning record text")
                    for p in (full_d / "logs" / "filter" / "logs").glob("*.log"))
-    print(f"full pipelines: assay keeps {len(kept_a):,}, datatrove keeps {len(kept_d):,} (datatrove extraction "
-          f"timeouts at {args.datatrove_timeout:g} s: {timeouts:,}) ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if not args.same_text_only:
+        print(f"full pipelines: assay keeps {len(kept_a):,}, datatrove keeps {len(kept_d):,} (datatrove extraction "
+              f"timeouts at {args.datatrove_timeout:g} s: {timeouts:,}) ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
     print(f"extracted: assay {sum(v['text'] is not None for v in ext_a.values()):,} texts, datatrove "
           f"{sum(v['text'] is not None for v in ext_d.values()):,} ({time.perf_counter() - t0:.0f} s)", flush=True)
     urls = sorted(ext_a.keys() | ext_d.keys() | a_dec.keys() | d_dec.keys())
@@ -178,16 +188,19 @@ def main() -> None:
     t_d = {u: ext_d[u]["text"] for u in urls if ext_d.get(u, {}).get("text")}
     both = t_a.keys() & t_d.keys()
     same_text = sum(t_a[u] == t_d[u] for u in both)
-    print(f"pages with text from both extractors: {len(both):,}; identical text: {same_text:,} "
-          f"({same_text / max(1, len(both)):.1%})")
+    if t_d:
+        print(f"pages with text from both extractors: {len(both):,}; identical text: {same_text:,} "
+              f"({same_text / max(1, len(both)):.1%})")
 
     with ThreadPoolExecutor(2) as pool:
         f1 = pool.submit(datatrove_chain, t_a, work, "assay-text")
-        f2 = pool.submit(datatrove_chain, t_d, work, "datatrove-text")
-        a_on_a, a_on_d = assay_chain(t_a), assay_chain(t_d)
-        d_on_a, d_on_d = f1.result(), f2.result()
+        f2 = pool.submit(datatrove_chain, t_d, work, "datatrove-text") if t_d else None
+        a_on_a, a_on_d = assay_chain(t_a), assay_chain(t_d) if t_d else {}
+        d_on_a, d_on_d = f1.result(), f2.result() if f2 else {}
     print(f"chains done ({time.perf_counter() - t0:.0f} s)")
     for label, x, y in (("Assay's extracted text", a_on_a, d_on_a), ("datatrove's extracted text", a_on_d, d_on_d)):
+        if not x:
+            continue
         agree = sum((x[u] is None) == (y[u] is None) for u in x)
         print(f"\nsame text ({label}): keep/drop identical for {agree:,}/{len(x):,} = {agree / max(1, len(x)):.2%}; "
               f"same first dropping step for {sum(x[u] == y[u] for u in x):,}")
@@ -195,6 +208,8 @@ def main() -> None:
         for (d, a), n in diff.most_common():
             print(f"    {n:5d} x datatrove {d:18s} assay {a}")
 
+    if args.same_text_only:
+        return
     causes: Counter = Counter()
     examples: dict[str, list[str]] = {}
     for u in urls:
@@ -204,21 +219,22 @@ def main() -> None:
         if "url_filter" in (a, d):
             cause = "url_filter (the block lists)"
         elif d == "missing":
-            cause = ("datatrove extraction timeout (full run)" if u in t_d else "datatrove extraction: no text")
+            cause = "datatrove extraction: timeout or no text"
         elif a in ("missing", "extract"):
-            cause = "assay extraction: no text or timeout"
-        elif u not in t_a or u not in t_d:
-            cause = "extraction: no text from one extractor"
+            cause = "assay extraction: timeout or no text"
+        elif u not in t_a:
+            cause = "no text in Assay's extraction-only run"
+        elif (a_on_a[u] is None) != (d_on_a[u] is None):
+            cause = f"filter on the same text: {a_on_a[u] or d_on_a[u]}"
+        elif a == "minhash_dedup" or d == "minhash_dedup":
+            cause = "minhash: " + ("assay removed" if a == "minhash_dedup" else "datatrove removed")
+        elif a_on_a[u] is None and d is not None:
+            # both chains keep Assay's text; datatrove's own text was dropped: its extractor gave another text
+            cause = f"extraction (trafilatura versions): datatrove's text dropped by {d}"
+        elif a_on_a[u] is not None and d is None:
+            cause = f"extraction (trafilatura versions): Assay's text dropped by {a}, datatrove's kept"
         else:
-            ca, cd = a_on_a[u], d_on_d[u]
-            if (ca is None) != (cd is None):
-                same = (a_on_a[u] is None) == (d_on_a[u] is None) and (a_on_d[u] is None) == (d_on_d[u] is None)
-                cause = "extraction (trafilatura versions)" if same else f"filter on the same text: {ca or cd}"
-            elif ca is None and cd is None:
-                cause = "minhash: " + ("assay removed" if a == "minhash_dedup" else
-                                       "datatrove removed" if d == "minhash_dedup" else f"{a} / {d}")
-            else:
-                cause = f"other: datatrove {d} / assay {a}"
+            cause = f"other: datatrove {d} / assay {a}"
         causes[cause, "assay keeps" if a is None else "datatrove keeps"] += 1
         examples.setdefault(cause, []).append(u)
     print(f"\nfinal decisions differ for {sum(causes.values()):,} of {len(urls):,} pages "
