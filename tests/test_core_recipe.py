@@ -74,6 +74,13 @@ def test_missing_and_non_utf8_file(tmp_path: Path):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_validate(path: Path):
+    if path.name == "flywheel.yaml":  # the one recipe of rounds: `assay flywheel run` reads it
+        from assay.flywheel.recipe import FlywheelRecipe
+
+        FlywheelRecipe.from_yaml(path)
+        with pytest.raises(RecipeError, match="assay flywheel run"):  # and `assay run` says where it belongs
+            Recipe.from_yaml(path)
+        return
     Recipe.from_yaml(path).instantiate()
 
 
@@ -88,3 +95,22 @@ def test_dumped_recipe_round_trips():
     r = Recipe.from_text("name: t\nsteps:\n  - sample: {fraction: 0.5}\n  - length_filter\n")
     again = Recipe.from_dict(r.model_dump(mode="json"))
     assert again == r and again.fingerprint() == r.fingerprint()
+
+
+def test_loop_and_flywheel_recipes_report_yaml_errors_like_run_recipes(tmp_path):
+    """The evolve loop's and the flywheel's recipe files are read by the same code as `assay run` recipes: a
+    malformed file names its line and column, a missing one and one that is not UTF-8 say so in one line."""
+    from assay.evolve.loop import LoopError, LoopRecipe
+    from assay.flywheel.recipe import FlywheelError, FlywheelRecipe
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rounds: 2\nroute:\n  budget: [1, 2\n")
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("rounds: 2 # caf\xe9\n".encode("latin-1"))
+    for cls, error in ((LoopRecipe, LoopError), (FlywheelRecipe, FlywheelError)):
+        with pytest.raises(error, match=r"bad\.yaml: malformed YAML at line \d+, column \d+"):
+            cls.from_yaml(bad)
+        with pytest.raises(error, match=r"recipe not found: .*nope\.yaml"):
+            cls.from_yaml(tmp_path / "nope.yaml")
+        with pytest.raises(error, match=r"latin\.yaml: not UTF-8 text"):
+            cls.from_yaml(latin)

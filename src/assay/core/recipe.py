@@ -85,24 +85,11 @@ class Recipe(BaseModel):
     # -- construction ------------------------------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Recipe":
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise RecipeError(f"recipe not found: {path}") from None
-        except UnicodeDecodeError as e:
-            raise RecipeError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-        return cls.from_text(text, source=str(path))
+        return cls.from_text(read_text(path, RecipeError), source=str(path))
 
     @classmethod
     def from_text(cls, text: str, source: str = "<recipe>") -> "Recipe":
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(e, "problem", None) or str(e)
-            raise RecipeError(f"{source}: malformed YAML{where}: {problem}") from None
+        data = parse_yaml(text, source, RecipeError)
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -113,6 +100,9 @@ class Recipe(BaseModel):
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<recipe>") -> "Recipe":
         data = dict(data)
+        if "rounds" in data and "steps" not in data:  # a loop's recipe given to `assay run`
+            raise RecipeError(f"{source}: this is a recipe of rounds, not of steps: run it with `assay flywheel run` "
+                              "(a flywheel recipe) or `assay evolve loop` (an evolve loop recipe)")
         raw_steps = data.pop("steps", []) or []
         if not isinstance(raw_steps, list):
             raise RecipeError(f"{source}: 'steps' must be a list of steps, got {type(raw_steps).__name__}")
@@ -189,3 +179,36 @@ def _format_validation(e: ValidationError, source: str, prefix: tuple[str, ...],
             msg += f" (got {err['input']!r})"
         lines.append(f"{source}: {loc}: {msg}")
     return "\n".join(lines)
+
+
+# -- YAML files with one-line errors (recipes here; the loop, flywheel and other YAML files use them too) -------------
+def read_text(path: str | Path, error: type[Exception], what: str = "recipe") -> str:
+    """The text of ``path``; a missing file or text that is not UTF-8 raises ``error`` with one line naming it."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def parse_yaml(text: str, source: str, error: type[Exception]) -> Any:
+    """The YAML document in ``text``; malformed YAML raises ``error`` naming ``source`` and the line and column."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise error(f"{source}: malformed YAML{where}: {problem}") from None
+
+
+def read_yaml(path: str | Path, error: type[Exception], what: str = "recipe") -> Any:
+    """:func:`read_text` then :func:`parse_yaml`."""
+    return parse_yaml(read_text(path, error, what), str(path), error)
+
+
+def validation_summary(e: ValidationError) -> str:
+    """A pydantic error as one line: ``where: what; where: what``."""
+    return "; ".join(f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors())

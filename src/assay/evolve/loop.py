@@ -49,12 +49,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
 import orjson
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from assay.core.errors import AssayError, ErrorLog, RecipeError
 from assay.core.pipeline import Pipeline
-from assay.core.recipe import Recipe
+from assay.core.recipe import Recipe, read_yaml, validation_summary
 from assay.core.record import Record, derive_id
 from assay.core.step import Step, StepContext
 from assay.evolve import active, collapse, mixer
@@ -132,12 +131,7 @@ class LoopRecipe(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> tuple["LoopRecipe", Path]:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise LoopError(f"loop recipe not found: {path}") from None
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise LoopError(f"{path}: malformed YAML: {e}") from None
+        data = read_yaml(path, LoopError, "loop recipe")
         return cls.from_dict(data or {}, str(path)), path.resolve().parent
 
     @classmethod
@@ -147,8 +141,7 @@ class LoopRecipe(BaseModel):
         try:
             recipe = cls(**data)
         except ValidationError as e:
-            lines = [f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
-            raise LoopError(f"{source}: " + "; ".join(lines)) from None
+            raise LoopError(f"{source}: {validation_summary(e)}") from None
         if not recipe.synthesize:
             raise LoopError(f"{source}: `synthesize` needs at least one step")
         for part in ("synthesize", "verify"):

@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterator
 import orjson
 
 from assay.core.record import Record, derive_id
+from assay.evolve.loop import read_records, text_of, write_json, write_records  # noqa: F401  (used here and by report/lineage)
 from assay.flywheel.recipe import FlywheelError, FlywheelRecipe
 
 STATE_FILE = "flywheel-state.json"
@@ -55,37 +56,9 @@ class WaitingForPeople(FlywheelError):
     """The round waits for people to label routed items in the annotation app (``people.mode: people``)."""
 
 
-# -- files --------------------------------------------------------------------------------------------------------
-def write_records(path: Path, records: list[Record]) -> int:
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "wb") as f:
-        for r in records:
-            f.write(r.to_json() + b"\n")
-    os.replace(tmp, path)
-    return len(records)
-
-
-def read_records(path: Path) -> list[Record]:
-    if not path.exists():
-        return []
-    with open(path, "rb") as f:
-        return [Record.from_dict(orjson.loads(line)) for line in f if line.strip()]
-
-
-def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_bytes(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-    os.replace(tmp, path)
-
-
+# -- files (the record and JSON files of a round are written as the evolve loop writes its own) -------------------
 def read_json(path: Path, default: Any = None) -> Any:
     return orjson.loads(path.read_bytes()) if path.exists() else default
-
-
-def text_of(record: Record) -> str:
-    from assay.evolve.loop import text_of as evolve_text_of
-
-    return evolve_text_of(record)
 
 
 def title_of(record: Record) -> str:

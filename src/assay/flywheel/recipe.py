@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from assay.core.errors import AssayError, RecipeError
+from assay.core.recipe import read_yaml, validation_summary
 
 
 class FlywheelError(AssayError):
@@ -145,12 +145,7 @@ class FlywheelRecipe(_Spec):
     @classmethod
     def from_yaml(cls, path: str | Path) -> tuple["FlywheelRecipe", Path]:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FlywheelError(f"flywheel recipe not found: {path}") from None
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise FlywheelError(f"{path}: malformed YAML: {e}") from None
+        data = read_yaml(path, FlywheelError, "flywheel recipe")
         return cls.from_dict(data or {}, str(path)), path.resolve().parent
 
     @classmethod
@@ -160,8 +155,7 @@ class FlywheelRecipe(_Spec):
         try:
             recipe = cls(**data)
         except ValidationError as e:
-            lines = [f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()]
-            raise FlywheelError(f"{source}: " + "; ".join(lines)) from None
+            raise FlywheelError(f"{source}: {validation_summary(e)}") from None
         for part in ("harvest", "synthesize", "verify", "verify_code"):
             recipe.steps(part, source)  # step names and parameters are checked now, not mid-run
         return recipe
