@@ -294,6 +294,22 @@ def test_caption_filter_language() -> None:
     assert out[1].signals["caption.lang"] == "de"
 
 
+def test_caption_language_threshold_is_compared_with_the_model_score_not_a_rounded_one() -> None:
+    """As language_id (version 2): a score rounded to 4 decimals before the threshold kept or dropped captions whose
+    score lies between the rounded value and the threshold."""
+    from assay.harvest.langid import load_lid
+
+    caption = "Un phare sur la côte rocheuse au coucher du soleil, vu depuis la plage"
+    _, raw = load_lid("fasttext").predict(caption)
+    rounded = round(raw, 4)
+    assert rounded != raw
+    threshold = (raw + rounded) / 2  # between the two: the rounded score lands on the other side
+    out = run(CaptionFilter(languages=["fr"], language_threshold=threshold), [rec("c", b"x", caption=caption)])
+    expected = None if raw >= threshold else "low_language_score"
+    assert (out[0].drop[1] if out[0].drop else None) == expected
+    assert out[0].signals["caption.lang_score"] == raw
+
+
 # -- image_dedup --------------------------------------------------------------------------------------------------
 def _dedup_corpus(n_base: int = 24) -> tuple[list[Record], dict[str, str]]:
     """Distinct scenes, each with altered copies; returns the records and each record's group (its base)."""

@@ -92,7 +92,7 @@ class CaptionFilter(Filter):
     another language."""
 
     name = "caption_filter"
-    version = "1"
+    version = "2"
     Params: ClassVar[type[StepParams]] = CaptionFilterParams
 
     def __init__(self, params: Any = None, **kwargs: Any) -> None:
@@ -124,7 +124,7 @@ class CaptionFilter(Filter):
         if self._wanted is not None and caption.strip():
             lang, score = self._load_lid().predict(caption[:2000])
             record.signals["caption.lang"] = lang
-            record.signals["caption.lang_score"] = round(score, 4)
+            record.signals["caption.lang_score"] = score  # unrounded: the threshold is compared with the model's score
 
     def decide(self, record: Record) -> str | None:
         p: CaptionFilterParams = self.params  # type: ignore[assignment]
