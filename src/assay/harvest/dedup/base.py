@@ -9,6 +9,7 @@ id and content (the same record fed twice) are indistinguishable; one of them is
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator
 
@@ -71,6 +72,17 @@ class ClusterDedupStep(GlobalStep):
     signal_prefix: ClassVar[str] = "dedup"
 
     # -- reduce helpers ------------------------------------------------------------------------------------------
+    def _open_reduce(self, ctx: StepContext) -> tuple[Path, list[state.Segment], Path, np.ndarray]:
+        """What every reduce starts from: the step's state folder, every shard's segments (checked to come from
+        these parameters), an empty scratch folder, and all records' keys in global order."""
+        state_dir = ctx.state_dir(self, self.index)
+        segments, manifests = state.read_segments(state_dir, ctx.num_shards, self.name)
+        state.check_params(manifests, self.params_hash, self.name)
+        scratch = state_dir / "_reduce"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+        return state_dir, segments, scratch, self._load_keys(segments, scratch)
+
     def _load_keys(self, segments: list[state.Segment], scratch: Path) -> np.ndarray:
         """All records' keys in global order, in a memory-mapped scratch file."""
         total = sum(s.records for s in segments)

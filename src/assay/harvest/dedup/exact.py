@@ -76,13 +76,7 @@ class ExactDedup(ClusterDedupStep):
 
     # -- reduce --------------------------------------------------------------------------------------------------
     def reduce(self, ctx: StepContext) -> None:
-        state_dir = ctx.state_dir(self, self.index)
-        segments, manifests = state.read_segments(state_dir, ctx.num_shards, self.name)
-        state.check_params(manifests, self.params_hash, self.name)
-        scratch = state_dir / "_reduce"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir()
-        keys = self._load_keys(segments, scratch)
+        state_dir, segments, scratch, keys = self._open_reduce(ctx)
         total = keys.shape[0]
         root = scratch_array(scratch / "root.npy", np.int64, total)
         for lo in range(0, total, 1 << 22):

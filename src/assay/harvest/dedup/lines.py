@@ -94,13 +94,7 @@ class LineDedup(ClusterDedupStep):
 
     def reduce(self, ctx: StepContext) -> None:
         p = self.params
-        state_dir = ctx.state_dir(self, self.index)
-        segments, manifests = state.read_segments(state_dir, ctx.num_shards, self.name)
-        state.check_params(manifests, self.params_hash, self.name)
-        scratch = state_dir / "_reduce"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir()
-        keys = self._load_keys(segments, scratch)
+        state_dir, segments, scratch, keys = self._open_reduce(ctx)
         entries = sum(s.load("line_hash").shape[0] for s in segments)
         n_ranges = max(1, -(-entries // p.sort_rows))
         bounds = state.hash_ranges(n_ranges)

@@ -138,13 +138,7 @@ class MinHashDedup(ClusterDedupStep):
     # -- reduce --------------------------------------------------------------------------------------------------
     def reduce(self, ctx: StepContext) -> None:
         p = self.params
-        state_dir = ctx.state_dir(self, self.index)
-        segments, manifests = state.read_segments(state_dir, ctx.num_shards, self.name)
-        state.check_params(manifests, self.params_hash, self.name)
-        scratch = state_dir / "_reduce"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir()
-        keys = self._load_keys(segments, scratch)
+        state_dir, segments, scratch, keys = self._open_reduce(ctx)
         sets = DisjointSets(keys, path=scratch / "parent.npy")
         starts = np.array([s.global_offset for s in segments], dtype=np.int64)
 

@@ -125,13 +125,8 @@ class SemanticDedup(ClusterDedupStep):
         from sklearn.cluster import KMeans
 
         p = self.params
-        state_dir = ctx.state_dir(self, self.index)
-        segments, manifests = state.read_segments(state_dir, ctx.num_shards, self.name)
-        state.check_params(manifests, self.params_hash, self.name)
-        scratch = state_dir / "_reduce"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir()
-        keys = np.asarray(self._load_keys(segments, scratch))
+        state_dir, segments, scratch, keys = self._open_reduce(ctx)
+        keys = np.asarray(keys)
         n = keys.size
         roots = np.arange(n, dtype=np.int64)
         clusters = 0

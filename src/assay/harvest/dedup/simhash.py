@@ -184,13 +184,7 @@ class SimHashDedup(ClusterDedupStep):
 
     def reduce(self, ctx: StepContext) -> None:
         p = self.params
-        state_dir = ctx.state_dir(self, self.index)
-        segments, manifests = state.read_segments(state_dir, ctx.num_shards, self.name)
-        state.check_params(manifests, self.params_hash, self.name)
-        scratch = state_dir / "_reduce"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir()
-        keys = self._load_keys(segments, scratch)
+        state_dir, segments, scratch, keys = self._open_reduce(ctx)
         fps = np.concatenate([np.asarray(s.load("fingerprints")) for s in segments]) if segments else \
             np.zeros(0, np.uint64)
         has = np.concatenate([np.asarray(s.load("has_words")) for s in segments]) if segments else \
