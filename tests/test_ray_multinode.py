@@ -168,7 +168,10 @@ def cluster(s3, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     endpoint, _ = s3
     base = tmp_path_factory.mktemp("ray-nodes")
     storage = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-    hidden = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "RAY_ADDRESS")
+    # RAY_AUTH_MODE too: Ray 2.60's ray.init() of a local cluster turns token auth on by setting it in os.environ,
+    # so after any earlier in-process Ray run of the suite the nodes would demand a token their HOMEs do not hold
+    hidden = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "RAY_ADDRESS",
+              "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
     env = {k: v for k, v in os.environ.items() if k not in hidden}
     # the head notices a dead node within ~3 s (default: ~30 s)
     env.update(storage, RAY_health_check_period_ms="1000", RAY_health_check_timeout_ms="1000",
