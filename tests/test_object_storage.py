@@ -295,12 +295,19 @@ def test_output_bucket_deleted_mid_run_is_one_line(s3, tmp_path: Path):
 
 def test_unreachable_hugging_face_hub_is_a_one_line_error(tmp_path: Path):
     # hf:// (huggingface_hub's filesystem) raises httpx's ConnectError, not an OSError (was: a traceback)
-    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    # without HF_HUB_OFFLINE, which the embedding code sets in the suite's own process before this test runs
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
     p = assay_cli("run", str(QUICKSTART), "-i", "hf://datasets/org/crawl/a.warc.gz", "-o", str(tmp_path / "out"),
                   "--no-report", env=env, cwd=tmp_path, check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert "error: cannot read the input hf://datasets/org/crawl/a.warc.gz: [Errno 111] Connection refused" in p.stderr
     assert not (tmp_path / "out").exists()
+    # offline, the Hub is not asked: the one line says why nothing matched (it said only "no input files match")
+    p = assay_cli("run", str(QUICKSTART), "-i", "hf://datasets/org/crawl/a.warc.gz", "-o", str(tmp_path / "out"),
+                  "--no-report", env={**env, "HF_HUB_OFFLINE": "1"}, cwd=tmp_path, check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "no input files match 'hf://datasets/org/crawl/a.warc.gz' (HF_HUB_OFFLINE is set" in p.stderr
 
 
 def _find(fs, bucket: str) -> list[str]:  # noqa: ANN001

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 from typing import IO
 
 import fsspec
@@ -119,7 +120,10 @@ def expand_inputs(paths: list[str]) -> list[str]:
             elif fs.exists(e):
                 found.append(e)
         if not found:
-            raise FileNotFoundError(f"no input files match {p!r}")
+            offline = ""
+            if p.startswith("hf://") and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+                offline = " (HF_HUB_OFFLINE is set, so the Hugging Face Hub was not asked)"
+            raise FileNotFoundError(f"no input files match {p!r}{offline}")
         for f in found:
             out.append(f if protocol in ("file", "local") else fs.unstrip_protocol(f))
     seen: set[str] = set()
