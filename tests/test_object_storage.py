@@ -295,8 +295,9 @@ def test_output_bucket_deleted_mid_run_is_one_line(s3, tmp_path: Path):
 
 def test_unreachable_hugging_face_hub_is_a_one_line_error(tmp_path: Path):
     # hf:// (huggingface_hub's filesystem) raises httpx's ConnectError, not an OSError (was: a traceback)
-    # without HF_HUB_OFFLINE, which the embedding code sets in the suite's own process before this test runs
-    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    # without HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE (either puts huggingface_hub offline), which the embedding code
+    # sets in the suite's own process before this test runs
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
     p = assay_cli("run", str(QUICKSTART), "-i", "hf://datasets/org/crawl/a.warc.gz", "-o", str(tmp_path / "out"),
                   "--no-report", env=env, cwd=tmp_path, check=False)

@@ -121,8 +121,10 @@ def expand_inputs(paths: list[str]) -> list[str]:
                 found.append(e)
         if not found:
             offline = ""
-            if p.startswith("hf://") and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-                offline = " (HF_HUB_OFFLINE is set, so the Hugging Face Hub was not asked)"
+            flags = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+                     if os.environ.get(v, "").lower() in ("1", "true", "yes", "on")]
+            if p.startswith("hf://") and flags:
+                offline = f" ({flags[0]} is set, so the Hugging Face Hub was not asked)"
             raise FileNotFoundError(f"no input files match {p!r}{offline}")
         for f in found:
             out.append(f if protocol in ("file", "local") else fs.unstrip_protocol(f))
