@@ -127,7 +127,11 @@ def test_workers_below_one_are_refused(tmp_path: Path):
 
 def test_ray_address_without_a_cluster_is_a_one_line_error(tmp_path: Path):
     recipe, data = _tiny_run_inputs(tmp_path)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # "auto" finds a cluster through TMPDIR/ray/ray_current_cluster: a temporary folder of the test's own keeps it from
+    # finding a cluster another test (or another pytest-xdist worker) runs at the same time
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")} | {"TMPDIR": str(tmp)}
     p = assay_cli("run", str(recipe), "-i", str(data), "-o", str(tmp_path / "o"), "-e", "ray", "--ray-address", "auto",
                   "-w", "1", check=False, env=env)
     _one_line_error(p, "cannot connect to the Ray cluster at auto")

@@ -2,7 +2,8 @@
 
 datatrove runs in the peer venv (``make peers``) through tests/peers/datatrove_filters.py; the texts come from
 tests/peers/filters_corpus.py (Debian's Python and PostgreSQL manuals, hand-written texts that trip each rule). Each filter must take the same keep/drop decision as datatrove on at least 99 % of the documents,
-and c4_quality must leave the same cleaned text.
+and c4_quality must leave the same cleaned text. The suite checks every 8th page (and the crafted texts); the
+agreement on every page is measured by `benchmarks/filters_vs_datatrove.py --every 1` (about 3 minutes of CPU).
 """
 
 from __future__ import annotations
@@ -69,15 +70,6 @@ def test_agreement_on_a_sample_and_on_texts_built_to_trip_each_rule():
     # the sample must exercise the rules, not only pass everything
     kept = Counter(r["keep"] for r in assay_decisions(docs)["gopher_quality"])
     assert kept[False] > 20 and kept[True] > 20
-
-
-@pytest.mark.slow
-def test_agreement_on_every_page():
-    doc_pages.require_debian_docs()
-    docs = filters_corpus.real_texts() + filters_corpus.crafted_texts()
-    assert len(docs) >= 1000
-    report = compare(docs)
-    print({k: f"{v:.2%}" for k, v in report.items()})
 
 
 def test_missing_peer_venv_gives_a_clear_message(monkeypatch, tmp_path):
