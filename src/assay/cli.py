@@ -62,7 +62,7 @@ def run(
     ray_env: list[str] = typer.Option([], "--ray-env", help="Environment variable of this shell to pass to the Ray "
                                       "tasks, e.g. AWS_ACCESS_KEY_ID (repeatable; comma-separated names too)."),
     state_dir: Optional[str] = typer.Option(None, "--state-dir", help="Where global steps (dedup) keep their state "
-                                            "(local path or fsspec URI every worker sees; default OUT/_state)."),
+                                            "(local path or fsspec URI every worker sees; default OUT/.assay/state)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --output."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html when done."),
 ) -> None:
@@ -89,7 +89,7 @@ def run(
         return
     _print_summary(stats)
     console.print(f"output: [bold]{escape(output)}[/] ({stats['output']['records']:,} records in "
-                  f"{len(stats['output']['files'])} files; rejected/: {stats['output']['rejected']:,}; "
+                  f"{len(stats['output']['files'])} files in data/; rejected/: {stats['output']['rejected']:,}; "
                   f"stats.json)")
     if report:
         from assay.run.report import write_report
@@ -174,7 +174,7 @@ def inspect(
         _fail(f"-n must be at least 1 (got {n})")
     p = path
     if _is_folder(p):
-        from assay.run.executor import output_files
+        from assay.run.layout import output_files
 
         files = output_files(p)
         if not files:

@@ -54,7 +54,7 @@ class StepContext:
     num_shards: int = 1
     worker: int = 0
     errors: ErrorLog = field(default_factory=ErrorLog)
-    # where global steps keep their state on this machine (default: run_dir/_state); the executor points it at the
+    # where global steps keep their state on this machine (default: run_dir/.assay/state); the executor points it at the
     # run's shared state folder, or at a local copy it syncs with one on object storage (assay.run.step_state)
     state_root: Path | None = None
     # the run folder's URL when it is not on this machine's disk (s3://…); run_dir is then a local cache folder
@@ -75,7 +75,7 @@ class StepContext:
         if self.state_root is not None:
             base = self.state_root
         else:
-            base = (self.run_dir if self.run_dir is not None else Path(".assay-state")) / "_state"
+            base = (self.run_dir if self.run_dir is not None else Path(".assay-state")) / ".assay" / "state"
         d = base / f"{index:02d}-{step.name}"
         d.mkdir(parents=True, exist_ok=True)
         return d
@@ -83,7 +83,7 @@ class StepContext:
     def scratch_dir(self, step: "Step") -> Path:
         """A private folder for this shard's temporary files."""
         base = self.run_dir if self.run_dir is not None else Path(".assay-state")
-        d = base / "_scratch" / f"{self.shard:05d}-{step.name}"
+        d = base / ".assay" / "scratch" / f"{self.shard:05d}-{step.name}"  # the run folder's bookkeeping
         d.mkdir(parents=True, exist_ok=True)
         return d
 

@@ -31,7 +31,7 @@ from assay.core.extras import missing_module_message
 from assay.core.recipe import Recipe
 from assay.io.folder import Folder, storage_errors
 from assay.io.sources import Shard, plan_shards
-from assay.run import jobs
+from assay.run import jobs, layout
 from assay.run.jobs import Job, build, run_job, run_reduce
 from assay.run.step_state import state_folder
 
@@ -80,7 +80,7 @@ class Executor:
             progress: ProgressFn | None = None, notify: Callable[[str], None] | None = None,
             state_dir: str | None = None) -> dict[str, Any]:
         """Run ``recipe`` over ``inputs`` into the folder ``output``. The global steps keep their state in
-        ``output/_state/``, or under ``state_dir`` (any fsspec URL every worker sees)."""
+        ``output/.assay/state/``, or under ``state_dir`` (any fsspec URL every worker sees)."""
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         paths = inputs or recipe.input.paths
@@ -150,6 +150,9 @@ class Executor:
             stats["seconds"] = round(time.perf_counter() - t0, 3)
             jobs._write_atomic(fs, out.path("stats.json"), orjson.dumps(stats, option=orjson.OPT_INDENT_2))
             _merge_errors(out)
+            layout.write_recipe(out, recipe_dict)
+            layout.write_readme(out, stats, recipe_dict)
+            layout.remove_stages(out)  # every job has its marker: nothing reads them again
             return stats
         except storage_errors() as e:  # the output's storage failed between jobs (a job's failure names the job)
             raise AssayError(f"the run into {output} failed: {type(e).__name__}: {_first_line(e)}") from None
@@ -172,7 +175,9 @@ class Executor:
         manifest = {"recipe": recipe.name, "fingerprint": recipe.fingerprint(),
                     "shards": [s.to_dict() for s in shards]}
         fs = out.fs
-        path = out.path("_run.json")
+        path = layout.manifest_path(out)
+        if layout.is_old_layout(out) and not overwrite:
+            layout.refuse_old_layout(out)
         if fs.exists(path):
             old = orjson.loads(fs.cat_file(path))
             if old == manifest and not overwrite:
@@ -183,7 +188,7 @@ class Executor:
                                  f"--overwrite to replace it")
         names = _entries(out)
         _refuse_unless_run_folder(out)
-        foreign = [n for n in names if not _is_run_entry(n)]
+        foreign = [n for n in names if not layout.is_run_entry(n)]
         if foreign:
             raise AssayError(f"{out.display} holds an Assay run and files it did not write ({', '.join(foreign[:5])}); "
                              f"move them away before --overwrite, or choose a new --output folder")
@@ -199,25 +204,16 @@ class Executor:
         jobs._write_atomic(fs, path, orjson.dumps(manifest))
 
 
-# what a run writes into its folder: markers, stages, state and scratch (_*), temporary files (.tmp-*), output
-# shards, rejected/, the books, the synthesis response cache (SQLite with its -wal/-shm files)
-_RUN_FILES = ("stats.json", "errors.jsonl", "report.html", "rejected", "lerobot")  # lerobot: lerobot_export
-
-
-def _is_run_entry(name: str) -> bool:
-    return name.startswith(("_", ".tmp-", "part-", "llm-cache.sqlite")) or name in _RUN_FILES
-
-
 def _entries(out: Folder) -> list[str]:
     return [n for n in out.names() if n != ".lock"]
 
 
 def _refuse_unless_run_folder(out: Folder) -> None:
-    """A folder that is neither empty nor an Assay run (no _run.json) is never written to nor deleted, not even
-    with --overwrite."""
+    """A folder that is neither empty nor an Assay run (no .assay/run.json, nor an older run's _run.json) is never
+    written to nor deleted, not even with --overwrite."""
     names = _entries(out)
     root = out.display
-    if names and not out.fs.exists(out.path("_run.json")):
+    if names and not layout.is_run(out):
         shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
         raise AssayError(f"{root} is not empty ({shown}) and holds no Assay run; choose an empty or new --output "
                          f"folder (--overwrite only replaces a previous Assay run)")
@@ -240,7 +236,7 @@ def _first_line(e: BaseException) -> str:
 def _check_outputs_exist(out: Folder, stats: dict[str, Any]) -> None:
     """The output files the jobs reported must be in the output folder: a run whose files went elsewhere (a path
     that lost its filesystem) fails instead of reporting success."""
-    present = {p.rsplit("/", 1)[-1] for p in out.glob("part-*")}
+    present = {f"{layout.DATA}/{p.rsplit('/', 1)[-1]}" for p in layout.data_folder(out).glob("*")}
     missing = [f for f in stats["output"]["files"] if f not in present]
     if missing:
         raise AssayError(f"{len(missing)} output files the run wrote are not in {out.display} "
@@ -349,7 +345,7 @@ class LocalExecutor(Executor):
 class RayExecutor(Executor):
     """The same jobs as Ray tasks: a local Ray instance by default, a cluster with ``address`` (or ``RAY_ADDRESS``).
     For more than one machine the output folder must be shared storage (an fsspec URI such as s3://, or a shared
-    filesystem); the global steps' state goes with it (``OUT/_state/``) unless ``state_dir`` says otherwise.
+    filesystem); the global steps' state goes with it (``OUT/.assay/state/``) unless ``state_dir`` says otherwise.
 
     Jobs are spread over the cluster's nodes and retried by Ray when their worker process or node dies
     (:data:`MAX_RETRIES` times); a job that writes again first removes what the lost attempt left. Tasks run with
@@ -483,7 +479,7 @@ def _merge_stats(recipe: Recipe, results: list[dict[str, Any]], shards: list[Sha
         "input": {"files": len({s.path for s in shards}), "shards": len(shards),
                   "records_read": sum(r["records_read"] for r in first)},
         "output": {"format": recipe.output.format, "records": sum(r["records_written"] for r in last),
-                   "files": sorted(f for r in last for f in r["outputs"]),
+                   "files": sorted(f"{layout.DATA}/{f}" for r in last for f in r["outputs"]),  # in the run folder
                    "rejected": sum(r["records_rejected"] for r in results)},
         "steps": step_list,
         "errors": dict(errors.most_common()),
@@ -493,11 +489,8 @@ def _merge_stats(recipe: Recipe, results: list[dict[str, Any]], shards: list[Sha
 
 
 def _merge_errors(out: Folder) -> None:
-    blob = b"".join(out.fs.cat_file(f) for f in out.glob("_errors/*.jsonl"))
+    blob = b"".join(out.fs.cat_file(f) for f in layout.errors_folder(out).glob("*.jsonl"))
     jobs._write_atomic(out.fs, out.path("errors.jsonl"), blob)
 
 
-def output_files(run_dir: str) -> list[str]:
-    """The output files of a run, as paths or URLs that name their filesystem."""
-    run = Folder(run_dir)
-    return [run.url_of(p) for p in run.glob("part-*") if not os.path.basename(p).startswith(".")]
+output_files = layout.output_files  # the name readers imported from here before assay.run.layout

@@ -3,14 +3,14 @@
 A recipe is cut into *segments* at its global steps (dedup): segment 0 runs the steps before the first global step
 and that step's ``collect`` phase; segment k runs global step k-1's ``apply`` phase, the steps up to the next global
 step and its ``collect``; the last segment writes the final output. Between segments records are kept in
-``_stages/`` of the run folder.
+``.assay/stages/`` of the run folder (:mod:`assay.run.layout`).
 
 A job first deletes whatever an earlier, killed attempt left for its (segment, shard), writes its files under
-temporary names, renames them into place, and only then writes its marker ``_markers/s{K}-{SHARD}.json`` (which
+temporary names, renames them into place, and only then writes its marker ``.assay/markers/s{K}-{SHARD}.json`` (which
 holds its stats). A job whose marker exists is skipped. That makes a rerun after ``kill -9`` produce exactly the
 output of an uninterrupted run: no duplicates, no loss.
 
-Global steps keep their state in the run's shared state folder (``OUT/_state/`` or ``--state-dir``), which a job
+Global steps keep their state in the run's shared state folder (``OUT/.assay/state/`` or ``--state-dir``), which a job
 fetches before and publishes after its phase when it is on object storage (:mod:`assay.run.step_state`), so the
 phases of a global step may run on different machines.
 """
@@ -34,10 +34,11 @@ from assay.core.step import GlobalStep, Step, StepContext
 from assay.io.folder import Folder
 from assay.io.sources import Shard, read_shard
 from assay.io.writers import ShardWriter
+from assay.run import layout
 from assay.run.step_state import StepState, state_folder
 
 # input records read by this worker process so far; the local executor shares it with the progress display. Only
-# segment 0 counts: later segments re-read the same records from _stages/ (counting them too showed 650 for 325)
+# segment 0 counts: later segments re-read the same records from .assay/stages/ (counting them too showed 650 for 325)
 PROGRESS_COUNTER: Any = None
 
 
@@ -50,7 +51,7 @@ class Job:
     shard: Shard
     num_shards: int
     worker_hint: int = 0
-    state_url: str | None = None  # --state-dir (None: the run folder's _state/)
+    state_url: str | None = None  # --state-dir (None: the run folder's .assay/state/)
 
     @property
     def key(self) -> str:
@@ -92,11 +93,6 @@ def build(recipe_dict: dict[str, Any]) -> tuple[Recipe, list[Step], list[Segment
     return recipe, steps, segments
 
 
-def stage_dir(run: Folder, segment: int) -> Folder:
-    """Where segment ``segment`` leaves its records for the next one."""
-    return run.child("_stages", f"s{segment}")
-
-
 def _length_bin(n: int) -> int:
     return 0 if n <= 0 else int(math.log2(n))
 
@@ -105,7 +101,7 @@ def run_job(job: Job) -> dict[str, Any]:
     """Run one (segment, shard) job; returns its stats (also written as its marker)."""
     run = Folder(job.run_dir)
     fs = run.fs
-    marker = run.path("_markers", f"{job.key}.json")
+    marker = layout.marker_path(run, job.key)
     if fs.exists(marker):
         return orjson.loads(fs.cat_file(marker))
 
@@ -113,10 +109,10 @@ def run_job(job: Job) -> dict[str, Any]:
     seg = segments[job.segment]
     last = job.segment == job.num_segments - 1
     shard = job.shard
-    prefix = f"part-{shard.index:05d}"
-    out_dir = run if last else stage_dir(run, job.segment)
-    rej_dir = run.child("rejected")
-    rej_prefix = f"part-{shard.index:05d}-s{job.segment}"
+    prefix = layout.data_prefix(shard.index)
+    out_dir = layout.data_folder(run) if last else layout.stage_folder(run, job.segment)
+    rej_dir = layout.rejected_folder(run)
+    rej_prefix = layout.rejected_prefix(shard.index, job.segment)
 
     # clear what a killed attempt may have left
     for folder, pre in ((out_dir, prefix + "-"), (rej_dir, rej_prefix + "-")):
@@ -133,7 +129,9 @@ def run_job(job: Job) -> dict[str, Any]:
     fmt = recipe.output.format if last else ("webdataset" if recipe.output.format == "webdataset" else "jsonl")
     max_records = recipe.output.max_records_per_file if last else 10**12
     writer = ShardWriter(out_dir, prefix, fmt, max_records, recipe.output.max_bytes_per_file if last else 1 << 62)
-    rejected = ShardWriter(rej_dir, rej_prefix, "jsonl.gz", 10**12, 1 << 62) if recipe.output.rejected else None
+    # rejected records: in the output's format, so that one reader reads both
+    rejected = (ShardWriter(rej_dir, rej_prefix, recipe.output.format, 10**12, 1 << 62) if recipe.output.rejected
+                else None)
 
     inp = recipe.input
     read = 0
@@ -145,7 +143,7 @@ def run_job(job: Job) -> dict[str, Any]:
             it = read_shard(shard, errors, text_key=inp.text_key, id_key=inp.id_key, modality=inp.modality,
                             warc_types=tuple(inp.warc_types))
         else:
-            prev = stage_dir(run, job.segment - 1)
+            prev = layout.stage_folder(run, job.segment - 1)
             files = sorted(prev.glob(f"{prefix}-*.jsonl") + prev.glob(f"{prefix}-*.tar"))
             it = _read_stage([prev.url_of(f) for f in files], errors)
         for r in it:
@@ -212,7 +210,7 @@ def run_job(job: Job) -> dict[str, Any]:
         "ray_node": _ray_node(),  # where the job ran, on Ray (None on the local executor)
     }
     if errors.entries:
-        _write_atomic(fs, run.path("_errors", f"{job.key}.jsonl"),
+        _write_atomic(fs, layout.errors_folder(run).path(f"{job.key}.jsonl"),
                       b"".join(orjson.dumps(e) + b"\n" for e in errors.entries))
     _write_atomic(fs, marker, orjson.dumps(result))
     return result
@@ -222,7 +220,7 @@ def run_reduce(recipe_dict: dict[str, Any], run_dir: str, segment: int, num_shar
                state_url: str | None = None) -> None:
     run = Folder(run_dir)
     fs = run.fs
-    marker = run.path("_markers", f"reduce-s{segment}.json")
+    marker = layout.marker_path(run, f"reduce-s{segment}")
     if fs.exists(marker):
         return
     _, _, segments = build(recipe_dict)

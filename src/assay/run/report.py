@@ -11,6 +11,7 @@ import orjson
 
 from assay.core.errors import AssayError, ErrorLog
 from assay.io.folder import Folder
+from assay.run.layout import rejected_files
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:980px;color:#1d2733;
@@ -164,7 +165,7 @@ def write_report(run_dir: str, examples: int = 5) -> str:
         raise AssayError(f"{run_dir} has no stats.json: is it the output folder of a finished run?")
     stats = orjson.loads(fs.cat_file(path))
     outs = [run.url(f) for f in stats["output"]["files"]]
-    rej = [run.url_of(p) for p in run.glob("rejected/part-*")]
+    rej = rejected_files(run)
     kept = _examples(outs, examples)
     rejected = _examples(rej, examples)
     page = render(stats, kept, rejected)

@@ -3,7 +3,7 @@
 A global step (``minhash_dedup``, ``exact_dedup``, ``quality_select``…) writes per-shard state in ``collect``,
 combines it in ``reduce`` and reads the outcome in ``apply``. The three phases are separate jobs that may run on
 different workers of different machines, so the state lives where every worker sees it: by default in
-``OUT/_state/`` on the output's own filesystem (a local folder, or ``s3://bucket/run/_state/``), or, with
+``OUT/.assay/state/`` on the output's own filesystem (a local folder, or ``s3://bucket/run/.assay/state/``), or, with
 ``--state-dir URL``, in ``URL/<run key>/`` (the run key is a hash of the output URL, so runs never share state).
 
 The steps themselves work on a local folder (they memory-map numpy files). When the state folder is on a local
@@ -34,6 +34,7 @@ import orjson
 from assay.core.errors import AssayError
 from assay.core.step import GlobalStep, StepContext
 from assay.io.folder import Folder
+from assay.run import layout
 
 #: written last by a remote reduce: the names of the files it wrote (what apply fetches by default)
 REDUCE_FILES = "_reduce-files.json"
@@ -47,7 +48,7 @@ def run_key(run: Folder) -> str:
 def state_folder(run: Folder, state_url: str | None = None) -> Folder:
     """The folder holding the state of every global step of the run whose output folder is ``run``."""
     if state_url is None:
-        return run.child("_state")
+        return layout.state_folder(run)
     return Folder(state_url).child(run_key(run))
 
 
