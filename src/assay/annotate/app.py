@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from assay.annotate import access, dialogue_task, tasks, trajectory_task, workflow
+from assay.annotate import access, dialogue_task, label_task, tasks, trajectory_task, workflow
 from assay.annotate.models import Annotation, Assignment, Item, Membership, Project
 from assay.platform import auth
 from assay.platform import users as accounts
@@ -119,6 +119,8 @@ def display_item(project: Project, item: Item, swapped: bool | None = None, *,
         c["keyframes"] = [media_url(project.id, item.id, f"keyframe-{k}") for k in range(len(c.get("keyframes") or []))]
     elif project.task_type == trajectory_task.TASK:
         c = trajectory_task.display(c, lambda name: media_url(project.id, item.id, name), record_view)
+    elif project.task_type in label_task.TASKS:
+        c = label_task.display(project.task_type, c, project.config)
     return {"id": item.id, "content": c}
 
 

@@ -7,6 +7,8 @@
     assay annotate create-project picks --task preference --sides assignment     # Pick-a-Pic image pairs
     assay annotate create-project edits --task image_edit                         # MagicBrush instructions + masks
     assay annotate create-project clips --task clip_rating --scale 1-5           # Movie Gen style clip rubric
+    assay annotate create-project topics --task classify --labels sports,politics,science [--multi-label]
+    assay annotate suggest topics                                                # zero-shot pre-annotations
     assay annotate add-member prefs alice
     assay annotate import prefs out/pairs/*.jsonl.gz [--gold]
     assay annotate export prefs --format dpo --output prefs.parquet
@@ -219,7 +221,8 @@ def audit(username: Optional[str] = typer.Option(None, "--user", help="Only even
 @app.command("create-project")
 def create_project(name: str,
                    task: str = typer.Option(..., "--task", help="sft, preference, rating, critique, image_edit, "
-                                                                 "clip_rating or trajectory."),
+                                                                 "clip_rating, trajectory, dialogue, classify "
+                                                                 "or spans."),
                    guidelines: Optional[str] = typer.Option(None, help="Guidelines text, or @FILE to read a file."),
                    overlap: int = typer.Option(1, help="Distinct annotators per item."),
                    gold_rate: float = typer.Option(0.0, help="Share of gold items mixed into each annotator's work."),
@@ -232,6 +235,11 @@ def create_project(name: str,
                    sides: Optional[str] = typer.Option(None, help="Preference A/B order: item (a coin flip per item, "
                                                                   "the default), assignment (a flip per annotator "
                                                                   "and item) or fixed."),
+                   labels: Optional[str] = typer.Option(None, help="classify/spans: the labels, comma-separated "
+                                                                   "(hotkeys 1-9 in order; --config for "
+                                                                   "descriptions and own keys)."),
+                   multi_label: bool = typer.Option(False, "--multi-label", help="classify: any number of labels "
+                                                                                 "per text."),
                    config: Optional[str] = typer.Option(None, help="Extra task config as JSON."),
                    db: Optional[str] = DB_OPTION) -> None:
     """Create a project."""
@@ -250,6 +258,10 @@ def create_project(name: str,
         if not (lo.strip().isdigit() and hi.strip().isdigit()):
             _fail(f"--scale must look like 1-5, not {scale!r}")
         cfg["scale"] = [int(lo), int(hi)]
+    if labels:
+        cfg["labels"] = [x.strip() for x in labels.split(",") if x.strip()]
+    if multi_label:
+        cfg["multi_label"] = True
     if sides:
         if sides not in ("item", "assignment", "fixed"):
             _fail("--sides must be item, assignment or fixed")
@@ -293,8 +305,23 @@ def import_(project: str, inputs: list[str] = typer.Argument(..., help="Pipeline
 
 
 @app.command()
+def suggest(project: str,
+            model: str = typer.Option("minilm", help="Embedding backend: minilm, minilm-onnx, or a "
+                                                     "sentence-transformers folder (offline)."),
+            overwrite: bool = typer.Option(False, help="Replace suggestions the items already have."),
+            temperature: float = typer.Option(0.05, help="Softmax temperature over the cosine similarities."),
+            db: Optional[str] = DB_OPTION) -> None:
+    """Pre-annotate a classify project: zero-shot label scores (text vs. label descriptions, MiniLM embeddings)."""
+    from assay.annotate.suggest import suggest as do_suggest
+
+    res = _run(lambda: do_suggest(_db(db), project, model=model, overwrite=overwrite, temperature=temperature))
+    typer.echo(f"suggested {res['suggested']} items, kept {res['kept']} that had suggestions")
+
+
+@app.command()
 def export(project: str,
-           format: str = typer.Option(..., "--format", "-f", help="sft, dpo, ratings, critiques, edit or "
+           format: str = typer.Option(..., "--format", "-f", help="sft, dpo, ratings, critiques, edit, "
+                                                                  "trajectory, dialogue, labels, spans or "
                                                                   "annotations."),
            output: Path = typer.Option(..., "--output", "-o", help="File: .jsonl, .jsonl.gz or .parquet."),
            accepted_only: bool = typer.Option(False, help="Only annotations a reviewer accepted."),

@@ -23,6 +23,10 @@ format         rows
 ``dialogue``   one per expert dialogue: ``question``, ``domain``, ``messages`` (the conversation with the expert's
                corrections), ``turns`` (model turns with their ``original`` and ``corrected``),
                ``corrected_turns``, ``final_answer``, ``final_turn``, ``model``
+``labels``     one per classify annotation: ``text``, ``label`` (single-label) or ``labels``, ``suggested`` (the
+               model's pre-filled answer), ``suggestion_accepted``, ``suggestion_scores``
+``spans``      one per spans annotation: ``text``, ``spans`` (``[{start, end, label, suggested}]``, code-point
+               offsets), ``tokens`` + ``ner_tags`` (BIO), ``accepted_suggestions``, ``rejected_suggestions``
 ``annotations``  any task type, one row per annotation, the raw value as JSON text
 =============  ===========================================================================================
 
@@ -46,16 +50,16 @@ import xxhash
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from assay.annotate import dialogue_task, trajectory_task
+from assay.annotate import dialogue_task, label_task, trajectory_task
 from assay.annotate.models import REVIEW_ACCEPTED, REVIEW_REJECTED, Annotation, Item, Project
 from assay.core.record import derive_id, dumps
 from assay.platform.models import User
 
-FORMATS = ("sft", "dpo", "ratings", "critiques", "edit", "trajectory", "dialogue", "annotations")
+FORMATS = ("sft", "dpo", "ratings", "critiques", "edit", "trajectory", "dialogue", "labels", "spans", "annotations")
 DPO_LAYOUTS = ("string", "conversational")
 _TASKS_OF_FORMAT = {"sft": ("sft",), "dpo": ("preference",), "ratings": ("rating", "clip_rating"),
                     "critiques": ("critique",), "edit": ("image_edit",), "trajectory": ("trajectory",),
-                    "dialogue": ("dialogue",)}
+                    "dialogue": ("dialogue",), "labels": ("classify",), "spans": ("spans",)}
 EXPORT_VERSION = "1"
 
 
@@ -152,6 +156,8 @@ def export_rows(s: Session, project: Project, fmt: str, *, accepted_only: bool =
             row = {**ident, **trajectory_task.export_fields(c, v)}
         elif fmt == "dialogue":
             row = {**ident, **dialogue_task.export_fields(c, v)}
+        elif fmt in ("labels", "spans"):
+            row = {**ident, **label_task.export_fields(project.task_type, project.config, c, v)}
         else:
             row = {**ident, "task_type": project.task_type, "value": dumps(v).decode()}
         stats["rows"] += 1

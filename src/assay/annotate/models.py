@@ -24,7 +24,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from assay.platform.models import Base, JSONText, now
 
 PROJECT_ROLES = ("reviewer", "annotator")  # roles inside a project
-TASK_TYPES = ("sft", "preference", "rating", "critique", "image_edit", "clip_rating", "trajectory", "dialogue")
+TASK_TYPES = ("sft", "preference", "rating", "critique", "image_edit", "clip_rating", "trajectory", "dialogue",
+              "classify", "spans")
 SLOT_OPEN, SLOT_LEASED, SLOT_SUBMITTED = "open", "leased", "submitted"
 REVIEW_PENDING, REVIEW_ACCEPTED, REVIEW_REJECTED = "pending", "accepted", "rejected"
 

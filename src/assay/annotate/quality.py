@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from assay.annotate import stats, tasks, trajectory_task
+from assay.annotate import label_task, stats, tasks, trajectory_task
 from assay.annotate.models import REVIEW_REJECTED, Annotation, Item, Project
 from assay.platform.models import User
 
@@ -34,6 +34,8 @@ def _label_sets(project: Project, rows: list[Any]) -> dict[str, list[tuple[int, 
                 for d in project.config["dimensions"]}
     if project.task_type == trajectory_task.TASK:
         return {"success": trajectory_task.success_triples(rows)}
+    if project.task_type == label_task.CLASSIFY:
+        return label_task.label_sets(project.config, rows)
     return {}
 
 
@@ -83,8 +85,9 @@ def project_quality(s: Session, project: Project) -> dict[str, Any]:
     measures: dict[str, Any] = {}
     consensus: dict[str, dict[int, Any]] = {}
     for name, triples in _label_sets(project, regular).items():
-        level = "nominal" if project.task_type in ("preference", trajectory_task.TASK) else "ordinal"
+        level = "nominal" if project.task_type in ("preference", trajectory_task.TASK, label_task.CLASSIFY) else "ordinal"
         domain = (list(trajectory_task.SUCCESS_DOMAIN) if project.task_type == trajectory_task.TASK
+                  else label_task.domain_of(project.config, name) if project.task_type == label_task.CLASSIFY
                   else list(tasks.PREFERENCE_CHOICES) if level == "nominal"
                   else list(range(project.config["scale"][0], project.config["scale"][1] + 1)))
         alpha = stats.alpha_from_triples(triples, level, domain) if triples else float("nan")
@@ -114,6 +117,14 @@ def project_quality(s: Session, project: Project) -> dict[str, Any]:
         extra["segments"] = trajectory_task.segment_agreement(
             ((r.item_id, r.user_id, r.value.get("segments") or []) for r in regular),
             project.config.get("boundary_tolerance", trajectory_task.DEFAULT_TOLERANCE))
+
+    if project.task_type in label_task.TASKS:  # how much the model's pre-annotations were kept
+        extra["suggestions"] = label_task.suggestion_uptake(regular)
+    if project.task_type == label_task.SPANS:  # span-level F1 between annotators (exact and token overlap)
+        texts = dict(s.execute(select(Item.id, Item.content).where(Item.project_id == project.id)).all())
+        extra["spans"] = label_task.span_agreement({i: c["text"] for i, c in texts.items()},
+                                                   ((r.item_id, r.user_id, r.value.get("spans") or [])
+                                                    for r in regular))
 
     annotators = []
     for uid, e in per.items():

@@ -16,6 +16,8 @@ trajectory     one robot episode: ``episode_index``, ``instruction``,       ``{"
                ``videos`` (see ``trajectory_task.py``)                      "note": str}``
 clip_rating    ``prompt`` (the caption), ``video`` (a checked local file   ``{"scores": {dimension: int},
                with ``start``/``end``, or bytes), ``keyframes``            "physics_note": str}``
+classify       ``text``, model ``suggestions`` (see ``label_task.py``)     ``{"labels": [str], "suggested", ...}``
+spans          ``text``, model ``suggestions``                             ``{"spans": [{"start", "end", "label"}], ...}``
 =============  =========================================================  ==============================================
 
 Image pairs (preference items of kind ``image``) and the images of ``image_edit`` items are kept as bytes in the item
@@ -42,7 +44,7 @@ from typing import Any
 
 import xxhash
 
-from assay.annotate import dialogue_task, media, trajectory_task
+from assay.annotate import dialogue_task, label_task, media, trajectory_task
 
 MAX_TEXT = 200_000  # characters in one annotation field
 PREFERENCE_CHOICES = ("a", "b", "tie")
@@ -77,6 +79,8 @@ def default_config(task_type: str) -> dict[str, Any]:
         return trajectory_task.default_config()
     if task_type == dialogue_task.TASK:
         return dialogue_task.default_config()
+    if task_type in label_task.TASKS:
+        return label_task.default_config(task_type)
     return {}
 
 
@@ -109,6 +113,8 @@ def check_config(task_type: str, config: dict[str, Any] | None) -> dict[str, Any
         trajectory_task.check_config(cfg)
     if task_type == dialogue_task.TASK:
         dialogue_task.check_config(cfg)
+    if task_type in label_task.TASKS:
+        label_task.check_config(task_type, cfg)
     return cfg
 
 
@@ -161,8 +167,13 @@ def _pair(c: dict[str, Any]) -> tuple[Any, Any, str] | None:
     return None
 
 
-def item_content(task_type: str, content: Any) -> dict[str, Any]:
+def item_content(task_type: str, content: Any, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """The normalised item content for ``task_type`` (see the module table); raises :class:`SkipRecord`."""
+    if task_type in label_task.TASKS:
+        try:
+            return label_task.item_content(content, _prompt_of(content) if isinstance(content, dict) else None, meta)
+        except label_task.SkipRecord as e:
+            raise SkipRecord(str(e)) from None
     if isinstance(content, str):
         content = {"text": content}
     if not isinstance(content, dict):
@@ -300,6 +311,8 @@ def answer_context(task_type: str, content: dict[str, Any]) -> dict[str, Any] | 
         return {"size": (content["width"], content["height"]), "has_after": content.get("after") is not None}
     if task_type == trajectory_task.TASK:
         return trajectory_task.answer_context(content)
+    if task_type in label_task.TASKS:
+        return label_task.answer_context(content)
     return None
 
 
@@ -450,6 +463,11 @@ def validate_answer(task_type: str, config: dict[str, Any], value: Any,
         try:
             return trajectory_task.validate_answer(config, value, context, _bounded_text)
         except trajectory_task.InvalidAnswer as e:
+            raise InvalidAnswer(str(e)) from None
+    if task_type in label_task.TASKS:
+        try:
+            return label_task.validate_answer(task_type, config, value, context)
+        except label_task.InvalidAnswer as e:
             raise InvalidAnswer(str(e)) from None
     raise InvalidAnswer(f"unknown task type {task_type!r}")
 

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from assay.annotate import dialogue_task, tasks, trajectory_task, workflow
+from assay.annotate import dialogue_task, label_task, tasks, trajectory_task, workflow
 from assay.annotate.app import (ACCOUNT_ACTIONS, ANY_ROLE, REVIEWERS, account_action, authorize, claim_next,
                                 client_address, display_item, require_admin, require_caller, secure_cookies,
                                 submit_answer)
@@ -107,6 +107,8 @@ def _answer_from_form(project: Project, form: Any) -> dict[str, Any]:
         return trajectory_task.answer_from_form(form)
     if t == dialogue_task.TASK:
         return dialogue_task.answer_from_form(form)
+    if t in label_task.TASKS:
+        return label_task.answer_from_form(t, form)
     if t == "sft":
         return {"response": form.get("response", "")}
     if t == "preference":

@@ -147,7 +147,7 @@ def add_items(s: Session, project: Project, records: Iterable[Any], *, gold: boo
             report.skip("bad_record_id")
             continue
         try:
-            content = tasks.item_content(project.task_type, rec.content)
+            content = tasks.item_content(project.task_type, rec.content, rec.meta or {})
             answer = tasks.gold_answer(project.task_type, rec.meta or {}, rec.content, project.config) if gold else None
         except tasks.SkipRecord as e:
             report.skip(str(e))
@@ -395,7 +395,8 @@ def submit(s: Session, project: Project, user_id: int, assignment_id: int, value
     """Record an answer (in the record's orientation) for a slot the user holds. Raises :class:`Conflict` if the slot
     was lost or already submitted. Two statements: the slot's conditional state change, the insert."""
     context = None
-    if project.task_type in ("image_edit", "trajectory"):  # checked against the item (mask size; frame count)
+    if project.task_type in ("image_edit", "trajectory", "classify", "spans"):  # checked against the item (mask
+        # size; frame count; the text and the model's suggestions)
         content = s.scalar(select(Item.content).join(Assignment, Assignment.item_id == Item.id)
                            .where(Assignment.id == assignment_id, Assignment.project_id == project.id,
                                   Assignment.user_id == user_id))
