@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from assay.core.errors import AssayError
+from assay.core.errors import AssayError, ErrorLog
+from assay.core.record import Record
 
 app = typer.Typer(help="Assay: a data engine for foundation models.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -65,11 +66,19 @@ def run(
                                             "(local path or fsspec URI every worker sees; default OUT/.assay/state)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --output."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html when done."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Read only the first N input records (to tune a "
+                                        "recipe on a small part first)."),
+    sample: Optional[float] = typer.Option(None, "--sample", help="Read a FRACTION of the input records, chosen by "
+                                           "a hash of their id (the same records on every rerun)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of --sample."),
+    analyze: bool = typer.Option(False, "--analyze", help="Filters and dedup only flag (action: flag): nothing is "
+                                 "dropped, and the data card shows what each step would drop."),
 ) -> None:
     """Run RECIPE over the input; resumes an interrupted run in the same --output folder."""
     from assay.core.recipe import Recipe
     from assay.run.executor import make_executor
     from assay.run.progress import DEFAULT_INTERVAL, progress_display
+    from assay.run.tuning import Tuning
 
     if workers < 1:
         _fail(f"--workers must be at least 1 (got {workers})")
@@ -78,16 +87,21 @@ def run(
     except ValueError:
         interval = DEFAULT_INTERVAL
     try:
+        tuning = Tuning(limit=limit, sample=sample, seed=seed, analyze=analyze)
         r = Recipe.from_yaml(recipe)
         names = [n.strip() for v in ray_env for n in v.split(",") if n.strip()]
         ex = make_executor(executor, workers, ray_address, names)
         with progress_display(console, interval, ex.records_read) as progress:
             stats = ex.run(r, input, output, overwrite=overwrite, progress=progress, state_dir=state_dir,
-                           notify=lambda note: console.print(f"note: {escape(note)}", soft_wrap=True))
+                           tuning=tuning, notify=lambda note: console.print(f"note: {escape(note)}", soft_wrap=True))
     except AssayError as e:
         _fail(str(e))
         return
     _print_summary(stats)
+    if stats.get("tuning"):
+        from assay.run.tuning import describe
+
+        console.print(describe(stats["tuning"]), soft_wrap=True)
     console.print(f"output: [bold]{escape(output)}[/] ({stats['output']['records']:,} records in "
                   f"{len(stats['output']['files'])} files in data/; rejected/: {stats['output']['rejected']:,}; "
                   f"stats.json)")
@@ -165,22 +179,30 @@ def inspect(
     path: str = typer.Argument(..., help="A data file (JSONL, Parquet, WARC) or a run folder."),
     n: int = typer.Option(5, "-n", help="How many records to show."),
     full: bool = typer.Option(False, "--full", help="Show whole records as JSON."),
+    rejected: bool = typer.Option(False, "--rejected", help="Show a run folder's rejected records instead."),
+    step: Optional[str] = typer.Option(None, "--step", help="With --rejected: only those dropped by this step."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="With --rejected: only those dropped for this "
+                                         "reason."),
 ) -> None:
-    """Peek at the first records of a file or run folder."""
-    from assay.core.errors import ErrorLog
+    """Peek at the first records of a file or run folder (or at its rejected records, by step and reason)."""
     from assay.io.sources import plan_shards, read_shard
 
     if n < 1:
         _fail(f"-n must be at least 1 (got {n})")
+    if (step or reason) and not rejected:
+        _fail("--step and --reason choose among rejected records: add --rejected")
+    errors = ErrorLog()
+    if rejected:
+        _inspect_rejected(path, n, full, step, reason, errors)
+        return
     p = path
     if _is_folder(p):
-        from assay.run.layout import output_files
+        from assay.run.executor import output_files
 
         files = output_files(p)
         if not files:
             _fail(f"no output files in {p}")
         p = files[0]
-    errors = ErrorLog()
     try:
         shards = plan_shards([p], "auto", 0)
     except (FileNotFoundError, ValueError) as e:
@@ -189,16 +211,7 @@ def inspect(
     shown = 0
     for shard in shards:
         for r in read_shard(shard, errors, text_key="text"):
-            if full:
-                sys.stdout.write(r.to_json().decode() + "\n")
-            else:
-                out.rule(f"{r.id} · {r.modality}")
-                out.print(f"meta: {dict(list(r.meta.items())[:8])}", markup=False)
-                if r.signals:
-                    out.print(f"signals: {r.signals}", markup=False)
-                if r.lineage:
-                    out.print("lineage: " + " → ".join(f"{e.step}@{e.version}" for e in r.lineage))
-                out.print(r.text[:600] + ("…" if len(r.text) > 600 else ""), markup=False, highlight=False)
+            _show_record(r, full)
             shown += 1
             if shown >= n:
                 break
@@ -206,6 +219,52 @@ def inspect(
             break
     if errors:
         console.print(f"[yellow]skipped while reading:[/] {dict(errors.counts)}")
+
+
+def _show_record(r: Record, full: bool) -> None:
+    if full:
+        sys.stdout.write(r.to_json().decode() + "\n")
+        return
+    out.rule(f"{r.id} · {r.modality}")
+    if r.drop:
+        out.print(f"dropped by {r.drop[0]}: {r.drop[1]}", markup=False)
+    out.print(f"meta: {dict(list(r.meta.items())[:8])}", markup=False)
+    if r.signals:
+        out.print(f"signals: {r.signals}", markup=False)
+    if r.lineage:
+        out.print("lineage: " + " → ".join(f"{e.step}@{e.version}" for e in r.lineage))
+    out.print(r.text[:600] + ("…" if len(r.text) > 600 else ""), markup=False, highlight=False)
+
+
+def _inspect_rejected(path: str, n: int, full: bool, step: Optional[str], reason: Optional[str],
+                      errors: ErrorLog) -> None:
+    """The rejected records of the run folder ``path`` dropped by ``step`` for ``reason`` (either may be None)."""
+    from collections import Counter
+
+    from assay.io.sources import plan_shards, read_shard
+    from assay.run.layout import rejected_files
+
+    if not _is_folder(path):
+        _fail(f"--rejected needs a run folder; {path} is not one")
+    files = rejected_files(path)
+    if not files:
+        _fail(f"no rejected records in {path}")
+    seen: Counter = Counter()
+    shown = 0
+    for shard in plan_shards(files, "auto", 0):
+        for r in read_shard(shard, errors, text_key="text"):
+            if r.drop is None:
+                continue
+            seen[r.drop] += 1
+            if (step is None or r.drop[0] == step) and (reason is None or r.drop[1] == reason):
+                _show_record(r, full)
+                shown += 1
+                if shown >= n:
+                    return
+    if not shown:
+        wanted = " and ".join(f"{k} {v!r}" for k, v in (("step", step), ("reason", reason)) if v is not None)
+        pairs = ", ".join(f"{s}/{why} ({c})" for (s, why), c in sorted(seen.items()))
+        _fail(f"no rejected record with {wanted} in {path}; the run's step/reason pairs: {pairs or 'none'}")
 
 
 @app.command()
@@ -219,6 +278,41 @@ def report(run_dir: str = typer.Argument(..., help="A run's output folder.")) ->
         _fail(str(e))
         return
     console.print(f"report: [bold]{escape(path)}[/]")
+
+
+@app.command()
+def pack(
+    run_dir: str = typer.Argument(..., help="A finished run's output folder (its kept records are packed)."),
+    out_dir: str = typer.Argument(..., help="The folder to write the token files and pack.json into."),
+    tokenizer: str = typer.Option(..., "--tokenizer", "-t",
+                                  help="smollm2 | minilm | a tokenizer.json (or its folder) | a .gguf file."),
+    fmt: str = typer.Option("hf", "--format", "-f", help="hf (Parquet rows of seq-len tokens) | megatron (.bin/.idx)."),
+    seq_len: int = typer.Option(2048, "--seq-len", help="hf: tokens per row."),
+    tail: str = typer.Option("drop", "--tail", help="hf: the last partial row: drop | pad (masked)."),
+    position_ids: bool = typer.Option(False, "--position-ids", help="hf: add positions restarting at each document."),
+    eos: Optional[str] = typer.Option(None, "--eos", help="The end-of-document token (default: the tokenizer's)."),
+    workers: int = typer.Option(1, "-w", "--workers", help="Tokenizing processes."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier pack in OUT_DIR."),
+) -> None:
+    """Tokenize a run's kept records into training files (Megatron-LM .bin/.idx or packed Parquet)."""
+    from assay.lab.pack import PackOptions
+    from assay.lab.pack import pack as run_pack
+    from assay.run.progress import progress_display
+
+    opts = PackOptions(tokenizer=tokenizer, format=fmt, seq_len=seq_len, eos=eos, tail=tail,
+                       position_ids=position_ids, workers=max(1, workers), overwrite=overwrite)
+    try:
+        with progress_display(console) as progress:
+            stats = run_pack(run_dir, out_dir, opts, progress=progress)
+    except AssayError as e:
+        _fail(str(e))
+        return
+    skipped = ", ".join(f"{k} {v}" for k, v in stats["skipped"].items()) or "none"
+    console.print(f"packed {stats['documents']:,} documents, {stats['tokens']:,} tokens "
+                  f"({stats['tokens_per_second'] or 0:,.0f}/s) into {stats['sequences']:,} sequences; "
+                  f"padding {stats['padding_tokens']:,}, dropped {stats['dropped_tokens']:,} tokens; "
+                  f"skipped: {skipped}", markup=False)
+    console.print(f"output: {out_dir} (stats: {os.path.join(out_dir, 'pack.json')})", markup=False)
 
 
 # sub-commands owned by the stage packages; each module exposes a Typer app
