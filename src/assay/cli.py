@@ -315,6 +315,46 @@ def pack(
     console.print(f"output: {out_dir} (stats: {os.path.join(out_dir, 'pack.json')})", markup=False)
 
 
+@app.command()
+def push(
+    source: str = typer.Argument(..., help="A finished run folder (assay run) or an annotation export file/folder."),
+    repo_id: str = typer.Argument(..., help="The dataset repo: namespace/name (or name, under the token's user)."),
+    private: bool = typer.Option(False, "--private", help="Create the repo private (an existing repo keeps its "
+                                                          "visibility)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="HF_TOKEN", show_envvar=True,
+                                        help="A Hub token with write access (default: HF_TOKEN, then `hf auth "
+                                             "login`'s)."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", envvar="HF_ENDPOINT", show_envvar=True,
+                                           help="The Hub's URL (default https://huggingface.co)."),
+    include_rejected: bool = typer.Option(False, "--include-rejected",
+                                          help="Also push rejected/, as the repo's 'rejected' config."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="An existing branch to commit to (default main)."),
+    message: Optional[str] = typer.Option(None, "--message", "-m", help="The commit message."),
+    license: Optional[str] = typer.Option(None, "--license", help="The card's license (a Hub license id, e.g. "
+                                                                  "apache-2.0, cc-by-4.0)."),
+    force: bool = typer.Option(False, "--force", help="Push a run that has not finished."),
+) -> None:
+    """Publish a run or an annotation export as a Hugging Face Hub dataset, with a dataset card."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from assay.io.hub import push as do_push
+
+    bar = Progress(TextColumn("uploading"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
+                   console=console, transient=True, disable=not console.is_terminal)
+    task = bar.add_task("upload", total=None)
+    try:
+        with bar:
+            res = do_push(source, repo_id, token=token, endpoint=endpoint, private=private,
+                          include_rejected=include_rejected, revision=revision, message=message, license=license,
+                          force=force, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except AssayError as e:
+        _fail(str(e))
+        return
+    removed = f", removed {res.deleted} files of an earlier push" if res.deleted else ""
+    console.print(f"pushed {res.kind} ({res.records:,} records, {res.files} files{removed}) to {res.repo_id}: "
+                  f"{res.commit_url}", markup=False, soft_wrap=True)
+
+
 # sub-commands owned by the stage packages; each module exposes a Typer app
 _SUBAPPS = {
     "quality": ("assay.harvest.quality_cli", "Train and apply model-based quality classifiers."),
