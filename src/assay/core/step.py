@@ -191,6 +191,38 @@ class Step:
         return doc.splitlines()[0] if doc else ""
 
 
+@dataclass(frozen=True)
+class Threshold:
+    """One rule of a filter, as data: the record is dropped (with ``reason``) when ``signal op value`` holds.
+
+    ``op`` is ``<`` or ``>`` (numbers), ``not in`` (``value`` is the set of kept values) or ``set`` (dropped whenever
+    the signal is present; its value is the reason). The data card draws these on the signal's histogram."""
+
+    signal: str
+    op: Literal["<", ">", "not in", "set"]
+    value: Any = None
+    reason: str = ""
+
+    def drops(self, v: Any) -> bool:
+        """Whether a record whose signal is ``v`` is dropped by this rule (``None``: the signal is absent)."""
+        if self.op == "set":
+            return v is not None
+        if v is None:
+            return False
+        if self.op == "not in":
+            return v not in self.value
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        return v < self.value if self.op == "<" else v > self.value
+
+    def describe(self) -> str:
+        if self.op == "set":
+            return f"dropped when {self.signal} is set"
+        if self.op == "not in":
+            return f"kept: {self.signal} in {', '.join(map(str, self.value))}"
+        return f"dropped when {self.signal} {self.op} {self.value:g}"
+
+
 class FilterParams(StepParams):
     #: ``drop`` moves failing records to rejected/; ``flag`` keeps them and writes the reason to signals
     action: Literal["drop", "flag"] = "drop"
@@ -200,6 +232,16 @@ class Filter(Step):
     """A step that scores records and keeps or drops each one. Implement :meth:`score` and :meth:`decide`."""
 
     Params: ClassVar[type[StepParams]] = FilterParams
+    #: the signals :meth:`score` writes: exact names, or prefixes ending in "." (the data card plots them)
+    signals: ClassVar[tuple[str, ...]] = ()
+
+    def thresholds(self) -> list[Threshold] | None:
+        """The rules of :meth:`decide` as data, under this step's parameters, for the data card to draw on the
+        signals' histograms; ``None``: this filter declares none."""
+        return None
+
+    def owns_signal(self, key: str) -> bool:
+        return any(key == s or (s.endswith(".") and key.startswith(s)) for s in self.signals)
 
     def score(self, record: Record) -> None:
         """Compute this filter's signals and store them in ``record.signals``."""

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from assay.core.record import Record
-from assay.core.step import Filter, FilterParams, StepContext, StepParams
+from assay.core.step import Filter, FilterParams, StepContext, StepParams, Threshold
 
 #: what a text with nothing to judge (empty, digits and punctuation only) is labelled
 UNDETERMINED = "und"
@@ -102,6 +102,7 @@ class LanguageId(Filter):
     name = "language_id"
     version = "2"
     Params: ClassVar[type[StepParams]] = LanguageIdParams
+    signals = ("lang", "lang.score")
 
     def __init__(self, params: Any = None, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
@@ -119,6 +120,11 @@ class LanguageId(Filter):
         record.signals["lang"] = lang
         record.signals["lang.score"] = score  # unrounded: the threshold is compared with the model's own score
         record.meta["language"] = lang
+
+    def thresholds(self) -> list[Threshold]:
+        rules = [] if self._wanted is None else [Threshold("lang", "not in", sorted(self._wanted), "language")]
+        return rules + [Threshold("lang.score", "<", self.params.threshold,  # type: ignore[attr-defined]
+                                  "low_language_score")]
 
     def decide(self, record: Record) -> str | None:
         if self._wanted is not None and record.signals.get("lang") not in self._wanted:

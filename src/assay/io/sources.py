@@ -8,9 +8,11 @@ row groups of a Parquet file. Shard numbering depends only on the sorted input l
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import islice
 from typing import Any, Iterator
 
 import fsspec
+import xxhash
 
 from assay.core.errors import ErrorLog
 from assay.core.record import Record
@@ -24,13 +26,23 @@ class Shard:
     format: str
     start: int = 0  # byte offset (jsonl) or first row group (parquet)
     end: int | None = None  # exclusive; None = to the end
+    # a tuning run's selection (assay.run.tuning): keep a record when the hash of (sample_seed, its id) falls in the
+    # first `sample` of the hash range, then stop after `limit` records
+    sample: float | None = None
+    sample_seed: int = 0
+    limit: int | None = None
 
     def describe(self) -> str:
         rng = "" if self.start == 0 and self.end is None else f" [{self.start}:{self.end if self.end is not None else ''}]"
         return f"{self.path}{rng}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.sample is None:  # absent unless set: the manifest of a run without them stays as it was
+            del d["sample"], d["sample_seed"]
+        if self.limit is None:
+            del d["limit"]
+        return d
 
 
 def plan_shards(paths: list[str], fmt: str = "auto", shard_bytes: int = 128 << 20) -> list[Shard]:
@@ -89,6 +101,22 @@ def _plan_lerobot(paths: list[str]) -> list[Shard]:
 
 def read_shard(shard: Shard, errors: ErrorLog, *, text_key: str | None = "text", id_key: str | None = None,
                modality: str = "text", warc_types: tuple[str, ...] = ("response",)) -> Iterator[Record]:
+    records = _read_shard(shard, errors, text_key=text_key, id_key=id_key, modality=modality, warc_types=warc_types)
+    if shard.sample is not None:
+        records = (r for r in records if in_sample(r.id, shard.sample, shard.sample_seed))
+    if shard.limit is not None:
+        records = islice(records, shard.limit)
+    return records
+
+
+def in_sample(record_id: str, fraction: float, seed: int = 0) -> bool:
+    """Whether a record belongs to a ``fraction`` sample: a hash of the seed and its id, so the same records on
+    every rerun and with any number of workers."""
+    return xxhash.xxh3_64_intdigest(f"{seed}:{record_id}".encode()) < fraction * 2.0**64
+
+
+def _read_shard(shard: Shard, errors: ErrorLog, *, text_key: str | None, id_key: str | None,
+                modality: str, warc_types: tuple[str, ...]) -> Iterator[Record]:
     try:
         if shard.format == "jsonl":
             from assay.io.jsonl import read_jsonl

@@ -34,6 +34,7 @@ from assay.io.sources import Shard, plan_shards
 from assay.run import jobs, layout
 from assay.run.jobs import Job, build, run_job, run_reduce
 from assay.run.step_state import state_folder
+from assay.run.tuning import Tuning
 
 ProgressFn = Callable[[str, int, int, int], None]  # (phase description, shards done, shards total, records read)
 
@@ -78,16 +79,19 @@ class Executor:
     # the shared part ----------------------------------------------------------------------------------------
     def run(self, recipe: Recipe, inputs: list[str], output: str, *, overwrite: bool = False,
             progress: ProgressFn | None = None, notify: Callable[[str], None] | None = None,
-            state_dir: str | None = None) -> dict[str, Any]:
+            state_dir: str | None = None, tuning: Tuning | None = None) -> dict[str, Any]:
         """Run ``recipe`` over ``inputs`` into the folder ``output``. The global steps keep their state in
-        ``output/.assay/state/``, or under ``state_dir`` (any fsspec URL every worker sees)."""
+        ``output/.assay/state/``, or under ``state_dir`` (any fsspec URL every worker sees). ``tuning``: a limited or
+        sampled input, filters that only flag (:mod:`assay.run.tuning`)."""
+        tuning = tuning or Tuning()
+        recipe = tuning.recipe(recipe)
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         paths = inputs or recipe.input.paths
         if not paths:
             raise AssayError("no input: give --input PATH (or input.paths in the recipe)")
         try:
-            shards = plan_shards(paths, recipe.input.format, recipe.input.shard_bytes)
+            shards = tuning.select(plan_shards(paths, recipe.input.format, recipe.input.shard_bytes), recipe)
         except (FileNotFoundError, ValueError) as e:
             raise AssayError(str(e)) from None
         except ImportError as e:  # the fsspec backend of an input URL (s3fs for s3://)
@@ -145,6 +149,8 @@ class Executor:
             stats = _merge_stats(recipe, results, shards, len(segments), self.name, self.workers)
             _check_outputs_exist(out, stats)
             stats["notes"] = notes
+            if tuning:
+                stats["tuning"] = tuning.to_dict()
             stats["started"] = started.isoformat()
             stats["finished"] = datetime.now(timezone.utc).isoformat()
             stats["seconds"] = round(time.perf_counter() - t0, 3)

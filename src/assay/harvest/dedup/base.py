@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import Any, ClassVar, Iterable, Iterator, Literal
 
 import numpy as np
 from pydantic import Field
@@ -23,6 +23,8 @@ from assay.harvest.dedup.hashing import record_key
 
 
 class ClusterDedupParams(StepParams):
+    action: Literal["drop", "flag"] = Field("drop", description="drop duplicates, or keep them flagged in signals "
+                                                                 "(as assay run --analyze does)")
     part_rows: int = Field(200_000, ge=1, description="records per collect part file (bounds a worker's memory)")
     sort_rows: int = Field(20_000_000, ge=1,
                            description="hash entries sorted at once in reduce (bounds its memory, ~24 bytes each)")
@@ -70,6 +72,14 @@ class ClusterDedupStep(GlobalStep):
 
     drop_reason: ClassVar[str] = "duplicate"
     signal_prefix: ClassVar[str] = "dedup"
+
+    def drop_or_flag(self, record: Record) -> None:
+        """Reject a duplicate, or with ``action: flag`` keep it and say so in its signals (as a Filter does)."""
+        if self.params.action == "flag":  # type: ignore[attr-defined]
+            record.signals[f"{self.name}.flag"] = self.drop_reason
+            self.count(f"flagged:{self.drop_reason}")
+        else:
+            self.reject(record, self.drop_reason)
 
     # -- reduce helpers ------------------------------------------------------------------------------------------
     def _open_reduce(self, ctx: StepContext) -> tuple[Path, list[state.Segment], Path, np.ndarray]:
@@ -149,7 +159,7 @@ class ClusterDedupStep(GlobalStep):
                 kept = decisions.take_drop(key)
                 if kept is not None:
                     record.signals[f"{prefix}.cluster"] = kept
-                    self.reject(record, self.drop_reason)
+                    self.drop_or_flag(record)
                     continue
                 size = decisions.sizes.get(key)
                 if size is not None:

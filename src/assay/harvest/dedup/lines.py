@@ -171,5 +171,5 @@ class LineDedup(ClusterDedupStep):
         record.signals["line_dedup.removed_lines"] = removed
         self.count("lines_removed", removed)
         if len(record.content.strip()) < p.min_remaining_chars:
-            self.reject(record, self.drop_reason)
+            self.drop_or_flag(record)
 

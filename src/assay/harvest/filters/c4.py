@@ -14,7 +14,7 @@ import re
 from typing import ClassVar
 
 from assay.core.record import Record
-from assay.core.step import Batch, Filter, FilterParams, StepContext
+from assay.core.step import Batch, Filter, FilterParams, StepContext, Threshold
 from assay.harvest.filters.text import get_tokenizer
 
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
@@ -46,6 +46,7 @@ class C4Quality(Filter):
     name = "c4_quality"
     version = "1"
     Params: ClassVar[type[FilterParams]] = C4QualityParams
+    signals = ("c4.",)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -102,6 +103,10 @@ class C4Quality(Filter):
         for key, n in removed.items():
             if n:
                 self.count(f"lines_removed:{key}", n)
+
+    def thresholds(self) -> list[Threshold]:
+        return [Threshold("c4.doc_rule", "set"),  # lorem_ipsum, curly_bracket
+                Threshold("c4.sentences", "<", self.params.min_num_sentences, "too_few_sentences")]
 
     def decide(self, record: Record) -> str | None:
         s = record.signals

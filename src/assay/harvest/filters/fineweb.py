@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from assay.core.record import Record
-from assay.core.step import Filter, FilterParams
+from assay.core.step import Filter, FilterParams, Threshold
 from assay.harvest.filters.gopher import duplicate_stats
 from assay.harvest.filters.text import TERMINAL_PUNCTUATION, get_tokenizer
 
@@ -37,6 +37,7 @@ class FineWebQuality(Filter):
     name = "fineweb_quality"
     version = "1"
     Params: ClassVar[type[FilterParams]] = FineWebQualityParams
+    signals = ("fineweb.",)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -66,6 +67,14 @@ class FineWebQuality(Filter):
         s["fineweb.char_dup_ratio"] = duplicate_stats(lines)[1] / chars
         n_words = get_tokenizer(p.language).count_words(text)
         s["fineweb.new_line_ratio"] = text.count("\n") / n_words if n_words else float(text.count("\n"))
+
+    def thresholds(self) -> list[Threshold]:
+        p = self.params  # (with line_punct_exclude_zero a ratio of exactly 0 is kept)
+        return [Threshold("fineweb.lines", "<", 1, "empty"),
+                Threshold("fineweb.line_punct_ratio", "<", p.line_punct_thr, "line_punct_ratio"),
+                Threshold("fineweb.short_line_ratio", ">", p.short_line_thr, "short_line_ratio"),
+                Threshold("fineweb.char_dup_ratio", ">", p.char_duplicates_ratio, "char_dup_ratio"),
+                Threshold("fineweb.new_line_ratio", ">", p.new_line_ratio, "list_ratio")]
 
     def decide(self, record: Record) -> str | None:
         p = self.params

@@ -18,7 +18,7 @@ from operator import is_not, itemgetter
 from typing import ClassVar
 
 from assay.core.record import Record
-from assay.core.step import Filter, FilterParams
+from assay.core.step import Filter, FilterParams, Threshold
 from assay.harvest.filters.text import SYMBOLS, get_tokenizer
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -88,6 +88,7 @@ class GopherQuality(Filter):
     name = "gopher_quality"
     version = "1"
     Params: ClassVar[type[FilterParams]] = GopherQualityParams
+    signals = ("gopher.",)
     MAX_CACHE = 500_000
 
     def __init__(self, *args, **kwargs) -> None:
@@ -127,6 +128,20 @@ class GopherQuality(Filter):
         s["gopher.ellipsis_lines_ratio"] = sum(map(_ends_with_ellipsis, lines)) / n_lines
         s["gopher.alpha_words_ratio"] = n_alpha / n_words if n_words else 0.0
         s["gopher.stop_words"] = n_stop_words
+
+    def thresholds(self) -> list[Threshold]:
+        p = self.params
+        rules = [("gopher.word_count", "<", p.min_doc_words, "gopher_short_doc"),
+                 ("gopher.word_count", ">", p.max_doc_words, "gopher_long_doc"),
+                 ("gopher.mean_word_length", "<", p.min_avg_word_length, "gopher_below_avg_threshold"),
+                 ("gopher.mean_word_length", ">", p.max_avg_word_length, "gopher_above_avg_threshold"),
+                 ("gopher.hash_ratio", ">", p.max_symbol_word_ratio, "gopher_too_many_hashes"),
+                 ("gopher.ellipsis_ratio", ">", p.max_symbol_word_ratio, "gopher_too_many_ellipsis"),
+                 ("gopher.bullet_lines_ratio", ">", p.max_bullet_lines_ratio, "gopher_too_many_bullets"),
+                 ("gopher.ellipsis_lines_ratio", ">", p.max_ellipsis_lines_ratio, "gopher_too_many_end_ellipsis"),
+                 ("gopher.alpha_words_ratio", "<", p.min_alpha_words_ratio, "gopher_below_alpha_threshold"),
+                 ("gopher.stop_words", "<", p.min_stop_words, "gopher_few_stop_words")]
+        return [Threshold(*rule) for rule in rules if rule[2]]  # as decide(): a rule set to None or 0 is off
 
     def decide(self, record: Record) -> str | None:
         p = self.params
@@ -359,6 +374,17 @@ class GopherRepetition(Filter):
     name = "gopher_repetition"
     version = "1"
     Params: ClassVar[type[FilterParams]] = GopherRepetitionParams
+    signals = ("gopher_rep.",)
+
+    def thresholds(self) -> list[Threshold]:
+        p = self.params
+        rules = [Threshold(f"gopher_rep.{name}", ">", limit, name)
+                 for name in ("dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac")
+                 if (limit := getattr(p, name))]
+        rules += [Threshold(f"gopher_rep.top_{n}_gram_frac", ">", frac, f"top_{n}_gram") for n, frac in p.top_n_grams]
+        rules += [Threshold(f"gopher_rep.dup_{n}_gram_frac", ">", frac, f"duplicated_{n}_n_grams")
+                  for n, frac in p.dup_n_grams]
+        return rules
 
     def score(self, record: Record) -> None:
         p = self.params

@@ -22,7 +22,7 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 from assay.core.record import Record
-from assay.core.step import Filter, FilterParams
+from assay.core.step import Filter, FilterParams, Threshold
 
 DEFAULT_LISTS = Path(__file__).with_name("url_blocklist.txt")
 LIST_KINDS = ("domains", "urls", "banned_words", "soft_banned_words", "banned_subwords")
@@ -113,6 +113,10 @@ class URLFilter(Filter):
     name = "url_filter"
     version = "1"
     Params: ClassVar[type[FilterParams]] = URLFilterParams
+    signals = ("url.blocked",)
+
+    def thresholds(self) -> list[Threshold]:
+        return [Threshold("url.blocked", "set")]  # the blocklist rule that matched: domain, url, banned_word, …
 
     @cached_property
     def blocklist(self) -> URLBlocklist:
