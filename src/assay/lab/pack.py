@@ -371,4 +371,7 @@ def pack(run_dir: str, out: str | Path, opts: PackOptions,
         stats.sequences = stats.documents
     result = stats.to_dict(opts, tok, run_dir)
     (out / STATS_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    if not stats.documents:
+        raise PackError(f"no record of {run_dir} could be packed (skipped: {result['skipped'] or 'none'}; "
+                        f"see {out / STATS_FILE})")
     return result
