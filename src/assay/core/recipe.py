@@ -28,7 +28,7 @@ from typing import Any, Literal
 import orjson
 import xxhash
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from assay.core.errors import RecipeError
 from assay.core.step import REGISTRY, Step, StepParams
@@ -63,6 +63,16 @@ class OutputSpec(BaseModel):
     max_bytes_per_file: int = Field(default=512 * 1024 * 1024, gt=0)
     #: write dropped records to rejected/ (with their reason)
     rejected: bool = True
+    #: the column (Parquet) or key (JSONL) holding each record's content: ``text`` as datatrove and Data-Juicer
+    #: write, or ``content``; Assay reads its files back either way
+    text_column: Literal["content", "text"] = "content"
+
+    @model_validator(mode="after")
+    def _text_column_applies(self) -> "OutputSpec":
+        if self.format == "webdataset" and self.text_column != "content":
+            raise ValueError("text_column applies to jsonl and parquet output (a WebDataset keeps the text in "
+                             "<key>.txt)")
+        return self
 
 
 class StepSpec(BaseModel):

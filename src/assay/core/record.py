@@ -154,9 +154,10 @@ class Record:
             d["drop"] = {"step": self.drop[0], "reason": self.drop[1]}
         return d
 
-    def to_json(self) -> bytes:
+    def to_json(self, content_key: str = "content") -> bytes:
+        """One JSON line; ``content_key="text"`` names the content ``text`` (JSONL output with ``text_column``)."""
         c = self.content
-        d = {"id": self.id, "hash": content_hash(c), "modality": self.modality, "content": c, "meta": self.meta,
+        d = {"id": self.id, "hash": content_hash(c), "modality": self.modality, content_key: c, "meta": self.meta,
              "signals": self.signals, "lineage": [e.as_dict() for e in self.lineage] if self.lineage else []}
         if self.drop is not None:
             d["drop"] = {"step": self.drop[0], "reason": self.drop[1]}

@@ -2,6 +2,10 @@
 
 Lines that are not valid JSON or not valid UTF-8, and streams that end early (a truncated gzip), are skipped and
 counted in the error log with the file and the byte offset (of the uncompressed stream); the run goes on.
+
+Assay's records are read back whether their content is under ``content`` or, written with ``output.text_column:
+text``, under ``text`` (a line with all of a record's keys: ``id``, ``hash``, ``modality``, ``meta``, ``signals``,
+``lineage``); other JSON objects are foreign input (``text_key`` names their text).
 """
 
 from __future__ import annotations
@@ -34,6 +38,15 @@ def record_from_foreign(obj: Any, source: str, position: int, text_key: str | No
     meta["source"] = source
     meta["offset"] = position
     return Record(rid, content, modality, meta)
+
+
+#: the keys of a record Assay wrote with ``output.text_column: text`` (its content under ``text``)
+TEXT_KEYED_RECORD = frozenset(("id", "hash", "modality", "text", "meta", "signals", "lineage"))
+
+
+def is_text_keyed_record(obj: Any) -> bool:
+    """A JSON object Assay wrote as a record with its content under ``text`` (not a foreign ``{"text": ...}``)."""
+    return isinstance(obj, dict) and "content" not in obj and TEXT_KEYED_RECORD <= obj.keys()
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -83,8 +96,10 @@ def read_jsonl(path: str, errors: ErrorLog, *, start: int = 0, end: int | None =
                         kind = "invalid_utf8"
                     errors.add(kind, path, here, str(e))
                     continue
-                if is_record(obj):
+                if is_record(obj) or is_text_keyed_record(obj):
                     try:
+                        if "content" not in obj:
+                            obj["content"] = obj.pop("text")
                         yield from_dict(obj)
                     except (KeyError, TypeError, ValueError) as e:
                         errors.add("bad_record", path, here, f"{type(e).__name__}: {e}")
@@ -105,9 +120,13 @@ def read_jsonl(path: str, errors: ErrorLog, *, start: int = 0, end: int | None =
 
 
 class JsonlWriter:
-    """Writes records to one JSONL file (compressed by extension)."""
+    """Writes records to one JSONL file (compressed by extension); each record's content under ``text_column``
+    (``content``, or ``text`` as datatrove and Data-Juicer write)."""
 
-    def __init__(self, f: IO[bytes], compression: str | None) -> None:
+    def __init__(self, f: IO[bytes], compression: str | None, text_column: str = "content") -> None:
+        if text_column not in ("content", "text"):
+            raise ValueError(f"text_column must be 'content' or 'text', not {text_column!r}")
+        self.text_column = text_column
         self._raw = f
         if compression == "gzip":
             self._f: IO[bytes] = gzip.GzipFile(fileobj=f, mode="wb", compresslevel=3)  # type: ignore[assignment]
@@ -125,7 +144,8 @@ class JsonlWriter:
         return self.write_many([record])
 
     def write_many(self, records: list[Record]) -> int:
-        lines = [r.to_json() for r in records]
+        key = self.text_column
+        lines = [r.to_json(key) for r in records]
         n = sum(map(len, lines)) + len(lines)
         self._buf.extend(lines)  # lines without their newline: joined once in flush()
         self._buffered += n

@@ -19,15 +19,17 @@ def extension(fmt: str) -> str:
 
 class ShardWriter:
     """Writes ``{prefix}-{k:04d}{ext}`` files in ``folder`` (a :class:`Folder`, a local path or a URL); returns the
-    final paths (on the folder's filesystem) from :meth:`close`."""
+    final paths (on the folder's filesystem) from :meth:`close`. ``text_column`` names the content's column (JSONL
+    and Parquet)."""
 
     def __init__(self, folder: Folder | str, prefix: str, fmt: str = "jsonl.gz", max_records: int = 100_000,
-                 max_bytes: int = 512 << 20) -> None:
+                 max_bytes: int = 512 << 20, text_column: str = "content") -> None:
         folder = folder if isinstance(folder, Folder) else Folder(folder)
         self.fs, self.folder = folder.fs, folder.path()
         self.fs.makedirs(self.folder, exist_ok=True)
         self.prefix, self.fmt = prefix, fmt
         self.max_records, self.max_bytes = max_records, max_bytes
+        self.text_column = text_column
         self._writer: Any = None
         self._tmp = self._final = ""
         self._k = 0
@@ -43,7 +45,7 @@ class ShardWriter:
         if self.fmt == "parquet":
             from assay.io.parquet import ParquetWriter
 
-            self._writer = ParquetWriter(f)
+            self._writer = ParquetWriter(f, text_column=self.text_column)
         elif self.fmt == "webdataset":
             from assay.io.webdataset import WebDatasetWriter
 
@@ -51,7 +53,7 @@ class ShardWriter:
         else:
             from assay.io.jsonl import JsonlWriter
 
-            self._writer = JsonlWriter(f, compression_of(self._final))
+            self._writer = JsonlWriter(f, compression_of(self._final), self.text_column)
         self._records = 0
 
     def write(self, record: Record) -> None:

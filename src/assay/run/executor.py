@@ -148,6 +148,9 @@ class Executor:
                     raise AssayError(missing_module_message(e)) from None
             stats = _merge_stats(recipe, results, shards, len(segments), self.name, self.workers)
             _check_outputs_exist(out, stats)
+            if recipe.output.format == "parquet":  # one schema for the files of data/, one for rejected/
+                from assay.io.parquet import unify_parquet_schemas
+                unify_parquet_schemas([layout.data_folder(out), layout.rejected_folder(out)])
             stats["notes"] = notes
             if tuning:
                 stats["tuning"] = tuning.to_dict()

@@ -128,10 +128,11 @@ def run_job(job: Job) -> dict[str, Any]:
     # records between segments: JSONL, or tars when the output is (image bytes stay raw instead of base64 in JSON)
     fmt = recipe.output.format if last else ("webdataset" if recipe.output.format == "webdataset" else "jsonl")
     max_records = recipe.output.max_records_per_file if last else 10**12
-    writer = ShardWriter(out_dir, prefix, fmt, max_records, recipe.output.max_bytes_per_file if last else 1 << 62)
+    writer = ShardWriter(out_dir, prefix, fmt, max_records, recipe.output.max_bytes_per_file if last else 1 << 62,
+                         recipe.output.text_column if last else "content")
     # rejected records: in the output's format, so that one reader reads both
-    rejected = (ShardWriter(rej_dir, rej_prefix, recipe.output.format, 10**12, 1 << 62) if recipe.output.rejected
-                else None)
+    rejected = (ShardWriter(rej_dir, rej_prefix, recipe.output.format, 10**12, 1 << 62, recipe.output.text_column)
+                if recipe.output.rejected else None)
 
     inp = recipe.input
     read = 0
