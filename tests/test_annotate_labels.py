@@ -260,6 +260,11 @@ def test_spans_offsets_agreement_and_bio_export(db, tmp_path):
     assert q["suggestions"]["suggested_spans"] == 4 and q["suggestions"]["kept_share"] == 0.75
     r = admin.get(f"/api/projects/{pid}/export?format=labels")
     assert r.status_code == 400 and "classify" in r.json()["detail"]
+    page = client.get(f"/projects/{pid}/dashboard", headers=admin.headers)
+    assert page.status_code == 200 and 'id="span-agreement"' in page.text
+    page = client.get(f"/projects/{pid}/review", headers=admin.headers)
+    assert page.status_code == 200 and "1 suggested span(s) kept, 1 removed, 2 added." in page.text
+    assert "<td>東京 with</td>" in page.text
 
 
 def test_zero_shot_suggestions_from_minilm(db, tmp_path):
