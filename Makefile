@@ -7,6 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PEERS := .venv-peers
 DEMO_OUT ?= out/quickstart
+# the lock: exact versions of everything below installs (pyproject.toml has the ranges; scripts/lock.py regenerates it)
+LOCK := constraints.txt
 
 .PHONY: install install-demo demo test peers system-deps clean
 
@@ -19,7 +21,7 @@ $(BIN)/python:
 # ggml_backend_amx_mul_mat) on any prompt longer than one token on this kind of machine. So it is built once without
 # GGML_NATIVE (AVX2 and the usual x86-64 features, no AMX) into a wheelhouse outside the clone that later installs
 # reuse; pip's own wheel cache can't be used, as it does not key wheels by CMAKE_ARGS.
-LLAMA_CPP := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | head -n 1)
+LLAMA_CPP := $(shell grep -o '^llama-cpp-python==[0-9.]*' $(LOCK))
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 WHEELHOUSE ?= $(HOME)/.cache/assay/wheels-portable
 
@@ -29,13 +31,13 @@ $(WHEELHOUSE)/.built-$(LLAMA_CPP): | $(BIN)/python
 	touch '$@'
 
 # everything (the test suite uses every extra)
-$(VENV)/.installed: pyproject.toml $(WHEELHOUSE)/.built-$(LLAMA_CPP) | $(BIN)/python
-	$(BIN)/python -m pip install -q --find-links $(WHEELHOUSE) -e '.[all,dev]'
+$(VENV)/.installed: pyproject.toml $(LOCK) $(WHEELHOUSE)/.built-$(LLAMA_CPP) | $(BIN)/python
+	$(BIN)/python -m pip install -q -c $(LOCK) --find-links $(WHEELHOUSE) -e '.[all,dev]'
 	touch $@
 
 # only what the demo needs (the `demo` extra): a fraction of the download and of the install time
-$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[demo]'
+$(VENV)/.installed-demo: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[demo]'
 	touch $@
 
 install: $(VENV)/.installed
