@@ -55,7 +55,7 @@ def test_quickstart_demo_on_bundled_sample(tmp_path: Path):
     assert stats["input"]["records_read"] == 308
     assert 30 < stats["output"]["records"] < 308  # filters keep some and drop some
     assert stats["output"]["records"] + stats["output"]["rejected"] == 308
-    assert (out / "report.html").exists() and list((out / "rejected").glob("part-*"))
+    assert (out / "report.html").exists() and list((out / "rejected").glob("part-*")) and list(out.glob("data/train-*"))
     recs = read_output(out)
     assert all(r["modality"] == "text" and r["meta"]["url"].startswith("https://") for r in recs)
     assert all(r["lineage"][0]["step"] == "extract" for r in recs)
@@ -158,7 +158,7 @@ def test_core_install_says_which_extra_to_install(tmp_path: Path):
 
 def test_progress_lines_when_output_is_not_a_terminal_and_records_are_counted_once(tmp_path: Path):
     """Redirected output (a log file) still gets progress lines; a recipe with a global step runs two segments, and
-    the second one re-reading the records from _stages/ must not count them again (it showed 2x the input)."""
+    the second one re-reading the records from .assay/stages/ must not count them again (it showed 2x the input)."""
     recipe, data = _tiny_run_inputs(tmp_path, n=300, dedup=True)
     env = {**os.environ, "ASSAY_PROGRESS_SECONDS": "0.05"}
     p = assay_cli("run", str(recipe), "-i", str(data), "-o", str(tmp_path / "o"), "-w", "1", env=env)

@@ -1,6 +1,6 @@
 """Runs on object storage: `assay run -i s3://… -o s3://…` against a real S3 server (moto's, a separate process on
 loopback), with credentials and endpoint from the usual AWS environment variables. Every file of a run (output,
-_stages/, rejected/, markers, stats, report) stays on S3; nothing lands on the local disk; memory:// is refused where
+stages, rejected/, markers, stats, report) stays on S3; nothing lands on the local disk; memory:// is refused where
 worker processes cannot see it."""
 
 from __future__ import annotations
@@ -90,13 +90,14 @@ def _listing(fs, prefix: str) -> list[str]:  # noqa: ANN001
 
 def _check_run_on_s3(fs, prefix: str, workdir: Path, local: list[dict]) -> dict:  # noqa: ANN001
     files = _listing(fs, prefix)
-    assert "_run.json" in files and "stats.json" in files and "errors.jsonl" in files
-    assert any(f.startswith("_stages/s0/part-") for f in files)
+    assert ".assay/run.json" in files and "stats.json" in files and "errors.jsonl" in files
+    assert "README.md" in files and "recipe.yaml" in files and any(f.startswith("data/train-") for f in files)
+    assert not any(f.startswith(".assay/stages/") for f in files)  # removed once the run completed
     assert any(f.startswith("rejected/part-") for f in files)
-    assert any(f.startswith("_markers/reduce-s0") for f in files)
+    assert any(f.startswith(".assay/markers/reduce-s0") for f in files)
     # the near-dedup state is in the run folder on S3, where every worker of every machine sees it (was: on the
     # local disk of the machine, under $XDG_CACHE_HOME)
-    state = [f for f in files if f.startswith("_state/") and "-minhash_dedup/" in f]
+    state = [f for f in files if f.startswith(".assay/state/") and "-minhash_dedup/" in f]
     assert any("/shard-00001-part-0000.band_keys.npy" in f for f in state), files
     assert any(f.endswith("/decisions-00001.npz") for f in state) and any(f.endswith("/_reduce-files.json")
                                                                           for f in state)
@@ -118,7 +119,7 @@ def test_run_to_an_existing_s3_folder_keeps_every_file_on_s3(s3, local_run: list
     assert f"report: s3://{BUCKET}/existing/report.html" in p.stderr
     _check_run_on_s3(s3, "existing", tmp_path, local_run)
     assert "report.html" in _listing(s3, "existing")
-    # inspect shows the run's output, not the first file below the prefix (a _stages/ record, before pii)
+    # inspect shows the run's output, not the first file below the prefix (a stages record, before pii)
     p = assay_cli("inspect", f"s3://{BUCKET}/existing", "-n", "1", "--full")
     shown = orjson.loads(p.stdout)
     assert shown["lineage"][-1]["step"] == "pii" and shown["id"] in {r["id"] for r in read_output(
@@ -132,7 +133,7 @@ def test_run_to_a_new_s3_prefix(s3, local_run: list[dict], tmp_path: Path):
     stats = _check_run_on_s3(s3, "new/run", tmp_path, local_run)
     assert stats["input"]["files"] == len(WARCS)
 
-    # --overwrite with fewer inputs: the near-dedup state of the old run (in its _state/) goes too (was: "minhash_dedup:
+    # --overwrite with fewer inputs: the near-dedup state of the old run (in its .assay/state/) goes too (was: "minhash_dedup:
     # reduce expected the collect state of shards 0..0 …; unexpected shards: [1]")
     one = f"s3://{BUCKET}/in/{WARCS[0].name}"
     p = assay_cli("run", str(QUICKSTART), "-i", one, "-o", f"s3://{BUCKET}/new/run", "-w", "1", "--overwrite",
@@ -141,7 +142,7 @@ def test_run_to_a_new_s3_prefix(s3, local_run: list[dict], tmp_path: Path):
     stats = orjson.loads(s3.cat_file(f"{BUCKET}/new/run/stats.json"))
     assert stats["input"]["files"] == 1 and stats["output"]["records"] == len(out) > 0
     assert {r["meta"]["source"] for r in out} == {one}
-    assert not any(f.startswith("_markers/s0-00001") for f in _listing(s3, "new/run"))
+    assert not any(f.startswith(".assay/markers/s0-00001") for f in _listing(s3, "new/run"))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -161,14 +162,14 @@ def test_resume_on_s3_after_kill_gives_the_uninterrupted_output(s3, local_run: l
                             stderr=open(tmp_path.parent / "killed.log", "w"), start_new_session=True)
     try:
         deadline = time.time() + 120
-        while not any(f.startswith("_markers/s0-") for f in _listing(s3, "killed")):
+        while not any(f.startswith(".assay/markers/s0-") for f in _listing(s3, "killed")):
             assert proc.poll() is None and time.time() < deadline, "the run ended before its first job finished"
             time.sleep(0.1)
         assert proc.poll() is None, "the run finished before it could be killed"
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(30)
-    done = [f for f in _listing(s3, "killed") if f.startswith("_markers/")]
+    done = [f for f in _listing(s3, "killed") if f.startswith(".assay/markers/")]
     assert "stats.json" not in _listing(s3, "killed") and 1 <= len(done) < 2 * len(WARCS) + 1
     assay_cli("run", str(QUICKSTART), "-i", f"s3://{BUCKET}/in/", "-o", f"s3://{BUCKET}/killed", "-w", "2",
               "--no-report", cwd=tmp_path)
@@ -274,7 +275,7 @@ def test_output_bucket_deleted_mid_run_is_one_line(s3, tmp_path: Path):
                                  "-w", "1", "--no-report"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
         try:
             deadline = time.time() + 120
-            while not any(f.startswith("assay-doomed/run/_markers/s0-") for f in _find(s3, "assay-doomed")):
+            while not any(f.startswith("assay-doomed/run/.assay/markers/s0-") for f in _find(s3, "assay-doomed")):
                 assert proc.poll() is None and time.time() < deadline, log.read_text()
                 time.sleep(0.1)
             s3.rm("assay-doomed", recursive=True)  # the objects and the bucket
@@ -288,7 +289,7 @@ def test_output_bucket_deleted_mid_run_is_one_line(s3, tmp_path: Path):
     (line,) = [ln for ln in text.splitlines() if ln.startswith("error:")]
     in_job = (f"job s0-00001 (segment 1/2, s3://{BUCKET}/in/{WARCS[1].name}) failed: FileNotFoundError: "
               f"The specified bucket does not exist")
-    at_reduce = ("reduce expected the collect state of shards 0..1 in s3://assay-doomed/run/_state/02-minhash_dedup; "
+    at_reduce = ("reduce expected the collect state of shards 0..1 in s3://assay-doomed/run/.assay/state/02-minhash_dedup; "
                  "missing: [0]")
     assert in_job in line or at_reduce in line, line
 

@@ -70,7 +70,7 @@ def test_sharded_run_is_deterministic_and_accounts_for_every_record(tmp_path: Pa
     assert {(r["drop"]["step"], r["drop"]["reason"]) for r in rej} == {
         ("length_filter", "too_short"), ("test_exact_dedup", "duplicate"), ("sample", "sampled_out")}
     # output rolled over at max_records_per_file
-    assert max(len(read_file(p)) for p in (tmp_path / "w1").glob("part-*")) <= 150
+    assert max(len(read_file(p)) for p in (tmp_path / "w1").glob("data/train-*")) <= 150
     # every step once, in order: a global step's two phases (collect, apply) make one lineage entry
     assert all([e["step"] for e in o["lineage"]] == ["length_filter", "test_exact_dedup", "sample"] for o in out1)
     assert {tuple(e["step"] for e in r["lineage"]) for r in rej if r["drop"]["step"] == "test_exact_dedup"} == {
@@ -99,7 +99,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path):
     cmd = [exe, "run", str(recipe), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "killed"), "-w", "2",
            "--no-report"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    markers = tmp_path / "killed" / "_markers"
+    markers = tmp_path / "killed" / ".assay" / "markers"
     deadline = time.time() + 120
     while time.time() < deadline:
         done = list(markers.glob("s0-*.json")) if markers.exists() else []
@@ -109,8 +109,10 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path):
     assert proc.poll() is None, "the run finished before it could be killed; make the test step slower"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    total = len(list(Path(tmp_path / "killed").glob("_markers/s0-*.json")))
+    total = len(list(markers.glob("s0-*.json")))
     assert 3 <= total < 30  # killed mid-way
+    stages = tmp_path / "killed" / ".assay" / "stages"
+    assert list(stages.glob("s0/train-*.jsonl")), "a killed run keeps the records between segments to resume"
     time.sleep(0.5)  # workers die with their parent (PR_SET_PDEATHSIG)
 
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -122,6 +124,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path):
     assert stats["input"]["records_read"] == 3000
     assert stats["output"]["records"] + stats["output"]["rejected"] == 3000
     assert not list((tmp_path / "killed").rglob(".tmp-*"))
+    assert not stages.exists()  # removed once the run completed
 
 
 def test_other_recipe_in_same_folder_is_refused(tmp_path: Path):

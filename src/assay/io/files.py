@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
-from typing import IO
+from typing import IO, Any
 
 import fsspec
 
@@ -115,8 +115,9 @@ def expand_inputs(paths: list[str]) -> list[str]:
         found = []
         for e in expanded:
             if fs.isdir(e):
-                # a folder contributes its data files (READMEs and licenses beside them are not input)
-                found.extend(f for f in fs.find(e) if not _hidden(f) and _is_data(f))
+                # a folder contributes its data files (READMEs and licenses beside them are not input); an Assay
+                # run folder its kept records only (not rejected/, nor its bookkeeping)
+                found.extend(f for f in _folder_files(fs, e) if _is_data(f))
             elif fs.exists(e):
                 found.append(e)
         if not found:
@@ -143,6 +144,23 @@ def _is_data(path: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _folder_files(fs: Any, folder: str) -> list[str]:
+    """The files below ``folder`` outside hidden (``.``/``_``) folders; for an Assay run folder, its kept records."""
+    from assay.run.layout import is_kept_record_path, is_run_path
+
+    root = folder.rstrip("/")
+    run = is_run_path(fs, root)
+    found = []
+    for f in fs.find(root):
+        rel = f[len(root):].lstrip("/").split("/")
+        if any(_hidden(part) for part in rel):
+            continue
+        if run and not is_kept_record_path(rel):
+            continue
+        found.append(f)
+    return found
 
 
 def _hidden(path: str) -> bool:

@@ -55,8 +55,8 @@ def storage_errors() -> tuple[type[BaseException], ...]:
 
 
 class Folder:
-    """A folder and its filesystem. ``Folder("s3://b/out").child("_stages", "s0").url("part-0.jsonl")`` is
-    ``s3://b/out/_stages/s0/part-0.jsonl``; a local folder's URLs are plain paths."""
+    """A folder and its filesystem. ``Folder("s3://b/out").child("data").url("train-0.jsonl")`` is
+    ``s3://b/out/data/train-0.jsonl``; a local folder's URLs are plain paths."""
 
     def __init__(self, url: str, *, _fs: Any = None, _path: str | None = None) -> None:
         if _fs is None:

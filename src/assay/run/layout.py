@@ -102,7 +102,18 @@ def rejected_prefix(shard: int, segment: int) -> str:
 
 def is_run(run: Folder) -> bool:
     """The folder holds an Assay run (of this layout or an older one)."""
-    return run.fs.exists(manifest_path(run)) or is_old_layout(run)
+    return is_run_path(run.fs, run.root)
+
+
+def is_run_path(fs: Any, path: str) -> bool:
+    """``is_run`` for a (filesystem, path) pair."""
+    return fs.exists(f"{path}/{BOOKS}/{RUN_MANIFEST}") or fs.exists(f"{path}/_run.json")
+
+
+def is_kept_record_path(parts: list[str]) -> bool:
+    """Whether a file of a run folder, given as its path's parts inside the folder, holds kept records: ``data/*``
+    (or ``part-*`` at the top, in the older layout); not rejected/, an export (lerobot/) or the bookkeeping."""
+    return (len(parts) == 2 and parts[0] == DATA) or (len(parts) == 1 and parts[0].startswith("part-"))
 
 
 def is_old_layout(run: Folder) -> bool:

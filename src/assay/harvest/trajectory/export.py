@@ -7,7 +7,7 @@ written under a temporary name and renamed, so a killed run leaves no half datas
 ``meta/episodes`` carries the record's id, source, source episode, lineage and signals (``assay/…`` columns), so the
 dataset's episodes join back to the run's records and to the drops in ``rejected/``.
 
-The records also go on to the run's own output (``part-*``), as with every step. For a run whose output folder is on
+The records also go on to the run's own output (``data/``), as with every step. For a run whose output folder is on
 object storage the dataset is written to this machine's state folder for the run (global steps keep local state).
 """
 
