@@ -233,7 +233,8 @@ def test_spans_offsets_agreement_and_bio_export(db, tmp_path):
     assert alice.post(submit, json={"value": {"spans": lines}}).status_code == 201
     # bob keeps Zoë, relabels Zürich as PER and marks "東京 with" as LOC
     tokyo_with = at("東京 with")
-    bob_spans = [{"start": zoe[0], "end": zoe[1], "label": "PER"}, {"start": zurich[0], "end": zurich[1], "label": "PER"},
+    bob_spans = [{"start": zoe[0], "end": zoe[1], "label": "PER"},
+                 {"start": zurich[0], "end": zurich[1], "label": "PER"},
                  {"start": tokyo_with[0], "end": tokyo_with[1], "label": "LOC"}]
     assert work_through(bob, pid, lambda c: {"spans": bob_spans}) == 1
 

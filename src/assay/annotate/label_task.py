@@ -305,7 +305,7 @@ def export_fields(task: str, config: dict[str, Any], content: dict[str, Any], va
         row = {"text": content["text"], "labels": value["labels"], "suggested": value.get("suggested", []),
                "suggestion_accepted": value.get("suggestion_accepted"), "suggestion_scores": sugg.get("labels", [])}
         if not config.get("multi_label"):
-            row = {"text": content["text"], "label": value["labels"][0], **{k: v for k, v in row.items() if k != "text"}}
+            row = {"text": row.pop("text"), "label": value["labels"][0], **row}
         return row
     tokens, tags = bio_tags(content["text"], value["spans"])
     return {"text": content["text"],

@@ -85,7 +85,8 @@ def project_quality(s: Session, project: Project) -> dict[str, Any]:
     measures: dict[str, Any] = {}
     consensus: dict[str, dict[int, Any]] = {}
     for name, triples in _label_sets(project, regular).items():
-        level = "nominal" if project.task_type in ("preference", trajectory_task.TASK, label_task.CLASSIFY) else "ordinal"
+        nominal = project.task_type in ("preference", trajectory_task.TASK, label_task.CLASSIFY)
+        level = "nominal" if nominal else "ordinal"
         domain = (list(trajectory_task.SUCCESS_DOMAIN) if project.task_type == trajectory_task.TASK
                   else label_task.domain_of(project.config, name) if project.task_type == label_task.CLASSIFY
                   else list(tasks.PREFERENCE_CHOICES) if level == "nominal"
