@@ -82,7 +82,7 @@ class MagpieParams(SynthParams):
     min_words: int = Field(3, ge=1)
     max_repeat_frac: float = Field(0.3, gt=0.0, le=1.0)
     rouge_threshold: float = Field(0.7, gt=0.0, le=1.0)
-    instruction_sampling: SamplingParams = SamplingParams(temperature=1.0, top_p=0.99, max_tokens=96)
+    instruction_sampling: SamplingParams = SamplingParams(temperature=1.0, top_p=0.95, max_tokens=96)
     response_sampling: SamplingParams = SamplingParams(temperature=0.7, top_p=0.95, max_tokens=320)
     #: emit dropped conversations as rejected records (with their reason)
     emit_rejected: bool = True

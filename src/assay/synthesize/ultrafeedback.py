@@ -316,7 +316,9 @@ class UltraFeedback(SynthesisStep):
             signals.update({"ultrafeedback.best": max(rated), "ultrafeedback.margin": round(max(rated) - min(rated), 4)})
         synth = self.synth_meta([f"ultrafeedback_{a}" for a in p.aspects], aspects=list(p.aspects),
                                 judge_sampling=p.sampling.model_dump(mode="json"),
-                                generators=[g.describe() for g in self.generators])
+                                generators=[g.describe() for g in self.generators],
+                                generation_sampling=p.generation_sampling.model_dump(mode="json")
+                                if self.generators else None)
         rated_record = self.new_record(content, "conversation", [parent.id], "rated", synth, signals)
         out: list[Record] = []
         if not rated:
