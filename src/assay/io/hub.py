@@ -63,9 +63,32 @@ class PushResult:
 
 # -- what to upload ---------------------------------------------------------------------------------------------
 
+def _step_classes(recipe: dict[str, Any]) -> list[type | None]:
+    """The step classes of a recipe as run (``recipe.yaml``: ``{name, params}`` per step); None for a step that is
+    not installed here (a plugin)."""
+    from assay.core.step import REGISTRY
+
+    classes: list[type | None] = []
+    for spec in recipe.get("steps") or []:
+        name = spec.get("name") if isinstance(spec, dict) else None
+        try:
+            classes.append(REGISTRY.get(name) if name else None)
+        except KeyError:
+            classes.append(None)
+    return classes
+
+
+def _read_recipe(run: Path) -> dict[str, Any]:
+    path = run / layout.RECIPE
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
 def unfinished_reason(run: Path) -> str | None:
     """Why the run folder ``run`` is not a finished run (None when it is): a run holding its lock, no stats.json,
-    or job markers missing or newer than stats.json."""
+    a job marker missing (one per segment and input shard, one per global step's reduce), or markers newer than
+    stats.json."""
+    from assay.core.step import GlobalStep
+
     lock = run / ".lock"
     if lock.exists():
         with open(lock) as f:
@@ -85,11 +108,18 @@ def unfinished_reason(run: Path) -> str | None:
     except (OSError, ValueError, KeyError):
         return f"its {manifest.relative_to(run)} is missing or damaged"
     done = {p.stem for p in markers.glob("*.json")} if markers.is_dir() else set()
-    segments = {name.split("-", 1)[0] for name in done if name.startswith("s")} or {"s0"}
-    missing = [f"{seg}-{s['index']:05d}" for seg in sorted(segments) for s in shards
-               if f"{seg}-{s['index']:05d}" not in done]
+    classes = _step_classes(_read_recipe(run))
+    if classes and None not in classes:
+        segments = 1 + sum(1 for c in classes if issubclass(c, GlobalStep))
+    else:  # no recipe.yaml (an older folder) or a step not installed here: the segments the markers name
+        seen = [int(n[len("reduce-s"):]) + 1 if n.startswith("reduce-s") else int(n[1:].split("-")[0])
+                for n in done if n.startswith(("reduce-s", "s"))]
+        segments = max(seen, default=0) + 1
+    expected = [f"s{k}-{s['index']:05d}" for k in range(segments) for s in shards]
+    expected += [f"reduce-s{k}" for k in range(segments - 1)]
+    missing = [m for m in expected if m not in done]
     if missing:
-        return f"{len(missing)} of its jobs have not finished ({', '.join(missing[:3])}…)"
+        return f"{len(missing)} of its {len(expected)} jobs have not finished ({', '.join(missing[:3])})"
     stats_time = stats_path.stat().st_mtime
     if any(p.stat().st_mtime > stats_time + 1 for p in markers.glob("*.json")):
         return "jobs finished after its stats.json was written (a rerun stopped before its end)"
@@ -147,17 +177,8 @@ def export_format(rows: list[dict[str, Any]]) -> str:
 
 
 def _run_kind(recipe: dict[str, Any]) -> str:
-    from assay.core.step import REGISTRY
-
-    for spec in recipe.get("steps") or []:
-        name = spec.get("name") if isinstance(spec, dict) else None
-        name = name or (next(iter(spec)) if isinstance(spec, dict) and len(spec) == 1 else None)
-        try:
-            if name and REGISTRY.get(name).__module__.startswith("assay.synthesize"):
-                return "synthesis"
-        except KeyError:  # a plugin step that is not installed here
-            continue
-    return "harvest"
+    synthesis = any(c is not None and c.__module__.startswith("assay.synthesize") for c in _step_classes(recipe))
+    return "synthesis" if synthesis else "harvest"
 
 
 def plan_run(run: Path, repo_id: str, *, include_rejected: bool, license: str | None, force: bool) -> Upload:
@@ -169,9 +190,7 @@ def plan_run(run: Path, repo_id: str, *, include_rejected: bool, license: str | 
         stats = json.loads((run / "stats.json").read_text())
     except (OSError, ValueError):
         stats = {}
-    recipe: dict[str, Any] = {}
-    if (run / layout.RECIPE).exists():
-        recipe = yaml.safe_load((run / layout.RECIPE).read_text()) or {}
+    recipe = _read_recipe(run)
     kept = [Path(p) for p in layout.output_files(str(run))]
     if not kept:
         raise PushError(f"{run} has no kept records to push (no data/ files)")
@@ -249,15 +268,15 @@ def push(source: str, repo_id: str, *, token: str | None = None, endpoint: str |
     from assay.io.folder import storage_errors
 
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    if repo_id.count("/") > 1 or not repo_id.strip("/") or " " in repo_id:
+        raise PushError(f"repo id {repo_id!r}: expected 'name' or 'namespace/name'")
+    upload = plan(source, repo_id, include_rejected=include_rejected, license=license, force=force)
     if not token:
         from huggingface_hub import get_token
 
         token = get_token()
     if not token:
         raise PushError("no Hugging Face token: pass --token or set HF_TOKEN (a token with write access)")
-    if repo_id.count("/") > 1 or not repo_id.strip("/") or " " in repo_id:
-        raise PushError(f"repo id {repo_id!r}: expected 'name' or 'namespace/name'")
-    upload = plan(source, repo_id, include_rejected=include_rejected, license=license, force=force)
     api = HfApi(endpoint=endpoint, token=token)
     hub_errors = (HfHubHTTPError, OfflineModeIsEnabled, *storage_errors())
     try:

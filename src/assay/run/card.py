@@ -158,4 +158,4 @@ def _dpo_agreement(rows: list[dict[str, Any]]) -> list[str]:
     share = sum(with_winner) / sum(cast) if sum(cast) else 0.0
     return ["## Agreement", "",
             f"{sum(cast):,} votes on {len(votes):,} pairs; {share:.1%} of the votes went to the chosen answer; "
-            f"{unanimous:,} pairs ({unanimous / len(votes):.1%}) were unanimous.", ""]
+            f"unanimous pairs: {unanimous:,} ({unanimous / len(votes):.1%}).", ""]
