@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import imagehash
 import numpy as np
-import orjson
 import pytest
 from PIL import Image
 
@@ -478,7 +476,7 @@ def test_laion_recipe_end_to_end_with_assay_run(tmp_path: Path) -> None:
     assert [e["kind"] for e in errors] == ["truncated_member"]
     # what survived: the WebDataset output read back
     survivors = {}
-    for f in sorted(out.glob("part-*.tar")):
+    for f in sorted(out.glob("data/train-*.tar")):
         for r in read_webdataset(str(f), ErrorLog()):
             survivors[r.meta["key"]] = r
     lost_in_tar = {k for k in fate if k.startswith("s1/")} - {k for k in survivors} - {
@@ -490,10 +488,9 @@ def test_laion_recipe_end_to_end_with_assay_run(tmp_path: Path) -> None:
         assert [e.step for e in r.lineage] == ["image_decode", "image_filter", "caption_filter", "image_dedup"]
     assert len(survivors) == 15
     rejected = {}
-    for f in sorted((out / "rejected").glob("*.jsonl.gz")):
-        for line in gzip.decompress(f.read_bytes()).splitlines():
-            d = orjson.loads(line)
-            rejected[d["meta"]["key"]] = d["drop"]["reason"]
+    for f in sorted((out / "rejected").glob("*.tar")):  # rejected/ is in the output's format
+        for r in read_webdataset(str(f), ErrorLog()):
+            rejected[r.meta["key"]] = r.drop[1]
     assert rejected == {k: v for k, v in fate.items() if v != "kept"}
     assert sum(sum(step["drops"].values()) for step in stats["steps"]) == len(rejected)
     assert stats["output"]["records"] == 15 and stats["errors"] == {"truncated_member": 1}
@@ -534,7 +531,7 @@ def test_shipped_laion_recipe_with_alignment(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assay_cli("run", str(ROOT / "recipes" / "laion.yaml"), "-i", str(tmp_path / "in.tar"), "-o", str(out), "-w", "1",
               env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    records = [r for f in sorted(out.glob("part-*.tar")) for r in read_webdataset(str(f), ErrorLog())]
+    records = [r for f in sorted(out.glob("data/train-*.tar")) for r in read_webdataset(str(f), ErrorLog())]
     assert all(isinstance(r.signals.get("clip.score"), float) for r in records)
     stats = json.loads((out / "stats.json").read_text())
     align = next(s for s in stats["steps"] if s["name"] == "image_text_alignment")

@@ -220,17 +220,17 @@ def local_ids(s3, cluster: Cluster, recipes: dict[str, Path], tmp_path_factory: 
 
 
 def _ids(fs, prefix: str) -> list[str]:  # noqa: ANN001
-    """The ids of a run's output records (every line of its part-*.jsonl.gz files on S3)."""
+    """The ids of a run's output records (every line of its data/train-*.jsonl.gz files on S3)."""
     fs.invalidate_cache()
     ids = []
-    for path in sorted(fs.glob(f"{BUCKET}/{prefix}/part-*.jsonl.gz")):
+    for path in sorted(fs.glob(f"{BUCKET}/{prefix}/data/train-*.jsonl.gz")):
         ids.extend(orjson.loads(line)["id"] for line in gzip.decompress(fs.cat_file(path)).splitlines() if line)
     return sorted(ids)
 
 
 def _markers(fs, prefix: str) -> dict[str, dict]:  # noqa: ANN001
     fs.invalidate_cache()
-    return {p.rsplit("/", 1)[-1]: orjson.loads(fs.cat_file(p)) for p in fs.glob(f"{BUCKET}/{prefix}/_markers/*")}
+    return {p.rsplit("/", 1)[-1]: orjson.loads(fs.cat_file(p)) for p in fs.glob(f"{BUCKET}/{prefix}/.assay/markers/*")}
 
 
 def _run_args(recipe: Path, prefix: str) -> list[str]:
@@ -255,7 +255,7 @@ def test_two_node_cluster_gives_the_local_output_and_shares_dedup_state_through_
     assert len(set(jobs.values())) == 2, f"the jobs did not run on both nodes: {jobs}"
     # collect on both nodes, one reduce on one of them, apply on both: the state exchanged through S3
     fs.invalidate_cache()
-    state = fs.find(f"{BUCKET}/ray/_state")
+    state = fs.find(f"{BUCKET}/ray/.assay/state")
     assert any(p.endswith("-minhash_dedup/shard-00000.json") for p in state)
     assert any(p.endswith("-minhash_dedup/shard-00001.json") for p in state)
     assert any(p.endswith("-minhash_dedup/decisions-00001.npz") for p in state)

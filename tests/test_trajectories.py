@@ -245,7 +245,7 @@ def test_recipe_round_trip_writes_a_lerobot_dataset_with_lineage_and_drops(curat
 
     rejected = [json.loads(line) for f in sorted((out / "rejected").glob("*.jsonl.gz"))
                 for line in gzip.open(f, "rt")]
-    kept = [json.loads(line) for f in sorted(out.glob("part-*.jsonl.gz")) for line in gzip.open(f, "rt")]
+    kept = [json.loads(line) for f in sorted(out.glob("data/train-*.jsonl.gz")) for line in gzip.open(f, "rt")]
     failed = {x["episode_index"] for x in LABELS if not x["success"]}
     assert {r["content"]["episode_index"] for r in rejected} >= failed
     assert all(r["drop"]["reason"] for r in rejected)
