@@ -246,3 +246,29 @@ def _runner_error(r) -> str:  # noqa: ANN001
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.output
     return lines[0]
+
+
+def test_dry_run_of_a_run_folder_of_the_older_layout(harvest_run, tmp_path):
+    """part-* at the top, _run.json and _markers/ (no recipe.yaml): the kept files go up as data/*, the
+    bookkeeping does not; --dry-run lists them and prints the card without a token or a request."""
+    old = tmp_path / "old"
+    shutil.copytree(harvest_run, old)
+    kept = sorted((old / "data").iterdir())
+    for f in kept:
+        f.rename(old / f"part-{f.name.removeprefix('train-')}")
+    (old / ".assay" / "run.json").rename(old / "_run.json")
+    (old / ".assay" / "markers").rename(old / "_markers")
+    for gone in (".assay", "data"):
+        shutil.rmtree(old / gone)
+    for gone in ("recipe.yaml", "README.md"):
+        (old / gone).unlink()
+    r = CliRunner().invoke(app, ["push", str(old), "me/old", "--dry-run"], env={"HF_TOKEN": ""})
+    assert r.exit_code == 0, r.output
+    listing = r.output.split("README.md", 1)[0].splitlines()[1:]  # the files before the card
+    listed = [line.split()[0] for line in listing if line.strip()] + ["README.md"]
+    assert listed == [f"data/part-{f.name.removeprefix('train-')}" for f in kept] + ["stats.json", "README.md"]
+    assert "would push harvest" in r.output and "path: data/*" in r.output
+    # the older folder's markers decide too: one missing is an unfinished run
+    next((old / "_markers").glob("s1-*.json")).unlink()
+    assert "1 of its 3 jobs have not finished (s1-00000)" in _runner_error(CliRunner().invoke(app, ["push", str(old), "me/old",
+                                                                                        "--dry-run"]))

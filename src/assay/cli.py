@@ -333,12 +333,27 @@ def push(
     license: Optional[str] = typer.Option(None, "--license", help="The card's license (a Hub license id, e.g. "
                                                                   "apache-2.0, cc-by-4.0)."),
     force: bool = typer.Option(False, "--force", help="Push a run that has not finished."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the files that would go up and the card; send "
+                                                          "nothing (no token needed)."),
 ) -> None:
     """Publish a run or an annotation export as a Hugging Face Hub dataset, with a dataset card."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from assay.io.hub import plan
     from assay.io.hub import push as do_push
 
+    if dry_run:
+        try:
+            upload = plan(source, repo_id, include_rejected=include_rejected, license=license, force=force)
+        except AssayError as e:
+            _fail(str(e))
+            return
+        out.print(f"would push {upload.kind} ({upload.records:,} records) to {repo_id}:", markup=False)
+        for local, path_in_repo in upload.files:
+            out.print(f"  {path_in_repo}  {local.stat().st_size:,} bytes", markup=False, highlight=False)
+        out.print(f"  README.md  {len(upload.readme.encode()):,} bytes:\n", markup=False, highlight=False)
+        out.print(upload.readme, markup=False, highlight=False, soft_wrap=True)
+        return
     bar = Progress(TextColumn("uploading"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
                    console=console, transient=True, disable=not console.is_terminal)
     task = bar.add_task("upload", total=None)
