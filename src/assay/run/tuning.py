@@ -86,6 +86,6 @@ def describe(tuning: dict[str, Any] | None) -> str:
         parts.append(f"the first {tuning['limit']:,} input records" + (" of that sample" if parts else ""))
     what = "; ".join(parts) if parts else "all input records"
     if tuning.get("analyze"):
-        return (f"Analysis run over {what}: every filter only flagged (action: flag), nothing was dropped by them; "
-                f"the card shows what each would drop.")
+        return (f"Analysis run over {what}: filters and dedup only flagged (action: flag), nothing was dropped by "
+                f"them; the card shows what each would drop.")
     return f"Tuning run over {what}."
