@@ -34,8 +34,8 @@ from assay.core.record import Record, _lineage_entry, _restore_bytes, dumps, sta
 from assay.io.files import open_binary
 from assay.io.folder import Folder
 from assay.io.jsonl import record_from_foreign
-from assay.io.struct_columns import (STRUCT_COLUMNS, DictsType, conform, conform_dicts, decode_dicts, dicts_types,
-                                     encode_dicts, read_metadata, schema_metadata)
+from assay.io.struct_columns import (STRUCT_COLUMNS, DictsType, conform, conform_dicts, decode_dicts, dicts_to_arrow,
+                                     dicts_types, read_metadata, schema_metadata)
 
 LINEAGE_TYPE = pa.list_(pa.struct([("step", pa.string()), ("version", pa.string()), ("params", pa.string())]))
 #: the text column's default name; ``output.text_column: text`` names it ``text``
@@ -229,20 +229,22 @@ class ParquetWriter:
         rows = self._rows
         if self._schema is None:
             self._images = any(r.modality == "image_text" for r in rows)
-        types = {name: DictsType.infer([getattr(r, name) for r in rows]) for name in STRUCT_COLUMNS}
+        mine = {name: dicts_to_arrow([getattr(r, name) for r in rows]) for name in STRUCT_COLUMNS}
+        types = {name: t for name, (t, _) in mine.items()}
         if self._types:
             types = {name: self._types[name].unify(types[name]) for name in STRUCT_COLUMNS}
+        arrays = {name: conform_dicts(arr, t, types[name]) for name, (t, arr) in mine.items()}
         if types != self._types:  # the first row group, or keys and types the earlier ones lacked
             self._types = types
             self._schema = file_schema(types, images=self._images, text_column=self.text_column)
             tmp = tempfile.TemporaryFile()
             self._parts.append((tmp, pq.ParquetWriter(tmp, self._schema, compression="zstd")))
         assert self._schema is not None
-        self._parts[-1][1].write_table(self._table(rows, types))
+        self._parts[-1][1].write_table(self._table(rows, arrays))
         self._rows = []
         self._pending_bytes = 0
 
-    def _table(self, rows: list[Record], types: dict[str, DictsType]) -> pa.Table:
+    def _table(self, rows: list[Record], dicts: dict[str, pa.Array]) -> pa.Table:
         content, is_json = [], []
         images: list[bytes | None] = []
         for r in rows:
@@ -266,8 +268,8 @@ class ParquetWriter:
             "modality": [r.modality for r in rows],
             self.text_column: content,
             "content_is_json": is_json,
-            "meta": encode_dicts([r.meta for r in rows], types["meta"]),
-            "signals": encode_dicts([r.signals for r in rows], types["signals"]),
+            "meta": dicts["meta"],
+            "signals": dicts["signals"],
             "lineage": [[e.as_dict() for e in r.lineage] for r in rows],
             "drop_step": [r.drop[0] if r.drop else None for r in rows],
             "drop_reason": [r.drop[1] if r.drop else None for r in rows],

@@ -178,6 +178,34 @@ class DictsType:
 
 
 # -- arrays ------------------------------------------------------------------------------------------------------
+def dicts_to_arrow(dicts: list[dict[str, Any]]) -> tuple[DictsType, pa.Array]:
+    """The type of ``dicts`` and their struct array. Arrow's own inference (in C++) does it when its result is one
+    :meth:`DictsType.infer` would give (no binary, where it would take text for bytes; no types beyond
+    :func:`value_type`'s); otherwise the inference here, key by key."""
+    try:
+        arr = pa.array(dicts)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+        arr = None
+    if arr is not None and pa.types.is_struct(arr.type) and _plain(arr.type):
+        if arr.type.num_fields == 0:
+            return DictsType(), pa.nulls(len(dicts))
+        return DictsType.of_field(arr.type, ()), arr
+    dtype = DictsType.infer(dicts)
+    return dtype, encode_dicts(dicts, dtype)
+
+
+_PLAIN = {pa.bool_(), pa.int64(), pa.float64(), pa.string(), pa.null()}
+
+
+def _plain(t: pa.DataType, top: bool = True) -> bool:
+    """Only the types :func:`value_type` gives, bytes excepted; no struct without fields below the top."""
+    if pa.types.is_struct(t):
+        return (top or t.num_fields > 0) and all(_plain(t.field(i).type, False) for i in range(t.num_fields))
+    if pa.types.is_list(t):
+        return _plain(t.value_type, False)
+    return t in _PLAIN
+
+
 def encode_dicts(dicts: list[dict[str, Any]], dtype: DictsType) -> pa.Array:
     """The struct array of ``dicts`` (every dict non-null) in type ``dtype``."""
     t = dtype.arrow_type()
@@ -225,27 +253,33 @@ def conform_dicts(arr: pa.Array, have: DictsType, target: DictsType) -> pa.Array
 
 def decode_dicts(arr: pa.Array, dtype: DictsType) -> list[dict[str, Any]]:
     """The dicts of a struct column, ``None`` values dropped (see the module docstring)."""
-    rows = arr.to_pylist()
-    if pa.types.is_null(arr.type):
-        return [{} for _ in rows]
-    nested = {k for k, t in dtype.fields.items() if pa.types.is_struct(t) or _is_list(t)}
-    json = dtype.json
-    out = []
-    for row in rows:
-        if row is None:
-            out.append({})
-            continue
-        d = {}
-        for k, v in row.items():
-            if v is None:
-                continue
-            if k in json:
-                v = _drop_nulls(_restore_bytes(orjson.loads(v)))
-            elif k in nested:
-                v = _drop_nulls(v)
-            d[k] = v
-        out.append(d)
-    return out
+    n = len(arr)
+    if pa.types.is_null(arr.type) or arr.type.num_fields == 0:
+        return [{} for _ in range(n)]
+    names = [arr.type.field(i).name for i in range(arr.type.num_fields)]
+    columns, nullable = [], []
+    for i, name in enumerate(names):
+        child = arr.field(i)
+        values = child.to_pylist()
+        if name in dtype.json:
+            values = [None if v is None else _drop_nulls(_restore_bytes(orjson.loads(v))) for v in values]
+        elif _has_struct(child.type):
+            values = [None if v is None else _drop_nulls(v) for v in values]
+        columns.append(values)
+        if child.null_count:
+            nullable.append(name)
+    rows = [dict(zip(names, v)) for v in zip(*columns)]
+    for d in rows if nullable else ():
+        for k in nullable:
+            if d[k] is None:
+                del d[k]
+    if arr.null_count:
+        rows = [{} if missing else d for d, missing in zip(rows, arr.is_null().to_pylist())]
+    return rows
+
+
+def _has_struct(t: pa.DataType) -> bool:
+    return pa.types.is_struct(t) or (_is_list(t) and _has_struct(t.value_type))
 
 
 def _drop_nulls(v: Any) -> Any:
