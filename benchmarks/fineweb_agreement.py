@@ -247,8 +247,8 @@ def main() -> None:
 
 
 def _jsonl_gz_lines_top(folder: Path):
-    """Records of a run's output shards (not rejected/, not _stages/)."""
-    for p in sorted(folder.glob("part-*.jsonl.gz")):
+    """Records of a run's output shards (data/: not rejected/, not .assay/)."""
+    for p in sorted(folder.glob("data/train-*.jsonl.gz")):
         with gzip.open(p, "rt") as f:
             for line in f:
                 yield json.loads(line)

@@ -19,7 +19,7 @@ fraction (or repeat) to the next:
 Measured from outside: wall seconds, CPU seconds of the process tree (user + system, from getrusage of the reaped
 children: the machine is shared, CPU seconds are the steadier figure), peak RSS of each process of the tree
 (sampled from /proc every 0.25 s: the main process and the largest worker), and the peak bytes of intermediate data
-on disk (Assay: the run folder's ``_stages``/``_state``/``_scratch``; datatrove: base/, sigs/, buckets/,
+on disk (Assay: the run folder's ``.assay/stages``/``state``/``scratch``; datatrove: base/, sigs/, buckets/,
 remove_ids/). From the outputs: per-step seconds (Assay's stats.json, datatrove's stage seconds), the keep/drop
 decision of every page in both tools (identical share, differences by first dropping step), and for each tool the
 pair precision and recall of its MinHash clusters against the planted near-duplicate clusters, over the pages that
@@ -170,7 +170,7 @@ def run_floor(inp: Path, work: Path, workers: int) -> dict:
 
 def run_assay(recipe: Path, inp: Path, out: Path, workers: int) -> dict:
     env = dict(os.environ, ASSAY_PROGRESS_SECONDS="3600")
-    spill = [out / "_stages", out / "_state", out / "_scratch"]
+    spill = [out / ".assay" / "stages", out / ".assay" / "state", out / ".assay" / "scratch"]
     m = measure([str(ASSAY), "run", str(recipe), "-i", str(inp), "-o", str(out), "-w", str(workers),
                  "--overwrite", "--no-report"], spill, env)
     m["stats"] = json.loads((out / "stats.json").read_text())
@@ -201,7 +201,7 @@ def assay_decisions(out: Path) -> tuple[dict[str, str | None], dict[str, str]]:
     cluster: dict[str, str] = {}
     id_url: dict[str, str] = {}
     dup_of: dict[str, str] = {}
-    for d in _lines(sorted(out.glob("part-*.jsonl.gz"))):
+    for d in _lines(sorted(out.glob("data/train-*.jsonl.gz"))):
         url = d["meta"]["url"]
         decision[url] = None
         id_url[d["id"]] = url

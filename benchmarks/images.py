@@ -327,15 +327,15 @@ def main() -> None:
 
 def _score_drops(out: Path, planted: dict[str, str]) -> None:
     """Compare what the run dropped with what was planted (dedup recall and false drops)."""
-    import gzip
-
-    import orjson
+    from assay.core.errors import ErrorLog
+    from assay.io.sources import plan_shards, read_shard
+    from assay.run.layout import rejected_files
 
     dropped = {}
-    for f in sorted((out / "rejected").glob("*.jsonl.gz")):
-        for line in gzip.decompress(f.read_bytes()).splitlines():
-            d = orjson.loads(line)
-            dropped[d["meta"]["key"]] = d["drop"]["reason"]
+    for f in rejected_files(str(out)):  # in the output's format (tars for a WebDataset run)
+        for shard in plan_shards([f], "auto", 0):
+            for r in read_shard(shard, ErrorLog()):
+                dropped[r.meta["key"]] = r.drop[1]
     for reason in sorted(set(planted.values())):
         want = {k for k, v in planted.items() if v == reason}
         got = {k for k, v in dropped.items() if v == reason}

@@ -157,7 +157,7 @@ def curate(episodes: list, out: Path) -> list[tuple[int, int, int]]:
     with open(out / "assay-run.log", "w") as log:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
     kept = []
-    for path in sorted(run_dir.glob("part-*")):
+    for path in sorted(run_dir.glob("data/train-*")):
         for shard in plan_shards([str(path)], "auto", 0):
             for r in read_shard(shard, ErrorLog()):
                 kept.append((int(r.content["episode_index"]), int(r.signals.get("traj.idle_head", 0)),

@@ -47,7 +47,7 @@ def run_assay(dataset: Path, out: Path) -> dict[int, str]:
         for line in gzip.open(f, "rt"):
             r = json.loads(line)
             result[r["content"]["episode_index"]] = f"{r['drop']['step']}: {r['drop']['reason']}"
-    for f in sorted(out.glob("part-*.jsonl.gz")):
+    for f in sorted(out.glob("data/train-*.jsonl.gz")):
         for line in gzip.open(f, "rt"):
             r = json.loads(line)
             s = r["signals"]
