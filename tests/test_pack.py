@@ -89,7 +89,7 @@ def test_megatron_files_load_in_megatron_core_and_equal_datatrove(corpus: dict) 
         "                  'document_indices': ds.document_indices.tolist()}))\n")
     proc = subprocess.run([sys.executable, "-c", script, str(out / "train_text_document")], capture_output=True,
                           text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, "megatron-core (in the dev extra) reading the files:\n" + proc.stderr[-2000:]
     read = json.loads(proc.stdout.strip().splitlines()[-1])
     assert read["dtype"] == "uint16"  # a 600-token vocabulary fits
     assert read["document_indices"] == list(range(len(docs) + 1))
@@ -212,3 +212,15 @@ def test_minilm_documents_are_not_cut_at_the_model_length(corpus: dict) -> None:
     idx = (out / "train_text_document.idx").read_bytes()
     n = int.from_bytes(idx[18:26], "little")
     assert np.frombuffer(idx, dtype=np.int32, count=n, offset=34).tolist() == lengths
+
+
+def test_text_that_is_not_unicode_is_counted_not_fatal(corpus: dict) -> None:
+    """A lone surrogate (Parquet or a custom reader can hand one over) makes `tokenizers` raise TypeError for the
+    whole batch; pack skips that one document."""
+    from assay.lab.pack import _tokenize_batch, load_tokenizer
+
+    tok = load_tokenizer(str(corpus["tokenizer"]))
+    result = _tokenize_batch(["first document", "half a pair \ud800", "third"], tok)
+    assert result[1] == "invalid_unicode"
+    assert tok.decode(result[0][:-1]) == "first document" and tok.decode(result[2][:-1]) == "third"
+    assert result[0][-1] == result[2][-1] == tok.eos_id
