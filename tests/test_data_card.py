@@ -172,3 +172,25 @@ def test_lineage_panel(page, run):
     assert [r.locator("td").nth(3).inner_text() for r in rows] == [e.params for e in rec.lineage]
     lid_row = rows[[e.step for e in rec.lineage].index("language_id")].inner_text()
     assert f"lang.score={rec.signals['lang.score']:.3g}" in lid_row
+
+
+def test_declared_thresholds_match_decide_in_process():
+    """The first declared rule a record breaks is the reason decide() gives, for filters the quickstart lacks."""
+    from assay.core.record import Record
+    from assay.core.step import REGISTRY
+
+    cases = [
+        (REGISTRY.get("length_filter")(min_chars=10, max_chars=50, min_words=3),
+         ["short", "a b c d e f g h", "one two three four", "x" * 60, "ab cd efghijkl"]),
+        (REGISTRY.get("flagged_words")(max_ratio=0.1, default_language="en"),
+         ["a perfectly clean sentence about gardens and rivers", "sex sex sex porn and more porn words here"]),
+    ]
+    decided = set()
+    for step, texts in cases:
+        for text in texts:
+            r = Record(id=text, content=text, meta={"language": "en"})
+            step.score(r)
+            broken = [t.reason for t in step.thresholds() if t.drops(r.signals.get(t.signal))]
+            assert (broken[0] if broken else None) == step.decide(r), (step.name, text)
+            decided.add(step.decide(r))
+    assert {"too_short", "too_long", None, "too_many_flagged_words"} <= decided

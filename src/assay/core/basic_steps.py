@@ -8,7 +8,7 @@ import xxhash
 from pydantic import Field
 
 from assay.core.record import Record
-from assay.core.step import Batch, Filter, FilterParams, Step, StepContext, StepParams
+from assay.core.step import Batch, Filter, FilterParams, Step, StepContext, StepParams, Threshold
 
 
 class LengthParams(FilterParams):
@@ -22,6 +22,16 @@ class LengthFilter(Filter):
 
     name = "length_filter"
     Params: ClassVar = LengthParams
+    signals = ("length.",)
+
+    def thresholds(self) -> list[Threshold]:
+        p = self.params
+        rules = [Threshold("length.chars", "<", p.min_chars, "too_short")]
+        if p.max_chars is not None:
+            rules.append(Threshold("length.chars", ">", p.max_chars, "too_long"))
+        if p.min_words:
+            rules.append(Threshold("length.words", "<", p.min_words, "too_few_words"))
+        return rules
 
     def score(self, record: Record) -> None:
         text = record.text

@@ -40,7 +40,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from assay.core.record import Record
-from assay.core.step import Filter, FilterParams
+from assay.core.step import Filter, FilterParams, Threshold
 
 _SPLIT = re.compile(r" |\n|\t")
 _SPECIAL_CATEGORIES = ("P", "S", "N", "Z", "C")
@@ -131,6 +131,12 @@ class FlaggedWords(Filter):
     summary = "Drop documents with too many flagged (obscene, profane) words, per language (Data-Juicer's ratio)."
     version = "1"
     Params: ClassVar[type[FilterParams]] = FlaggedWordsParams
+    signals = ("flagged_words.",)
+
+    def thresholds(self) -> list[Threshold]:
+        p: FlaggedWordsParams = self.params  # type: ignore[assignment]
+        return [Threshold("flagged_words.ratio", ">", p.max_ratio, "too_many_flagged_words"),
+                Threshold("flagged_words.ratio", "<", p.min_ratio, "too_few_flagged_words")]
 
     def _list_for(self, record: Record) -> frozenset[str] | None:
         p: FlaggedWordsParams = self.params  # type: ignore[assignment]

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from assay.core.record import Record
-from assay.core.step import Batch, Filter, FilterParams, StepContext
+from assay.core.step import Batch, Filter, FilterParams, StepContext, Threshold
 
 
 _VOCABS: dict[str, Any] = {}
@@ -134,6 +134,13 @@ class TokenCount(Filter):
     name = "token_count"
     version = "1"
     Params: ClassVar[type[FilterParams]] = TokenCountParams
+    signals = ("tokens.count",)
+
+    def thresholds(self) -> list[Threshold]:
+        p: TokenCountParams = self.params  # type: ignore[assignment]
+        rules = [Threshold("tokens.count", "<", p.min_tokens, "too_few_tokens"),
+                 Threshold("tokens.count", ">", p.max_tokens, "too_many_tokens")]
+        return [t for t in rules if t.value is not None]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
