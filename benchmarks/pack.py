@@ -73,8 +73,8 @@ def main() -> None:
     print(f"datatrove Megatron step: {t_peer:6.1f} s  {tokens / t_peer:10,.0f} tokens/s")
     print(f"ratio (datatrove time / assay time): {t_peer / t_mine:.2f}")
     if args.workers == 1:
-        same = all((mine / f"train_text_document.{e}").read_bytes() == (peer / "tokens" / f"00000_tokens.{e}").read_bytes()
-                   for e in ("bin", "idx"))
+        same = all((mine / f"train_text_document.{e}").read_bytes()
+                   == (peer / "tokens" / f"00000_tokens.{e}").read_bytes() for e in ("bin", "idx"))
         print(f"identical .bin/.idx bytes: {same}")
     for extra in (["-f", "megatron", "-t", "smollm2"], ["-f", "hf", "-t", str(tok_path), "--seq-len", "2048"]):
         out = work / f"assay-{extra[1]}-{Path(extra[3]).stem}"

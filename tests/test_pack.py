@@ -122,7 +122,8 @@ def test_megatron_files_load_in_megatron_core_and_equal_datatrove(corpus: dict) 
                            str(corpus["tokenizer"])], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for ext in ("bin", "idx"):
-        assert (out_plain / f"train_text_document.{ext}").read_bytes() == (peer_out / f"00000_tokens.{ext}").read_bytes()
+        theirs = (peer_out / f"00000_tokens.{ext}").read_bytes()
+        assert (out_plain / f"train_text_document.{ext}").read_bytes() == theirs
 
 
 def test_parquet_rows_load_with_datasets_and_decode_to_the_documents(corpus: dict) -> None:

@@ -191,9 +191,8 @@ def _tokenize_batch(texts: list[str], tokenizer: Tokenizer | None = None) -> lis
             pass
     encoded = tok.encode_batch([texts[i] for i in good])
     result: list[np.ndarray | str] = ["invalid_unicode"] * len(texts)
-    dtype = np.int32
     for i, ids in zip(good, encoded):
-        arr = np.empty(len(ids) + 1, dtype=dtype)
+        arr = np.empty(len(ids) + 1, dtype=np.int32)
         arr[:-1] = ids
         arr[-1] = tok.eos_id
         result[i] = arr
