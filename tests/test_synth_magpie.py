@@ -75,7 +75,8 @@ def test_wire_requests_filters_and_dedup(tmp_path: Path) -> None:
 
 def test_same_seed_same_requests_other_seed_other_requests(tmp_path: Path) -> None:
     log = tmp_path / "requests.jsonl"
-    server = LoopbackLLMServer("--engine", "fixed", "--reply", "Name three rivers in Africa, please.", "--log", str(log))
+    reply = "Name three rivers in Africa, please."
+    server = LoopbackLLMServer("--engine", "fixed", "--reply", reply, "--log", str(log))
     try:
         for i, seed in enumerate((5, 5, 6)):
             step = Magpie({"backend": {"kind": "openai", "model": "m", "base_url": server.url}, "cache": "off",

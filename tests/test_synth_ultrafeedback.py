@@ -69,9 +69,11 @@ def test_quote_cannot_be_closed_from_inside() -> None:
 
 
 def test_responses_of_every_layout() -> None:
-    assert responses_of(two_records()[0]) == [("Paris is the capital of France.", "good"), ("Bananas are yellow.", "bad")]
+    assert responses_of(two_records()[0]) == [("Paris is the capital of France.", "good"),
+                                              ("Bananas are yellow.", "bad")]
     assert responses_of(two_records()[1]) == [("2 + 3 = 5.", "record"), ("", "record")]
-    chat = Record("c", {"prompt": "Hi", "chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+    chat = Record("c", {"prompt": "Hi",
+                        "chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
                         "rejected": [{"role": "assistant", "content": "Go away"}]}, "preference")
     assert [t for t, _ in responses_of(chat)] == ["Hello", "Go away"]
     assert responses_of(Record("o", {"instruction": "x", "output": "y"}, "conversation")) == [("y", "record")]

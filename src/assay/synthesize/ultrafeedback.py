@@ -113,17 +113,17 @@ def binarize(means: list[float | None], mode: Literal["random", "lowest"], rng: 
              ) -> tuple[int, int] | str:
     """``(chosen, rejected)`` indices from mean ratings (``None``: unrated), or why no pair: ``too_few`` rated
     responses, or a ``tie`` (nothing rated strictly below the best)."""
-    rated = [i for i, m in enumerate(means) if m is not None]
+    rated = {i: m for i, m in enumerate(means) if m is not None}
     if len(rated) < 2:
         return "too_few"
-    best = max(means[i] for i in rated)  # type: ignore[type-var]
-    lower = [i for i in rated if means[i] < best]  # type: ignore[operator]
+    best = max(rated.values())
+    lower = [i for i, m in rated.items() if m < best]
     if not lower:
         return "tie"
-    chosen = rng.choice([i for i in rated if means[i] == best])
+    chosen = rng.choice([i for i, m in rated.items() if m == best])
     if mode == "lowest":
-        worst = min(means[i] for i in lower)  # type: ignore[type-var]
-        return chosen, rng.choice([i for i in lower if means[i] == worst])
+        worst = min(rated[i] for i in lower)
+        return chosen, rng.choice([i for i in lower if rated[i] == worst])
     return chosen, rng.choice(lower)
 
 
@@ -263,9 +263,8 @@ class UltraFeedback(SynthesisStep):
                 r = requests[i]
                 messages = [*r.message_dicts(), {"role": "assistant", "content": answers[i].text[:2000]},
                             {"role": "user", "content": repair}]
-                seed = r.params.seed
-                again.append(LLMRequest.chat(messages, r.params if seed is None else r.params.with_(seed=seed + attempt),
-                                             json_schema=r.json_schema))
+                params = r.params if r.params.seed is None else r.params.with_(seed=r.params.seed + attempt)
+                again.append(LLMRequest.chat(messages, params, json_schema=r.json_schema))
             for i, a in zip(todo, self.generate(again)):
                 answers[i] = a
                 verdicts[i] = parse_verdict(a.text) if a.ok else None
@@ -307,13 +306,15 @@ class UltraFeedback(SynthesisStep):
         rated = [m for m in means if m is not None]
         self.count("responses", len(responses))
         self.count("responses_rated", len(rated))
-        best = max(range(len(means)), key=lambda i: -1 if means[i] is None else means[i])  # type: ignore[operator]
+        sortable = [m if m is not None else -1.0 for m in means]
+        best = sortable.index(max(sortable))
         content = {**conversation(instruction, "", responses[best][0]),
                    "responses": [t for t, _ in responses], "models": [s for _, s in responses],
                    "ratings": ratings, "rationales": rationales, "mean_ratings": means}
         signals: dict[str, Any] = {"ultrafeedback.rated": len(rated)}
         if rated:
-            signals.update({"ultrafeedback.best": max(rated), "ultrafeedback.margin": round(max(rated) - min(rated), 4)})
+            signals.update({"ultrafeedback.best": max(rated),
+                            "ultrafeedback.margin": round(max(rated) - min(rated), 4)})
         synth = self.synth_meta([f"ultrafeedback_{a}" for a in p.aspects], aspects=list(p.aspects),
                                 judge_sampling=p.sampling.model_dump(mode="json"),
                                 generators=[g.describe() for g in self.generators],
@@ -335,12 +336,14 @@ class UltraFeedback(SynthesisStep):
                 self.count(f"pairs_skipped:{pair}")
             else:
                 c, r = pair
+                high, low = means[c], means[r]
+                assert high is not None and low is not None  # binarize picks rated responses only
                 pref = {"prompt": instruction, "chosen": responses[c][0], "rejected": responses[r][0],
-                        "chosen_rating": means[c], "rejected_rating": means[r],
+                        "chosen_rating": high, "rejected_rating": low,
                         "chosen_model": responses[c][1], "rejected_model": responses[r][1]}
                 out.append(Record(derive_id(parent.id, self.name, "pair"), pref, "preference",
                                   meta={"parents": [parent.id], "synth": {**synth, "binarized": p.pairs}},
-                                  signals={"ultrafeedback.margin": round(means[c] - means[r], 4)}))  # type: ignore[operator]
+                                  signals={"ultrafeedback.margin": round(high - low, 4)}))
                 self.count("pairs")
         return out
 
