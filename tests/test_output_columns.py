@@ -90,8 +90,10 @@ def test_heterogeneous_records_round_trip_across_unified_shards(tmp_path: Path) 
     assert len(files) == 2
     before = _schemas(files)
     assert not before[0].equals(before[1])  # each shard typed its own records: n int64 vs double, mixed str vs int
+    (tmp_path / "data" / ".tmp-unify-train-00000-0000.parquet").write_bytes(b"left by a killed run")
     report = unify_parquet_schemas([Folder(str(tmp_path / "data"))])
     assert report["files"] == 2 and report["rewritten"] == 2
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(Path(f).name for f in files)
     after = _schemas(files)
     assert after[0].equals(after[1], check_metadata=True)
     meta_type, signals_type = after[0].field("meta").type, after[0].field("signals").type

@@ -347,6 +347,8 @@ def unify_parquet_schemas(folders: list[Folder]) -> dict[str, Any]:
     report = {"files": 0, "rewritten": 0, "bytes_rewritten": 0}
     for folder in folders:
         fs = folder.fs
+        for stale in folder.glob(".tmp-unify-*"):  # left by a run killed while it unified
+            fs.rm(stale)
         paths = sorted(p for p in folder.glob("*.parquet") if not p.rsplit("/", 1)[-1].startswith("."))
         report["files"] += len(paths)
         if len(paths) < 2:
