@@ -270,5 +270,5 @@ def test_dry_run_of_a_run_folder_of_the_older_layout(harvest_run, tmp_path):
     assert "would push harvest" in r.output and "path: data/*" in r.output
     # the older folder's markers decide too: one missing is an unfinished run
     next((old / "_markers").glob("s1-*.json")).unlink()
-    assert "1 of its 3 jobs have not finished (s1-00000)" in _runner_error(CliRunner().invoke(app, ["push", str(old), "me/old",
-                                                                                        "--dry-run"]))
+    line = _runner_error(CliRunner().invoke(app, ["push", str(old), "me/old", "--dry-run"]))
+    assert "1 of its 3 jobs have not finished (s1-00000)" in line

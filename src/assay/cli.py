@@ -344,15 +344,16 @@ def push(
 
     if dry_run:
         try:
-            upload = plan(source, repo_id, include_rejected=include_rejected, license=license, force=force)
+            upload = plan(source, include_rejected=include_rejected, license=license, force=force)
         except AssayError as e:
             _fail(str(e))
             return
         out.print(f"would push {upload.kind} ({upload.records:,} records) to {repo_id}:", markup=False)
         for local, path_in_repo in upload.files:
             out.print(f"  {path_in_repo}  {local.stat().st_size:,} bytes", markup=False, highlight=False)
-        out.print(f"  README.md  {len(upload.readme.encode()):,} bytes:\n", markup=False, highlight=False)
-        out.print(upload.readme, markup=False, highlight=False, soft_wrap=True)
+        readme = upload.card(repo_id)
+        out.print(f"  README.md  {len(readme.encode()):,} bytes:\n", markup=False, highlight=False)
+        out.print(readme, markup=False, highlight=False, soft_wrap=True)
         return
     bar = Progress(TextColumn("uploading"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
                    console=console, transient=True, disable=not console.is_terminal)

@@ -46,7 +46,7 @@ class Upload:
 
     kind: str  # harvest, synthesis or export
     files: list[tuple[Path, str]]
-    readme: str
+    card: Callable[[str], str]  # the README.md for a repo id (its loading snippet names the repo)
     records: int
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -181,7 +181,7 @@ def _run_kind(recipe: dict[str, Any]) -> str:
     return "synthesis" if synthesis else "harvest"
 
 
-def plan_run(run: Path, repo_id: str, *, include_rejected: bool, license: str | None, force: bool) -> Upload:
+def plan_run(run: Path, *, include_rejected: bool, license: str | None, force: bool) -> Upload:
     reason = unfinished_reason(run)
     if reason and not force:
         raise PushError(f"{run} is not a finished run: {reason}; finish it (rerun the same `assay run`) or push "
@@ -199,13 +199,16 @@ def plan_run(run: Path, repo_id: str, *, include_rejected: bool, license: str | 
     files += [(p, f"{layout.REJECTED}/{p.name}") for p in rejected]
     files += [(run / name, name) for name in RUN_FILES if (run / name).is_file()]
     kind = _run_kind(recipe)
-    readme = card.run_card(stats, recipe, repo_id, kind=kind, data_files=f"{layout.DATA}/*",
-                           rejected_files_glob=f"{layout.REJECTED}/*" if rejected else None, license=license)
+
+    def readme(repo_id: str) -> str:
+        return card.run_card(stats, recipe, repo_id, kind=kind, data_files=f"{layout.DATA}/*",
+                             rejected_files_glob=f"{layout.REJECTED}/*" if rejected else None, license=license)
+
     return Upload(kind, files, readme, stats.get("output", {}).get("records", 0),
                   {"rejected": stats.get("output", {}).get("rejected", 0) if rejected else 0})
 
 
-def plan_export(path: Path, repo_id: str, *, license: str | None) -> Upload:
+def plan_export(path: Path, *, license: str | None) -> Upload:
     sources = [path] if path.is_file() else sorted(p for p in path.iterdir() if _is_export_file(p))
     suffixes = {next(s for s in EXPORT_SUFFIXES[::-1] if p.name.endswith(s)) for p in sources}
     if len(suffixes) > 1:
@@ -218,23 +221,25 @@ def plan_export(path: Path, repo_id: str, *, license: str | None) -> Upload:
         raise PushError(f"{path} holds no rows to push")
     fmt = export_format(rows)
     name = path.name.split(".")[0] if path.is_file() else path.name
-    readme = card.export_card(rows, fmt, repo_id, f"{layout.DATA}/*", source_name=name, license=license)
+
+    def readme(repo_id: str) -> str:
+        return card.export_card(rows, fmt, repo_id, f"{layout.DATA}/*", source_name=name, license=license)
+
     return Upload("export", [(p, f"{layout.DATA}/{p.name}") for p in sources], readme, len(rows),
                   {"format": fmt})
 
 
-def plan(source: str, repo_id: str, *, include_rejected: bool = False, license: str | None = None,
-         force: bool = False) -> Upload:
-    """What pushing ``source`` (a run folder or an annotation export) to ``repo_id`` would send."""
+def plan(source: str, *, include_rejected: bool = False, license: str | None = None, force: bool = False) -> Upload:
+    """What pushing ``source`` (a run folder or an annotation export) would send."""
     if "://" in source:
         raise PushError(f"{source}: push a local folder or file (copy a remote run folder here first)")
     path = Path(source)
     if not path.exists():
         raise PushError(f"{source}: no such file or folder")
     if path.is_dir() and layout.is_run(layout._folder(str(path))):
-        return plan_run(path, repo_id, include_rejected=include_rejected, license=license, force=force)
+        return plan_run(path, include_rejected=include_rejected, license=license, force=force)
     if _is_export_file(path) or (path.is_dir() and any(_is_export_file(p) for p in path.iterdir())):
-        return plan_export(path, repo_id, license=license)
+        return plan_export(path, license=license)
     raise PushError(f"{source} is neither an Assay run folder (no .assay/run.json) nor an annotation export "
                     f"({', '.join(EXPORT_SUFFIXES)} from `assay annotate export`)")
 
@@ -270,7 +275,7 @@ def push(source: str, repo_id: str, *, token: str | None = None, endpoint: str |
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
     if repo_id.count("/") > 1 or not repo_id.strip("/") or " " in repo_id:
         raise PushError(f"repo id {repo_id!r}: expected 'name' or 'namespace/name'")
-    upload = plan(source, repo_id, include_rejected=include_rejected, license=license, force=force)
+    upload = plan(source, include_rejected=include_rejected, license=license, force=force)
     if not token:
         from huggingface_hub import get_token
 
@@ -280,18 +285,16 @@ def push(source: str, repo_id: str, *, token: str | None = None, endpoint: str |
     api = HfApi(endpoint=endpoint, token=token)
     hub_errors = (HfHubHTTPError, OfflineModeIsEnabled, *storage_errors())
     try:
+        user = api.whoami()["name"]  # a bad token or an unreachable Hub fails here, before anything is sent
         if "/" not in repo_id:
-            repo_id = f"{api.whoami()['name']}/{repo_id}"
-            upload = plan(source, repo_id, include_rejected=include_rejected, license=license, force=True)
-        else:
-            api.whoami()  # a bad token or an unreachable Hub fails here, before anything is hashed or sent
+            repo_id = f"{user}/{repo_id}"
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         ours = {path_in_repo for _, path_in_repo in upload.files} | {"README.md"}
         existing = api.list_repo_files(repo_id, repo_type="dataset", revision=revision)
         stale = [p for p in existing if p.startswith((f"{layout.DATA}/", f"{layout.REJECTED}/")) and p not in ours]
         additions = [CommitOperationAdd(path_in_repo=repo_path, path_or_fileobj=str(local))
                      for local, repo_path in upload.files]
-        additions.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=upload.readme.encode()))
+        additions.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=upload.card(repo_id).encode()))
         for start in range(0, len(additions), CHUNK):
             chunk = additions[start:start + CHUNK]
             api.preupload_lfs_files(repo_id, additions=chunk, repo_type="dataset", revision=revision)
