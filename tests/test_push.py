@@ -204,6 +204,8 @@ def test_a_synthesis_output_is_pushed_as_synthetic(hub, tmp_path):
     meta, body = _card(store, f"{USER}/synth")
     assert "synthetic" in meta["tags"] and meta["pretty_name"] == "tiny-self-instruct"
     assert "kind: synthesis" in body and "self_instruct" in body
+    counters = json.loads((tmp_path / "out" / "stats.json").read_text())["steps"][0]["counters"]
+    assert counters and all(f"| self_instruct | {k} | {v:,} |" in body for k, v in counters.items())
     assert "llm-cache.sqlite" not in _repo_files(store, f"{USER}/synth")
     files = _repo_files(store, f"{USER}/synth")
     kept = sorted((tmp_path / "out" / "data").iterdir())

@@ -87,6 +87,9 @@ def run_card(stats: dict[str, Any], recipe: dict[str, Any], repo_id: str, *, kin
             share = f"{dropped / n_in:.1%}" if n_in else "-"
             rows.append([s["name"], n_in, s.get("records_out", 0), dropped, share, f"{s.get('seconds', 0):.2f}"])
         body += _table(["step", "in", "out", "dropped", "dropped share", "seconds"], rows)
+    counted = [(s["name"], k, v) for s in steps for k, v in sorted((s.get("counters") or {}).items())]
+    if counted:  # what steps count besides drops: a model's requests and retries, candidates rejected, clusters…
+        body += ["## Step counters", ""] + _table(["step", "counter", "value"], [list(c) for c in counted])
     if recipe.get("steps"):
         body += ["## Recipe", "", "The steps and their parameters as run (the whole recipe, input and "
                  "output included, is `recipe.yaml`):", "", "```yaml",
