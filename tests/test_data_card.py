@@ -3,6 +3,7 @@ opened in headless Chromium, and what the card shows checked against stats.json 
 
 from __future__ import annotations
 
+import html
 import os
 import re
 from pathlib import Path
@@ -194,3 +195,24 @@ def test_declared_thresholds_match_decide_in_process():
             assert (broken[0] if broken else None) == step.decide(r), (step.name, text)
             decided.add(step.decide(r))
     assert {"too_short", "too_long", None, "too_many_flagged_words"} <= decided
+
+
+def test_a_big_run_is_read_through_a_bounded_hash_sample(run):
+    """Past max_records the card reads a hash-of-id sample of the run's records and says how many it read."""
+    from assay.core.recipe import Recipe
+    from assay.core.pipeline import Pipeline
+    from assay.io.sources import in_sample
+    from assay.run.card_data import read_card_data
+    from assay.run.report import render
+    import yaml
+
+    out, stats, kept, rejected = run
+    steps = Recipe.model_validate(yaml.safe_load((out / "recipe.yaml").read_text())).instantiate()
+    Pipeline(steps)
+    total = len(kept) + len(rejected)
+    data = read_card_data(output_files(str(out)), rejected_files(str(out)), steps, total, max_records=100)
+    expected = {r.id for r in kept + rejected if in_sample(r.id, 100 / total)}
+    assert data.sampled and {r.id for r in data.records} == expected
+    assert 60 < len(expected) < 140
+    assert html.escape(f"The panels below read {len(expected):,} of the run's {total:,} records (a sample by a "
+                       f"hash of their id).") in render(stats, data)

@@ -90,9 +90,6 @@ class CardData:
     def sampled(self) -> bool:
         return len(self.records) < self.total
 
-    def stopped_at(self, index: int) -> list[Seen]:
-        return [r for s in self.by_reason for r in self.by_reason[s] if s[0] == index]
-
     def reaching(self, index: int) -> list[Seen]:
         return [r for r in self.records if r.reached(index)]
 
@@ -202,8 +199,9 @@ def read_card_data(kept_files: list[str], rejected_files: list[str], steps: list
             for r in read_shard(shard, errors):
                 if fraction < 1 and not in_sample(r.id, fraction):
                     continue
-                seen = Seen(r.id, r.text[:TEXT_CHARS], {k: v for k, v in r.meta.items() if k in ("url", "source", "title")},
-                            dict(r.signals), [(e.step, e.version, e.params) for e in r.lineage], r.drop)
+                meta = {k: r.meta[k] for k in ("url", "source", "title") if k in r.meta}
+                seen = Seen(r.id, r.text[:TEXT_CHARS], meta, dict(r.signals),
+                            [(e.step, e.version, e.params) for e in r.lineage], r.drop)
                 seen.stop, seen.reason = _stop(seen, positions, names, flag_order)
                 records.append(seen)
     if analysis:
