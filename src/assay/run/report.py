@@ -323,6 +323,14 @@ def render(stats: dict[str, Any], data: CardData, recipe_dict: dict[str, Any] | 
     for s in steps:
         for reason, c in s["drops"].items():
             drops[f"{s['name']}: {reason}"] = drops.get(f"{s['name']}: {reason}", 0) + c
+    would = ""
+    if data.analysis and data.steps:  # nothing was dropped: show what a real run would keep and drop
+        funnel = [("input", stats["input"]["records_read"])] + [
+            (f"{st.index}. {st.name}", sum(1 for r in data.records if r.stop is None or r.stop > st.index))
+            for st in data.steps]
+        drops = {f"{data.steps[i].name}: {reason}": len(rs) for (i, reason), rs in data.by_reason.items()
+                 if i < len(data.steps)}
+        would = " (as a real run would have them)"
     top_drops = sorted(drops.items(), key=lambda kv: -kv[1])[:15]
     lengths = [(_fmt_len(int(k)), v) for k, v in stats.get("length_histogram_log2", {}).items()]
     langs = list(stats.get("languages", {}).items())[:15]
@@ -360,10 +368,10 @@ def render(stats: dict[str, Any], data: CardData, recipe_dict: dict[str, Any] | 
 <div class="card"><b>{sum(stats.get('errors', {}).values()):,}</b>input records skipped</div>
 <div class="card"><b>{stats['input']['files']:,}</b>files · {stats['input']['shards']:,} shards</div>
 </div>
-<h2>Funnel</h2>{_bars(funnel)}
+<h2>Funnel{would}</h2>{_bars(funnel)}
 <h2>Steps</h2><table><tr><th>#</th><th>step</th><th class=n>in</th><th class=n>out</th><th class=n>dropped</th>
 <th class=n>seconds</th><th class=n>records/s</th><th>counters</th></tr>{''.join(rows)}</table>
-<h2>Top drop reasons</h2>{_bars(top_drops, color="#c4573b")}
+<h2>Top drop reasons{would}</h2>{_bars(top_drops, color="#c4573b")}
 <p class="sub">{e(read_note)}</p>
 <h2 id="filters">Filters: signals and thresholds</h2>
 <p class="sub">Each signal over the records that reached the step (kept, or dropped there or later); red: the side a
