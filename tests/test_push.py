@@ -274,3 +274,27 @@ def test_dry_run_of_a_run_folder_of_the_older_layout(harvest_run, tmp_path):
     next((old / "_markers").glob("s1-*.json")).unlink()
     line = _runner_error(CliRunner().invoke(app, ["push", str(old), "me/old", "--dry-run"]))
     assert "1 of its 3 jobs have not finished (s1-00000)" in line
+
+
+def test_the_records_licenses_make_the_cards_license(tmp_path):
+    from collections import Counter
+
+    from assay.run.card import hub_license
+
+    assert hub_license(Counter({"MIT": 3})) == "mit"
+    assert hub_license(Counter({"GPL-3.0-only": 2, "GPL-3.0-or-later": 1})) == "gpl-3.0"
+    assert hub_license(Counter({"MIT": 2, "Apache-2.0": 1})) == "other"
+    assert hub_license(Counter({"LicenseRef-scancode-proprietary": 1})) == "other"
+    assert hub_license(Counter({None: 4})) is None
+    rows = [{"id": "a", "text": "one", "license": "MIT"}, {"id": "b", "text": "two", "license": "MIT"},
+            {"id": "c", "text": "three", "license": "Apache-2.0"}]
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    (tmp_path / "recipe.yaml").write_text("name: licensed\ninput: {format: jsonl}\noutput: {format: jsonl}\n"
+                                          "steps: []\n")
+    assay_cli("run", str(tmp_path / "recipe.yaml"), "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out"),
+              "-w", "1", "--no-report")
+    r = CliRunner().invoke(app, ["push", str(tmp_path / "out"), "me/licensed", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "license: other" in r.output and "| MIT | 2 |" in r.output and "| Apache-2.0 | 1 |" in r.output
+    r = CliRunner().invoke(app, ["push", str(tmp_path / "out"), "me/licensed", "--dry-run", "--license", "mit"])
+    assert "license: mit" in r.output  # --license wins

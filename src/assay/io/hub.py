@@ -19,6 +19,7 @@ import fcntl
 import gzip
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -181,6 +182,20 @@ def _run_kind(recipe: dict[str, Any]) -> str:
     return "synthesis" if synthesis else "harvest"
 
 
+def record_licenses(files: list[str]) -> Counter:
+    """The ``meta.license`` of the records in ``files`` (as the code ingest sets it), counted; empty when no record
+    has one."""
+    from assay.core.errors import ErrorLog
+    from assay.io.sources import plan_shards, read_shard
+
+    counts: Counter = Counter()
+    errors = ErrorLog()
+    for shard in plan_shards(files, "auto", 0):
+        for record in read_shard(shard, errors):
+            counts[(record.meta or {}).get("license")] += 1
+    return counts if any(counts) else Counter()
+
+
 def plan_run(run: Path, *, include_rejected: bool, license: str | None, force: bool) -> Upload:
     reason = unfinished_reason(run)
     if reason and not force:
@@ -199,10 +214,12 @@ def plan_run(run: Path, *, include_rejected: bool, license: str | None, force: b
     files += [(p, f"{layout.REJECTED}/{p.name}") for p in rejected]
     files += [(run / name, name) for name in RUN_FILES if (run / name).is_file()]
     kind = _run_kind(recipe)
+    licenses = record_licenses([str(p) for p in kept])
 
     def readme(repo_id: str) -> str:
         return card.run_card(stats, recipe, repo_id, kind=kind, data_files=f"{layout.DATA}/*",
-                             rejected_files_glob=f"{layout.REJECTED}/*" if rejected else None, license=license)
+                             rejected_files_glob=f"{layout.REJECTED}/*" if rejected else None, license=license,
+                             licenses=licenses)
 
     return Upload(kind, files, readme, stats.get("output", {}).get("records", 0),
                   {"rejected": stats.get("output", {}).get("rejected", 0) if rejected else 0})
