@@ -122,6 +122,20 @@ def test_row_groups_with_new_keys_widen_the_file_schema(tmp_path: Path) -> None:
     assert [r.to_dict() for r in read_parquet(str(path), ErrorLog())] == [r.to_dict() for r in records]
 
 
+def test_values_arrow_would_coerce_keep_their_type(tmp_path: Path) -> None:
+    """Arrow's own inference reads True beside 1.5 as 1.0 and "a" beside b"a" as bytes: such keys stay JSON text."""
+    records = [Record("a", "t", "text", {"flag": 1.5}, {"raw": "a", "v": [1, 2]}),
+               Record("b", "t", "text", {"flag": True}, {"raw": b"a", "v": [1, True]})]
+    path = tmp_path / "c.parquet"
+    writer = ParquetWriter(open(path, "wb"))
+    writer.write_many(records)
+    writer.close()
+    back = list(read_parquet(str(path), ErrorLog()))
+    assert [(r.meta, r.signals) for r in back] == [(r.meta, r.signals) for r in records]
+    assert back[1].meta["flag"] is True and back[1].signals["raw"] == b"a" and back[0].signals["raw"] == "a"
+    assert back[1].signals["v"][1] is True
+
+
 def test_none_values_in_dicts_read_as_absent_keys(tmp_path: Path) -> None:
     path = tmp_path / "n.parquet"
     writer = ParquetWriter(open(path, "wb"))

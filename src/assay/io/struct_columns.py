@@ -179,31 +179,10 @@ class DictsType:
 
 # -- arrays ------------------------------------------------------------------------------------------------------
 def dicts_to_arrow(dicts: list[dict[str, Any]]) -> tuple[DictsType, pa.Array]:
-    """The type of ``dicts`` and their struct array. Arrow's own inference (in C++) does it when its result is one
-    :meth:`DictsType.infer` would give (no binary, where it would take text for bytes; no types beyond
-    :func:`value_type`'s); otherwise the inference here, key by key."""
-    try:
-        arr = pa.array(dicts)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
-        arr = None
-    if arr is not None and pa.types.is_struct(arr.type) and _plain(arr.type):
-        if arr.type.num_fields == 0:
-            return DictsType(), pa.nulls(len(dicts))
-        return DictsType.of_field(arr.type, ()), arr
+    """The type of ``dicts`` and their struct array. (Arrow's own inference is not used: it reads ``True`` beside a
+    fraction as 1.0 and text beside bytes as bytes.)"""
     dtype = DictsType.infer(dicts)
     return dtype, encode_dicts(dicts, dtype)
-
-
-_PLAIN = {pa.bool_(), pa.int64(), pa.float64(), pa.string(), pa.null()}
-
-
-def _plain(t: pa.DataType, top: bool = True) -> bool:
-    """Only the types :func:`value_type` gives, bytes excepted; no struct without fields below the top."""
-    if pa.types.is_struct(t):
-        return (top or t.num_fields > 0) and all(_plain(t.field(i).type, False) for i in range(t.num_fields))
-    if pa.types.is_list(t):
-        return _plain(t.value_type, False)
-    return t in _PLAIN
 
 
 def encode_dicts(dicts: list[dict[str, Any]], dtype: DictsType) -> pa.Array:
