@@ -182,7 +182,24 @@ def dicts_to_arrow(dicts: list[dict[str, Any]]) -> tuple[DictsType, pa.Array]:
     """The type of ``dicts`` and their struct array. (Arrow's own inference is not used: it reads ``True`` beside a
     fraction as 1.0 and text beside bytes as bytes.)"""
     dtype = DictsType.infer(dicts)
-    return dtype, encode_dicts(dicts, dtype)
+    try:
+        return dtype, encode_dicts(dicts, dtype)
+    except _CONVERSION_ERRORS:  # a value Arrow would not convert after all: its key becomes JSON text
+        failing = {k for k, t in dtype.fields.items() if k not in dtype.json and not _converts(dicts, k, t)}
+        dtype = DictsType({k: (pa.string() if k in failing else t) for k, t in dtype.fields.items()},
+                          dtype.json | failing)
+        return dtype, encode_dicts(dicts, dtype)
+
+
+_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError)
+
+
+def _converts(dicts: list[dict[str, Any]], key: str, t: pa.DataType) -> bool:
+    try:
+        pa.array([d.get(key) for d in dicts], type=t)
+        return True
+    except _CONVERSION_ERRORS:
+        return False
 
 
 def encode_dicts(dicts: list[dict[str, Any]], dtype: DictsType) -> pa.Array:
