@@ -132,3 +132,23 @@ def test_inspect_rejected_by_step_and_reason(normal_and_analysis):
     assert f"gopher_quality/{reason} ({count})" in err
     p = assay_cli("inspect", str(normal), "--step", "gopher_quality", cwd=ROOT, check=False)
     assert p.returncode == 2 and "add --rejected" in p.stderr
+
+
+def test_dedup_with_action_flag_keeps_duplicates_and_marks_them(tmp_path):
+    """What --analyze sets on the dedup steps: the same decisions as action: drop, written to signals instead."""
+    from assay.core.record import Record
+    from assay.core.step import REGISTRY, StepContext
+
+    texts = ["the same page", "another page", "the same page", "a third page", "another page"]
+    decided = {}
+    for action in ("drop", "flag"):
+        step = REGISTRY.get("exact_dedup")(action=action)
+        recs = [Record(id=f"r{i}", content=t) for i, t in enumerate(texts)]
+        out = [r for b in step.process([recs], StepContext(tmp_path / action)) for r in b]
+        decided[action] = {r.id: (r.drop, r.signals.get("exact_dedup.flag"), r.signals.get("dedup.cluster"))
+                           for r in out}
+    dropped = {i for i, (drop, _, _) in decided["drop"].items() if drop}
+    assert len(dropped) == 2
+    assert all(drop is None for drop, _, _ in decided["flag"].values())
+    assert {i for i, (_, flag, _) in decided["flag"].items() if flag == "duplicate"} == dropped
+    assert all(decided["flag"][i][2] == decided["drop"][i][2] for i in dropped)  # the same kept member

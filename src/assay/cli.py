@@ -185,8 +185,6 @@ def inspect(
                                          "reason."),
 ) -> None:
     """Peek at the first records of a file or run folder (or at its rejected records, by step and reason)."""
-    from assay.io.sources import plan_shards, read_shard
-
     if n < 1:
         _fail(f"-n must be at least 1 (got {n})")
     if (step or reason) and not rejected:
@@ -194,7 +192,15 @@ def inspect(
     errors = ErrorLog()
     if rejected:
         _inspect_rejected(path, n, full, step, reason, errors)
-        return
+    else:
+        _inspect_records(path, n, full, errors)
+    if errors:
+        console.print(f"[yellow]skipped while reading:[/] {dict(errors.counts)}")
+
+
+def _inspect_records(path: str, n: int, full: bool, errors: ErrorLog) -> None:
+    from assay.io.sources import plan_shards, read_shard
+
     p = path
     if _is_folder(p):
         from assay.run.executor import output_files
@@ -217,8 +223,6 @@ def inspect(
                 break
         if shown >= n:
             break
-    if errors:
-        console.print(f"[yellow]skipped while reading:[/] {dict(errors.counts)}")
 
 
 def _show_record(r: Record, full: bool) -> None:
