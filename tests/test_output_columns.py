@@ -136,6 +136,29 @@ def test_values_arrow_would_coerce_keep_their_type(tmp_path: Path) -> None:
     assert back[1].signals["v"][1] is True
 
 
+class _Tensor:
+    """An array type Arrow does not know (as a torch tensor): it has a dtype and tolist()."""
+
+    dtype = "float32"
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = values
+
+    def tolist(self) -> list[float]:
+        return list(self.values)
+
+
+def test_array_values_arrow_does_not_know_are_written_as_lists(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    writer = ParquetWriter(open(path, "wb"))
+    writer.write_many([Record("a", "t", "text", {}, {"embedding": _Tensor([0.5, 1.0]), "n": 1}),
+                       Record("b", "t", "text", {}, {"embedding": [2.0], "n": 2})])
+    writer.close()
+    assert pq.read_schema(path).field("signals").type.field("embedding").type == pa.list_(pa.float64())
+    assert [r.signals for r in read_parquet(str(path), ErrorLog())] == [{"embedding": [0.5, 1.0], "n": 1},
+                                                                        {"embedding": [2.0], "n": 2}]
+
+
 def test_none_values_in_dicts_read_as_absent_keys(tmp_path: Path) -> None:
     path = tmp_path / "n.parquet"
     writer = ParquetWriter(open(path, "wb"))

@@ -184,14 +184,24 @@ def dicts_to_arrow(dicts: list[dict[str, Any]]) -> tuple[DictsType, pa.Array]:
     dtype = DictsType.infer(dicts)
     try:
         return dtype, encode_dicts(dicts, dtype)
-    except _CONVERSION_ERRORS:  # a value Arrow would not convert after all: its key becomes JSON text
+    except _CONVERSION_ERRORS:  # an array type Arrow does not convert (a torch tensor): as Python lists, else JSON
         failing = {k for k, t in dtype.fields.items() if k not in dtype.json and not _converts(dicts, k, t)}
+        dicts = [{k: (_to_python(v) if k in failing else v) for k, v in d.items()} for d in dicts]
+        failing = {k for k in failing if not _converts(dicts, k, dtype.fields[k])}
         dtype = DictsType({k: (pa.string() if k in failing else t) for k, t in dtype.fields.items()},
                           dtype.json | failing)
         return dtype, encode_dicts(dicts, dtype)
 
 
 _CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError)
+
+
+def _to_python(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _to_python(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_to_python(x) for x in v]
+    return v.tolist() if hasattr(v, "dtype") and hasattr(v, "tolist") else v
 
 
 def _converts(dicts: list[dict[str, Any]], key: str, t: pa.DataType) -> bool:
