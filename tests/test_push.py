@@ -237,6 +237,9 @@ def test_errors_are_one_line(hub, harvest_run, tmp_path):
     assert "is not a finished run: 1 of its 3 jobs have not finished" in line and "--force" in line
     assert _runner_error(run(app, ["push", str(tmp_path), f"{USER}/x"])).endswith(
         "nor an annotation export (.jsonl, .jsonl.gz, .parquet from `assay annotate export`)")
+    write_jsonl(tmp_path / "not-an-export.jsonl", [{"a": 1}])
+    assert "none of the columns of an `assay annotate export` format (columns: a)" in _runner_error(
+        run(app, ["push", str(tmp_path / "not-an-export.jsonl"), f"{USER}/x"]))
     _push(tmp_path, url, str(unfinished), f"{USER}/x", "--force")
     assert "data/train-00000-0000.jsonl.gz" in _repo_files(store, f"{USER}/x")
     (unfinished / "stats.json").unlink()
