@@ -153,15 +153,17 @@ def _share(n: int, of: int) -> str:
     return f"{100 * n / of:.1f}%" if of else "0.0%"
 
 
-def _signal_figure(key: str, values: list[Any], rules: list[Threshold]) -> str:
+def _signal_figure(key: str, values: list[Any], rules: list[Threshold], reached: int) -> str:
+    """One signal's chart over the ``reached`` records that reached its step (``values``: of those that have it)."""
     e = html.escape
     mine = [t for t in rules if t.signal == key]
     numeric = [float(v) for v in values if _num(v)]
     beyond = sum(1 for v in values if any(t.drops(v) for t in mine))
-    caption = f"<b>{e(key)}</b> · {len(values):,} records"
+    caption = f"<b>{e(key)}</b> · " + (f"{len(values):,} records" if len(values) == reached else
+                                        f"set on {len(values):,} of {reached:,} records")
     if mine:
         caption += (f" · {e(' or '.join(t.describe().removeprefix(f'dropped when {key} ') for t in mine))}"
-                    f" · beyond: {beyond:,} ({_share(beyond, len(values))})")
+                    f" · beyond: {beyond:,} ({_share(beyond, reached)})")
     else:
         caption += ' · <span class="muted">no threshold on this signal</span>'
     if numeric and len(numeric) == len(values):
@@ -198,8 +200,11 @@ def _filter_panels(stats: dict[str, Any], data: CardData) -> str:
             rule_line = "<p>rules: " + ("; ".join(e(t.describe()) for t in rules) or "none") + "</p>"
         ordered = [t.signal for t in rules or []]
         mine.sort(key=lambda k: (ordered.index(k) if k in ordered else len(ordered), k))
-        figures = "".join(_signal_figure(k, [r.signals[k] for r in reached if k in r.signals], rules or [])
-                          for k in mine if not k.endswith(".flag"))
+        figures = "".join(_signal_figure(k, [r.signals[k] for r in reached if k in r.signals], rules or [],
+                                         len(reached)) for k in mine if not k.endswith(".flag"))
+        absent = sorted({t.signal for t in rules or []} - set(mine))
+        figures += "".join(f'<p class="muted">{e(k)}: on none of the {len(reached):,} records that reached it</p>'
+                           for k in absent)
         out.append(f'<section class="filter" data-step="{e(step.name)}" data-index="{step.index}">'
                    f'<h3>{step.index}. {e(step.name)} <span class="sub">v{e(step.version)} · params '
                    f'{step.params_hash}</span></h3><p class="share">{share}</p>{rule_line}'
