@@ -242,3 +242,17 @@ def test_parquet_with_json_text_meta_still_reads(tmp_path: Path) -> None:
     # a folder of such files is left as it is by the run's unification
     pq.write_table(pa.table(rows, schema=old), tmp_path / "old2.parquet")
     assert unify_parquet_schemas([Folder(str(tmp_path))])["rewritten"] == 0
+
+
+def test_image_text_and_text_shards_get_one_schema(tmp_path: Path) -> None:
+    """A shard of image-text records has img2dataset's columns; a shard of text records gets them as nulls."""
+    records = [Record("t", "a text", "text", {"a": 1}, {}, LINEAGE),
+               Record("i", {"caption": "c", "image": b"\x89PNG"}, "image_text", {"width": 3, "url": "u"}, {}, LINEAGE)]
+    writer = ShardWriter(str(tmp_path), "train-00000", "parquet", max_records=1)
+    writer.write_many(records)
+    files = writer.close()
+    assert "image" not in pq.read_schema(files[0]).names
+    assert unify_parquet_schemas([Folder(str(tmp_path))])["rewritten"] == 2
+    schemas = _schemas(files)
+    assert schemas[0].equals(schemas[1], check_metadata=True) and "image" in schemas[0].names
+    assert [r.to_dict() for f in files for r in read_parquet(f, ErrorLog())] == [r.to_dict() for r in records]
