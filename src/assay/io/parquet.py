@@ -60,8 +60,6 @@ def file_schema(types: dict[str, DictsType] | None = None, *, images: bool = Fal
     return pa.schema(fields, metadata=schema_metadata(types, text_column))
 
 
-SCHEMA = file_schema()
-IMAGE_SCHEMA = file_schema(images=True)
 #: foreign columns that may hold the encoded image, in order of preference
 IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp", "image", "img", "image_bytes", "bytes")
 CAPTION_COLUMNS = ("caption", "txt", "TEXT", "text", "alt", "alt_text")
