@@ -4,6 +4,7 @@ option for JSONL and Parquet, and Parquet files of the older JSON-text layout.""
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import orjson
@@ -55,6 +56,16 @@ def test_parquet_run_signals_are_a_struct_one_schema_per_folder(quickstart_parqu
     assert sorted(table.column("id").to_pylist()) == sorted(
         r["id"] for r in records if r["signals"]["gopher.word_count"] > threshold)
     assert 0 < table.num_rows < len(records)
+    # the same query in duckdb (the acceptance: signals queryable as a struct), over the glob of all shards
+    import duckdb
+
+    got = duckdb.sql(f"""SELECT id FROM read_parquet('{out / "data"}/*.parquet')
+                         WHERE signals."gopher.word_count" > {threshold}""").fetchall()
+    assert sorted(i for (i,) in got) == sorted(table.column("id").to_pylist())
+    by_reason = dict(duckdb.sql(f"""SELECT drop_step, count(*) FROM read_parquet('{out / "rejected"}/*.parquet')
+                                    GROUP BY drop_step""").fetchall())
+    stats = json.loads((out / "stats.json").read_text())
+    assert by_reason == {st["name"]: st["dropped"] for st in stats["steps"] if st["dropped"]}
     reasons = ds.dataset(str(out / "rejected"), format="parquet").to_table(columns=["drop_step"])
     assert reasons.num_rows == sum(pq.read_metadata(f).num_rows for f in rejected)
 
