@@ -182,7 +182,7 @@ def test_laion_recipe_with_the_ocr_stand_in_flags_instead_of_dropping(tmp_path: 
     assert stats["notes"] == [lines[0].removeprefix("note: ")]
     assert "is the OCR stand-in" in (tmp_path / "out" / "report.html").read_text()
 
-    out = [r for f in sorted((tmp_path / "out").glob("*.tar")) for r in read_webdataset(str(f), ErrorLog())]
+    out = [r for f in sorted((tmp_path / "out" / "data").glob("*.tar")) for r in read_webdataset(str(f), ErrorLog())]
     assert len(out) == len(pairs)  # nothing lost: every pair is kept, checked or not
     flags = {r.content["caption"]: r.signals.get("image_text_alignment.flag") for r in out}
     for caption in WRONG_PAIRS.values():  # photos without text: nothing to check them with, and it shows
