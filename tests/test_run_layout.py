@@ -139,3 +139,22 @@ def test_old_layout_refusal_is_one_line_on_the_cli(runs: dict[str, Path], tmp_pa
     p = assay_cli("run", str(QUICKSTART), "-i", WARCS[0], "-o", str(old), check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "written by an older Assay" in p.stderr and "--overwrite" in p.stderr
+
+
+def test_annotate_import_of_a_run_folder_takes_its_kept_records(runs: dict[str, Path], tmp_path: Path):
+    from annotate_support import make_database
+
+    from assay.annotate import workflow
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["parquet"], run)
+    (run / ".assay" / "stages" / "s0").mkdir(parents=True)  # as a killed run leaves it
+    shutil.copy(next((run / "data").iterdir()), run / ".assay" / "stages" / "s0" / "train-00000-0000.parquet")
+    db, cleanup = make_database("sqlite", tmp_path)
+    try:
+        with db.write() as s:
+            workflow.create_project(s, "docs", "rating")
+        report = workflow.import_records(db, "docs", [str(run)])
+    finally:
+        cleanup()
+    assert report.imported == _stats(run)["output"]["records"] and report.skipped == {} and not report.duplicates
