@@ -83,9 +83,11 @@ def test_card_recipe_and_hidden_bookkeeping(runs: dict[str, Path]):
 def test_rerun_of_a_complete_run_rewrites_nothing(runs: dict[str, Path]):
     run = runs["parquet"]
     before = {p: p.stat().st_mtime_ns for p in (run / "data").iterdir()}
-    records = read_output(run)
-    LocalExecutor(1).run(_recipe("parquet"), WARCS, str(run))
-    assert {p: p.stat().st_mtime_ns for p in (run / "data").iterdir()} == before
+    records, stats = read_output(run), _stats(run)
+    notes: list[str] = []
+    assert LocalExecutor(1).run(_recipe("parquet"), WARCS, str(run), notify=notes.append) == stats
+    assert notes == [f"{run} holds this run, complete: nothing to do (--overwrite runs it again)"]
+    assert {p: p.stat().st_mtime_ns for p in (run / "data").iterdir()} == before and _stats(run) == stats
     assert read_output(run) == records and not (run / ".assay" / "stages").exists()
 
 

@@ -117,6 +117,10 @@ class Executor:
         try:
             recipe_dict = recipe.model_dump(mode="json")
             self._check_or_start(out, recipe, shards, overwrite, explicit_state)
+            if fs.exists(out.path("stats.json")):  # this very run, complete (--overwrite emptied the folder)
+                if notify:
+                    notify(f"{output} holds this run, complete: nothing to do (--overwrite runs it again)")
+                return orjson.loads(fs.cat_file(out.path("stats.json")))
             _, steps, segments = build(recipe_dict)
             notes = [f"{step.name}: {note}" for step in steps for note in step.notes()]  # to stats.json and the card
             for note in notes if notify else ():
@@ -157,11 +161,12 @@ class Executor:
             stats["started"] = started.isoformat()
             stats["finished"] = datetime.now(timezone.utc).isoformat()
             stats["seconds"] = round(time.perf_counter() - t0, 3)
-            jobs._write_atomic(fs, out.path("stats.json"), orjson.dumps(stats, option=orjson.OPT_INDENT_2))
             _merge_errors(out)
             layout.write_recipe(out, recipe_dict)
             layout.write_readme(out, stats, recipe_dict)
             layout.remove_stages(out)  # every job has its marker: nothing reads them again
+            # last: stats.json is what makes the run complete (a rerun then has nothing to do)
+            jobs._write_atomic(fs, out.path("stats.json"), orjson.dumps(stats, option=orjson.OPT_INDENT_2))
             return stats
         except storage_errors() as e:  # the output's storage failed between jobs (a job's failure names the job)
             raise AssayError(f"the run into {output} failed: {type(e).__name__}: {_first_line(e)}") from None
