@@ -30,6 +30,19 @@ HEADER = """\
 # assay[all,dev,demo] on CPython {py}, Linux x86-64). torch is the CPU wheel 2.13.0+cpu (local label dropped here);
 # llama-cpp-python is built once into the portable wheelhouse (see the Makefile) at the version below.
 # tests/test_packaging.py checks that every requirement of pyproject.toml is here and inside its range.
+#
+# The lower bounds in pyproject.toml were tested (2026-12-06) in scratch venvs made with
+# `uv pip install --resolution lowest-direct -c <torch==2.13.0+cpu, llama-cpp-python==0.3.36>` (torch from the local
+# CPU wheel, llama-cpp-python from the portable wheelhouse):
+# - .[harvest] + the test tools (pydantic 2.11.0, PyYAML 6.0, pyarrow 21.0.0, numpy 2.0.2, fsspec 2025.3.0,
+#   trafilatura 1.11.0, regex 2024.11.6, ...): tests/test_core_*, test_io_bad_input, test_run_executor, test_extract,
+#   test_langid, harvest/test_filters_rules|text, harvest/test_normalize, test_dedup_*, test_decontam, test_pii,
+#   test_packaging passed (test_pii's real-packages check needs flask and friends, absent there);
+# - .[harvest,annotate,knowledge,llm,ml,s3,hf,ray,dev] (where other floors lift some: pydantic 2.12.0, pyarrow 24.0.0,
+#   regex 2025.10.22): the above plus harvest/test_filters_vs_datatrove, test_annotate_api, test_knowledge_store|patch|
+#   search, test_lab_fit, test_object_storage: 377 passed. Floors raised by that run: numpy 2.0.0 -> 2.0.2 (np.isin
+#   overflows on uint64 hashes), s3fs 2025.3-2026.1 -> 2026.2.0 (an existing s3:// output folder seen as a file).
+# The vision and robot extras' floors are the versions locked here (not run at lower versions).
 """
 
 
