@@ -160,3 +160,29 @@ def annotate_server(db_path: Any) -> Iterator[str]:
     with http_process([sys.executable, "-m", "assay.annotate.cli", "serve", "--db", str(db_path), "--port", port,
                        "--workers", "1"], base + "/healthz", env={**os.environ, "PYTHONUNBUFFERED": "1"}):
         yield base
+
+
+@dataclass
+class BrowserSession:
+    page: Any  # a Playwright Page, logged in, on the projects list
+    base: str  # the server's base URL
+    errors: list[str]  # JavaScript errors the page raised (a test ends by asserting there were none)
+
+
+@contextlib.contextmanager
+def logged_in_page(db_path: Any, username: str, password: str, viewport: tuple[int, int] = (1200, 1000),
+                   timeout_ms: int = 20_000) -> Iterator[BrowserSession]:
+    """``assay annotate serve`` over ``db_path`` and headless Chromium logged in to it as ``username``."""
+    from browser_support import chromium
+
+    with annotate_server(db_path) as base, chromium() as browser:
+        page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+        page.set_default_timeout(timeout_ms)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(base + "/")
+        page.fill("#username", username)
+        page.fill("#password", password)
+        page.click("button[type=submit]")
+        page.wait_for_url(base + "/")
+        yield BrowserSession(page, base, errors)

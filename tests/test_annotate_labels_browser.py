@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 
-from annotate_support import annotate_server
+from annotate_support import logged_in_page
 from test_annotate_labels import TEXT, at, write_jsonl
-from test_annotate_trajectory_browser import CHROMIUM, CHROMIUM_ARGS, wait_until
+from browser_support import wait_until
 from assay.platform.users import create_user
 
 PW = "e2e-password"
@@ -40,9 +40,6 @@ def drag_select(page, first: str, last: str | None = None) -> None:
 
 
 def test_annotator_uses_suggestions_and_selects_spans_in_chromium(tmp_path):
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run `make system-deps` (Debian package chromium)"
-    from playwright.sync_api import sync_playwright
-
     from assay.annotate import workflow
     from assay.annotate.export import export
     from assay.platform.db import Database
@@ -68,61 +65,49 @@ def test_annotator_uses_suggestions_and_selects_spans_in_chromium(tmp_path):
             {"start": flew[0], "end": flew[1], "label": "LOC", "score": 0.7}]}}}])])
     db.dispose()
 
-    with annotate_server(db_path) as base, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 1000})
-            page.set_default_timeout(20_000)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(base + "/")
-            page.fill("#username", "ann")
-            page.fill("#password", PW)
-            page.click("button[type=submit]")
-            page.wait_for_url(base + "/")
+    with logged_in_page(db_path, "ann", PW, (1100, 1000), 20_000) as session:
+        page, base, errors = session.page, session.base, session.errors
 
-            # classify: suggestions shown with their scores and pre-checked; keep sports, drop politics, add science
-            page.click("text=topics")
-            page.click("#start")
-            page.wait_for_selector("#label-choices")
-            assert page.inner_text("#choice-0 .suggested") == "suggested (0.91)"
-            assert page.inner_text("#choice-1 .suggested") == "suggested (0.62)"
-            assert page.inner_text("#choice-2 .model-score") == "model 0.08"
-            checked = "[...document.querySelectorAll('input[name=label]')].map(i => i.checked)"
-            assert page.evaluate(checked) == [True, True, False]
-            page.keyboard.press("2")
-            page.click("#choice-2 input")
-            assert page.evaluate(checked) == [True, False, True]
-            assert page.evaluate("document.querySelector('#choice-1').classList.contains('changed')")
-            page.keyboard.press("Control+Enter")
-            page.wait_for_selector("#saved, #error")
-            assert page.locator("#error").count() == 0, page.inner_text("#error")
+        # classify: suggestions shown with their scores and pre-checked; keep sports, drop politics, add science
+        page.click("text=topics")
+        page.click("#start")
+        page.wait_for_selector("#label-choices")
+        assert page.inner_text("#choice-0 .suggested") == "suggested (0.91)"
+        assert page.inner_text("#choice-1 .suggested") == "suggested (0.62)"
+        assert page.inner_text("#choice-2 .model-score") == "model 0.08"
+        checked = "[...document.querySelectorAll('input[name=label]')].map(i => i.checked)"
+        assert page.evaluate(checked) == [True, True, False]
+        page.keyboard.press("2")
+        page.click("#choice-2 input")
+        assert page.evaluate(checked) == [True, False, True]
+        assert page.evaluate("document.querySelector('#choice-1').classList.contains('changed')")
+        page.keyboard.press("Control+Enter")
+        page.wait_for_selector("#saved, #error")
+        assert page.locator("#error").count() == 0, page.inner_text("#error")
 
-            # spans: the right suggestion stays, the wrong one goes, "Zürich" (after the emoji) and "東京" are
-            # selected with the mouse under the label chosen by its key
-            page.goto(base + "/")
-            page.click("text=ner")
-            page.click("#start")
-            page.wait_for_selector("#span-text mark")
-            marks = "[...document.querySelectorAll('#span-text mark')].map(m => m.textContent + ':' + m.dataset.label)"
-            assert page.evaluate(marks) == ["Zoë:PER", "flew:LOC"]
-            assert "suggested (0.88)" in page.inner_text("#span-list") and "suggested (0.70)" in page.inner_text(
-                "#span-list")
-            page.locator("#span-list li", has_text="flew").locator("button.remove-span").click()
-            page.keyboard.press("2")  # LOC
-            drag_select(page, "Zürich")
-            wait_until(page, "document.querySelectorAll('#span-text mark').length === 2")
-            drag_select(page, "東京")
-            assert page.evaluate(marks) == ["Zoë:PER", "Zürich:LOC", "東京:LOC"], page.inner_text("#span-status")
-            drag_select(page, "from", "Zürich")  # overlaps a span: refused with a message, nothing changes
-            assert "overlaps" in page.inner_text("#span-status") and len(page.evaluate(marks)) == 3
-            page.screenshot(path=str(tmp_path / "spans.png"), full_page=True)
-            page.keyboard.press("Control+Enter")
-            page.wait_for_selector("#saved, #error")
-            assert page.locator("#error").count() == 0, page.inner_text("#error")
-            assert errors == []
-        finally:
-            browser.close()
+        # spans: the right suggestion stays, the wrong one goes, "Zürich" (after the emoji) and "東京" are
+        # selected with the mouse under the label chosen by its key
+        page.goto(base + "/")
+        page.click("text=ner")
+        page.click("#start")
+        page.wait_for_selector("#span-text mark")
+        marks = "[...document.querySelectorAll('#span-text mark')].map(m => m.textContent + ':' + m.dataset.label)"
+        assert page.evaluate(marks) == ["Zoë:PER", "flew:LOC"]
+        assert "suggested (0.88)" in page.inner_text("#span-list") and "suggested (0.70)" in page.inner_text(
+            "#span-list")
+        page.locator("#span-list li", has_text="flew").locator("button.remove-span").click()
+        page.keyboard.press("2")  # LOC
+        drag_select(page, "Zürich")
+        wait_until(page, "document.querySelectorAll('#span-text mark').length === 2")
+        drag_select(page, "東京")
+        assert page.evaluate(marks) == ["Zoë:PER", "Zürich:LOC", "東京:LOC"], page.inner_text("#span-status")
+        drag_select(page, "from", "Zürich")  # overlaps a span: refused with a message, nothing changes
+        assert "overlaps" in page.inner_text("#span-status") and len(page.evaluate(marks)) == 3
+        page.screenshot(path=str(tmp_path / "spans.png"), full_page=True)
+        page.keyboard.press("Control+Enter")
+        page.wait_for_selector("#saved, #error")
+        assert page.locator("#error").count() == 0, page.inner_text("#error")
+        assert errors == []
 
     db = Database(str(db_path))
     out = tmp_path / "labels.jsonl"

@@ -8,28 +8,14 @@ in its own process over a SQLite file."""
 from __future__ import annotations
 
 import json
-import os
-import time
-from pathlib import Path
 
-from annotate_support import annotate_server
+from annotate_support import logged_in_page
+from browser_support import wait_until
 from test_annotate_trajectory import FPS, N, episode, make_mp4
 from assay.platform.users import create_user
 
-CHROMIUM = Path(os.environ.get("ASSAY_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--autoplay-policy=no-user-gesture-required"]
 PW = "e2e-password"
 
-
-def wait_until(page, expression: str, timeout: float = 20.0) -> None:
-    """Poll a JS expression from Python (the app's CSP forbids the eval that page.wait_for_function uses)."""
-    deadline = time.time() + timeout
-    while not page.evaluate(expression):
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {expression}")
-        time.sleep(0.05)
 
 
 def frame(page) -> int:
@@ -41,9 +27,6 @@ def times(page) -> list[float]:
 
 
 def test_annotator_labels_an_episode_in_chromium(tmp_path):
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run `make system-deps` (Debian package chromium)"
-    from playwright.sync_api import sync_playwright
-
     from assay.annotate import workflow
     from assay.platform.db import Database
     from assay.annotate.export import export
@@ -66,89 +49,77 @@ def test_annotator_labels_an_episode_in_chromium(tmp_path):
     assert workflow.import_records(db, "demos", [str(src)]).imported == 1
     db.dispose()
 
-    with annotate_server(db_path) as base, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.set_default_timeout(20_000)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(base + "/")
-            page.fill("#username", "ann")
-            page.fill("#password", PW)
-            page.click("button[type=submit]")
-            page.wait_for_url(base + "/")
-            page.click("text=demos")
-            page.click("#start")
-            page.wait_for_selector("#timeline")
+    with logged_in_page(db_path, "ann", PW, (1280, 1400), 20_000) as session:
+        page, errors = session.page, session.errors
+        page.click("text=demos")
+        page.click("#start")
+        page.wait_for_selector("#timeline")
 
-            # both cameras load and decode, each at the first frame of its own span
-            wait_until(page, "[...document.querySelectorAll('video.camera')].every(v => v.readyState >= 2)")
-            state = page.evaluate("[...document.querySelectorAll('video.camera')].map(v => "
-                                  "({w: v.videoWidth, d: v.duration, err: v.error && v.error.code}))")
-            assert [s["err"] for s in state] == [None, None] and all(s["w"] == 64 for s in state), state
-            cams = page.evaluate("[...document.querySelectorAll('figcaption')].map(f => f.textContent)")
-            assert cams == ["observation.images.top", "observation.images.wrist"]
-            wait_until(page, "Math.abs(document.querySelector('video.camera').currentTime - 4.05) < 0.02")
-            assert page.evaluate("document.getElementById('timeline').toDataURL().length") > 3000  # curves drawn
+        # both cameras load and decode, each at the first frame of its own span
+        wait_until(page, "[...document.querySelectorAll('video.camera')].every(v => v.readyState >= 2)")
+        state = page.evaluate("[...document.querySelectorAll('video.camera')].map(v => "
+                              "({w: v.videoWidth, d: v.duration, err: v.error && v.error.code}))")
+        assert [s["err"] for s in state] == [None, None] and all(s["w"] == 64 for s in state), state
+        cams = page.evaluate("[...document.querySelectorAll('figcaption')].map(f => f.textContent)")
+        assert cams == ["observation.images.top", "observation.images.wrist"]
+        wait_until(page, "Math.abs(document.querySelector('video.camera').currentTime - 4.05) < 0.02")
+        assert page.evaluate("document.getElementById('timeline').toDataURL().length") > 3000  # curves drawn
 
-            # keys move the cursor, and both videos follow it (frame k is shown at span start + k / fps)
-            page.keyboard.press("End")
-            assert frame(page) == N - 1
-            wait_until(page, f"Math.abs(document.querySelectorAll('video.camera')[1].currentTime - {(N - .5) / FPS})"
-                             " < 0.02")
-            top, own = times(page)
-            assert abs(top - (4 + (N - .5) / FPS)) < 0.02 and abs(own - (N - .5) / FPS) < 0.02
-            page.keyboard.press("Home")
-            page.keyboard.press("[")
-            page.keyboard.press("Shift+ArrowRight")
-            assert frame(page) == 10
-            page.keyboard.press("]")  # no label yet: the label box takes the focus, Enter adds the segment
-            assert page.evaluate("document.activeElement.id") == "segment-label"
-            page.keyboard.type("reach")
-            page.keyboard.press("Enter")
-            assert page.input_value("#segments") == "0 10 reach\n"
-            page.keyboard.press("ArrowRight")
-            page.keyboard.press("[")
+        # keys move the cursor, and both videos follow it (frame k is shown at span start + k / fps)
+        page.keyboard.press("End")
+        assert frame(page) == N - 1
+        wait_until(page, f"Math.abs(document.querySelectorAll('video.camera')[1].currentTime - {(N - .5) / FPS})"
+                         " < 0.02")
+        top, own = times(page)
+        assert abs(top - (4 + (N - .5) / FPS)) < 0.02 and abs(own - (N - .5) / FPS) < 0.02
+        page.keyboard.press("Home")
+        page.keyboard.press("[")
+        page.keyboard.press("Shift+ArrowRight")
+        assert frame(page) == 10
+        page.keyboard.press("]")  # no label yet: the label box takes the focus, Enter adds the segment
+        assert page.evaluate("document.activeElement.id") == "segment-label"
+        page.keyboard.type("reach")
+        page.keyboard.press("Enter")
+        assert page.input_value("#segments") == "0 10 reach\n"
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("[")
 
-            # a click on the timeline moves the cursor there, and the videos with it
-            box = page.locator("#timeline").bounding_box()
-            page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] / 2)
-            clicked = frame(page)
-            assert 26 <= clicked <= 32, clicked
-            wait_until(page, "Math.abs(document.querySelector('video.camera').currentTime - "
-                             f"{4 + (clicked + .5) / FPS}) < 0.02")
-            page.fill("#segment-label", "grasp")
-            page.keyboard.press("Escape")
-            page.keyboard.press("]")
-            assert page.input_value("#segments") == f"0 10 reach\n11 {clicked} grasp\n"
+        # a click on the timeline moves the cursor there, and the videos with it
+        box = page.locator("#timeline").bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] / 2)
+        clicked = frame(page)
+        assert 26 <= clicked <= 32, clicked
+        wait_until(page, "Math.abs(document.querySelector('video.camera').currentTime - "
+                         f"{4 + (clicked + .5) / FPS}) < 0.02")
+        page.fill("#segment-label", "grasp")
+        page.keyboard.press("Escape")
+        page.keyboard.press("]")
+        assert page.input_value("#segments") == f"0 10 reach\n11 {clicked} grasp\n"
 
-            # play: the cursor follows the video; pause stops both cameras on the frame the cursor shows
-            page.keyboard.press("Home")
-            page.keyboard.press(" ")
-            wait_until(page, "Number(document.getElementById('frame').textContent) >= 8")
-            page.keyboard.press(" ")
-            wait_until(page, "[...document.querySelectorAll('video.camera')].every(v => v.paused)")
-            k = frame(page)
-            top, own = times(page)
-            assert 8 <= k < N and int((top - 4) * FPS + 1e-6) == k, (k, top)
-            assert abs(own - (top - 4)) < 0.15  # the wrist camera kept up
+        # play: the cursor follows the video; pause stops both cameras on the frame the cursor shows
+        page.keyboard.press("Home")
+        page.keyboard.press(" ")
+        wait_until(page, "Number(document.getElementById('frame').textContent) >= 8")
+        page.keyboard.press(" ")
+        wait_until(page, "[...document.querySelectorAll('video.camera')].every(v => v.paused)")
+        k = frame(page)
+        top, own = times(page)
+        assert 8 <= k < N and int((top - 4) * FPS + 1e-6) == k, (k, top)
+        assert abs(own - (top - 4)) < 0.15  # the wrist camera kept up
 
-            page.keyboard.press("f")
-            assert page.is_checked("#success-no")
-            page.keyboard.press("s")
-            assert page.is_checked("#success-yes")
-            page.keyboard.press("i")
-            assert page.evaluate("document.activeElement.id") == "instruction"
-            page.keyboard.press("Control+A")
-            page.keyboard.type("put the red cube in the bowl")
-            page.screenshot(path=str(tmp_path / "trajectory.png"), full_page=True)
-            page.keyboard.press("Control+Enter")
-            page.wait_for_selector("#saved, #error")
-            assert page.locator("#error").count() == 0, page.inner_text("#error")
-            assert errors == []
-        finally:
-            browser.close()
+        page.keyboard.press("f")
+        assert page.is_checked("#success-no")
+        page.keyboard.press("s")
+        assert page.is_checked("#success-yes")
+        page.keyboard.press("i")
+        assert page.evaluate("document.activeElement.id") == "instruction"
+        page.keyboard.press("Control+A")
+        page.keyboard.type("put the red cube in the bowl")
+        page.screenshot(path=str(tmp_path / "trajectory.png"), full_page=True)
+        page.keyboard.press("Control+Enter")
+        page.wait_for_selector("#saved, #error")
+        assert page.locator("#error").count() == 0, page.inner_text("#error")
+        assert errors == []
 
     out = tmp_path / "labels.jsonl"
     assert export(Database(str(db_path)), "demos", "trajectory", out)["rows"] == 1

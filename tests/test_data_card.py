@@ -4,13 +4,13 @@ opened in headless Chromium, and what the card shows checked against stats.json 
 from __future__ import annotations
 
 import html
-import os
 import re
 from pathlib import Path
 
 import orjson
 import pytest
 import xxhash
+from browser_support import chromium
 from testutil import SAMPLE, assay_cli
 
 from assay.core.errors import ErrorLog
@@ -18,9 +18,6 @@ from assay.io.sources import plan_shards, read_shard
 from assay.run.layout import output_files, rejected_files
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path(os.environ.get("ASSAY_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 FILTERS = ("language_id", "gopher_repetition", "gopher_quality", "fineweb_quality")
 
 
@@ -39,19 +36,14 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(run):
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run `make system-deps` (Debian package chromium)"
-    from playwright.sync_api import sync_playwright
-
     out = run[0]
     requests: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as browser:
         pg = browser.new_page()
         pg.on("request", lambda r: requests.append(r.url))
         pg.goto((out / "report.html").as_uri())
         pg.requests = requests
         yield pg
-        browser.close()
 
 
 def test_card_is_one_file_without_network(page, run):

@@ -17,13 +17,13 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
+from browser_support import chromium
 from testutil import ROOT, SAMPLE
 
 from assay.flywheel.calls import template_of
 from assay.flywheel.people import gold_rating
 from assay.flywheel.recipe import FlywheelError, FlywheelRecipe
 
-CHROMIUM = Path(os.environ.get("ASSAY_CHROMIUM", "/usr/bin/chromium"))
 ROUNDS, BUDGET, SYNTH_BUDGET = 3, 4, 1
 
 
@@ -200,9 +200,6 @@ def test_lineage_of_a_synthetic_record_spans_all_four_stages(run):
 
 
 def test_report_in_headless_chromium(run):
-    from playwright.sync_api import sync_playwright
-
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: make system-deps installs Chromium for the browser tests"
     from typer.testing import CliRunner
 
     from assay.flywheel.cli import app
@@ -210,37 +207,32 @@ def test_report_in_headless_chromium(run):
     res = CliRunner().invoke(app, ["report", str(run["out"])])
     assert res.exit_code == 0, res.stderr
     page_path = run["out"] / "report.html"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM),
-                                     args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(page_path.as_uri())
-            rows = page.locator("#rounds tr[data-round]")
-            assert rows.count() == ROUNDS
-            accs = page.locator("#rounds td.acc").all_inner_texts()
-            assert any(a[:1].isdigit() for a in accs)
-            assert page.locator("#accuracy-verdict").inner_text().startswith(("Held-out accuracy", "Too few"))
-            assert page.locator("#worth tr[data-stage='mix'] td.q .ci").count() == ROUNDS
-            # pick a synthetic output record: its history covers the four stages
-            options = page.locator("#pick option").all()
-            synth = next(o.get_attribute("value") for o in options if o.inner_text().startswith("synthetic"))
-            page.select_option("#pick", synth)
-            assert page.inner_text("#lineage-id") == synth
-            for stage, what in (("harvest", "source page"), ("synthesize", "model call"), ("evolve", "verified"),
-                                ("lab", None)):
-                box = page.locator(f"#lineage .stage[data-stage='{stage}']")
-                assert box.count() == 1
-                if what:
-                    assert box.locator(f".event[data-what='{what}']").count() >= 1, stage
-            assert "docs.python.org" in page.inner_text("#lineage .stage[data-stage='harvest']")
-            assert "textbook_passage" in page.inner_text("#lineage .stage[data-stage='synthesize']")
-            page.screenshot(path=str(run["out"] / "report.png"), full_page=True)
-            assert not errors, errors
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_path.as_uri())
+        rows = page.locator("#rounds tr[data-round]")
+        assert rows.count() == ROUNDS
+        accs = page.locator("#rounds td.acc").all_inner_texts()
+        assert any(a[:1].isdigit() for a in accs)
+        assert page.locator("#accuracy-verdict").inner_text().startswith(("Held-out accuracy", "Too few"))
+        assert page.locator("#worth tr[data-stage='mix'] td.q .ci").count() == ROUNDS
+        # pick a synthetic output record: its history covers the four stages
+        options = page.locator("#pick option").all()
+        synth = next(o.get_attribute("value") for o in options if o.inner_text().startswith("synthetic"))
+        page.select_option("#pick", synth)
+        assert page.inner_text("#lineage-id") == synth
+        for stage, what in (("harvest", "source page"), ("synthesize", "model call"), ("evolve", "verified"),
+                            ("lab", None)):
+            box = page.locator(f"#lineage .stage[data-stage='{stage}']")
+            assert box.count() == 1
+            if what:
+                assert box.locator(f".event[data-what='{what}']").count() >= 1, stage
+        assert "docs.python.org" in page.inner_text("#lineage .stage[data-stage='harvest']")
+        assert "textbook_passage" in page.inner_text("#lineage .stage[data-stage='synthesize']")
+        page.screenshot(path=str(run["out"] / "report.png"), full_page=True)
+        assert not errors, errors
 
 
 def test_people_mode_waits_for_labels_then_goes_on(tmp_path):

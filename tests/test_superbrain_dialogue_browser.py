@@ -5,24 +5,15 @@ what the model really said. Served by `assay annotate serve` in its own process 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from annotate_support import annotate_server
+from annotate_support import logged_in_page
 from sqlalchemy import select
 
 from assay.platform.users import create_user
 
-CHROMIUM = Path(os.environ.get("ASSAY_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 PW = "e2e-password"
 
 
 def test_expert_corrects_the_model_and_marks_the_final_answer_in_chromium(tmp_path, monkeypatch):
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run `make system-deps` (Debian package chromium)"
-    from playwright.sync_api import sync_playwright
-
     from assay.annotate import workflow
     from assay.annotate.export import export_rows
     from assay.annotate.models import Annotation
@@ -43,49 +34,37 @@ def test_expert_corrects_the_model_and_marks_the_final_answer_in_chromium(tmp_pa
     db.dispose()
     corrected = "A normal resting heart rate for adults is 60 to 100 beats per minute."
 
-    with annotate_server(db_path) as base, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 1200})
-            page.set_default_timeout(60_000)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(base + "/")
-            page.fill("#username", "expert")
-            page.fill("#password", PW)
-            page.click("button[type=submit]")
-            page.wait_for_url(base + "/")
-            page.click("text=med")
-            page.click("#start")
-            page.wait_for_selector("#ask")
-            assert "normal resting heart rate" in page.inner_text("#question")
-            assert page.is_disabled("#expert-message")
+    with logged_in_page(db_path, "expert", PW, (1200, 1200), 60_000) as session:
+        page, errors = session.page, session.errors
+        page.click("text=med")
+        page.click("#start")
+        page.wait_for_selector("#ask")
+        assert "normal resting heart rate" in page.inner_text("#question")
+        assert page.is_disabled("#expert-message")
 
-            # submitting before the model spoke is stopped in the page
-            page.fill("#final-answer", "x")
-            page.click("#submit")
-            assert "at least once" in page.inner_text("#dialogue-status")
+        # submitting before the model spoke is stopped in the page
+        page.fill("#final-answer", "x")
+        page.click("#submit")
+        assert "at least once" in page.inner_text("#dialogue-status")
 
-            page.click("#ask")
-            page.wait_for_selector("#model-text-0")
-            said = page.input_value("#model-text-0")
-            assert said.strip()
-            assert page.text_content("#badge-0") == ""
-            page.fill("#model-text-0", corrected)  # the expert corrects the model in place
-            assert "corrected" in page.text_content("#badge-0")
+        page.click("#ask")
+        page.wait_for_selector("#model-text-0")
+        said = page.input_value("#model-text-0")
+        assert said.strip()
+        assert page.text_content("#badge-0") == ""
+        page.fill("#model-text-0", corrected)  # the expert corrects the model in place
+        assert "corrected" in page.text_content("#badge-0")
 
-            page.fill("#expert-message", "Is it lower in athletes?")
-            page.click("#ask")
-            page.wait_for_selector("#model-text-2")
-            assert page.inner_text("#turn-1").endswith("Is it lower in athletes?")
-            page.click("#final-0")
-            assert page.input_value("#final-answer") == corrected
-            assert "final" in page.get_attribute("#turn-0", "class")
-            page.keyboard.press("Control+Enter")
-            page.wait_for_selector("#saved")
-            assert errors == [], errors
-        finally:
-            browser.close()
+        page.fill("#expert-message", "Is it lower in athletes?")
+        page.click("#ask")
+        page.wait_for_selector("#model-text-2")
+        assert page.inner_text("#turn-1").endswith("Is it lower in athletes?")
+        page.click("#final-0")
+        assert page.input_value("#final-answer") == corrected
+        assert "final" in page.get_attribute("#turn-0", "class")
+        page.keyboard.press("Control+Enter")
+        page.wait_for_selector("#saved")
+        assert errors == [], errors
 
     db = Database(str(db_path))
     try:
