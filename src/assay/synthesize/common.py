@@ -17,14 +17,14 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import xxhash
 from pydantic import Field, field_validator, model_validator
 
 from assay.core.errors import AssayError
 from assay.core.record import Record, derive_id
-from assay.core.step import Step, StepContext, StepParams
+from assay.core.step import Batch, Step, StepContext, StepParams
 from assay.models.llm import BackendConfig, BackendError, LLMBackend, LLMRequest, cached, shared_backend
 from assay.models.llm.base import Completion
 from assay.synthesize.templates import PromptTemplate, load_template
@@ -197,6 +197,19 @@ class SynthesisStep(Step):
         rid = derive_id(*parents, self.name, index)
         return Record(rid, content, modality, meta={"parents": list(parents), "synth": synth},
                       signals=signals or {})
+
+    def map_batches(self, batches: Iterable[Batch], ctx: StepContext,
+                    make: Callable[[Batch], Batch]) -> Iterator[Batch]:
+        """The usual ``process`` of a synthesis step: the backend made ready, ``make`` applied to each input batch
+        (its non-empty results passed on), the backend's spending counted even when the run stops half-way."""
+        self.ensure_backend(ctx)
+        try:
+            for batch in batches:
+                out = make(batch)
+                if out:
+                    yield out
+        finally:
+            self.report_usage()
 
     # -- accounting --------------------------------------------------------------------------------------------
     def report_usage(self) -> None:

@@ -132,14 +132,7 @@ class OssInstruct(SynthesisStep):
         return "empty"
 
     def process(self, batches: Iterable[Batch], ctx: StepContext) -> Iterator[Batch]:
-        self.ensure_backend(ctx)
-        try:
-            for batch in batches:
-                out = self._batch(batch)
-                if out:
-                    yield out
-        finally:
-            self.report_usage()
+        return self.map_batches(batches, ctx, self._batch)
 
     def _batch(self, batch: Batch) -> Batch:
         p = self.p

@@ -199,14 +199,7 @@ class UltraFeedback(SynthesisStep):
         self._generator_usage = [g.usage.snapshot() for g in self.generators]
 
     def process(self, batches: Iterable[Batch], ctx: StepContext) -> Iterator[Batch]:
-        self.ensure_backend(ctx)
-        try:
-            for batch in batches:
-                out = self._batch(batch)
-                if out:
-                    yield out
-        finally:
-            self.report_usage()
+        return self.map_batches(batches, ctx, self._batch)
 
     # -- responses ---------------------------------------------------------------------------------------------
     def _generate_with(self, backend: LLMBackend, requests: list[LLMRequest]) -> list[Completion]:
