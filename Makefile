@@ -7,6 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PEERS := .venv-peers
 DEMO_OUT ?= out/quickstart
+# pytest-xdist workers for `make test`; a test file runs whole on one worker (its module fixtures, such as a Ray
+# cluster or a flywheel run, are built once); TEST_WORKERS=0 runs the suite in this one process
+TEST_WORKERS ?= 2
 # the lock: exact versions of everything below installs (pyproject.toml has the ranges; scripts/lock.py regenerates it)
 LOCK := constraints.txt
 
@@ -95,7 +98,7 @@ demo: install-demo
 	@echo "output shards, rejected/, stats.json and report.html are in $(DEMO_OUT)"
 
 test: install peers
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(PEERS) out .pytest_cache
