@@ -137,6 +137,16 @@ def test_ray_address_without_a_cluster_is_a_one_line_error(tmp_path: Path):
     _one_line_error(p, "cannot connect to the Ray cluster at auto")
 
 
+def test_ray_reduce_resources_are_checked_before_anything_runs(tmp_path: Path):
+    recipe, data = _tiny_run_inputs(tmp_path)
+    for extra, message in ((["--ray-reduce-resources", "big=1"], "--ray-reduce-resources is for the Ray executor"),
+                           (["-e", "ray", "--ray-reduce-resources", "big"], "'big' is not NAME=AMOUNT"),
+                           (["-e", "ray", "--ray-reduce-resources", "memory=lots"], "'lots' is not an amount")):
+        p = assay_cli("run", str(recipe), "-i", str(data), "-o", str(tmp_path / "o"), *extra, check=False)
+        _one_line_error(p, message)
+        assert not (tmp_path / "o").exists()
+
+
 def test_core_install_says_which_extra_to_install(tmp_path: Path):
     """A core install (no extras) running the quickstart: resiliparse is made unimportable in every process of the
     run (a sitecustomize on PYTHONPATH, inherited by the spawned workers); the error names the extra, with its

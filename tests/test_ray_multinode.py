@@ -14,6 +14,7 @@ driver's. One cluster serves the whole module (Ray starts slowly).
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import random
 import re
@@ -181,9 +182,12 @@ def cluster(s3, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     nodes: list[Node] = []
     try:
         # the head's job server listens on --dashboard-port (8265 unless told): a free one, beside other clusters
+        # each node offers a custom resource of its own that --ray-reduce-resources can pin the reduces to
         nodes.append(_start_node("head", ["--head", "--port", str(port), "--include-dashboard=false",
-                                          "--dashboard-port", str(free_port())], env, base, short / "h"))
-        nodes.append(_start_node("second", ["--address", f"127.0.0.1:{port}"], env, base, short / "s"))
+                                          "--dashboard-port", str(free_port()), "--resources", '{"assay_head": 1}'],
+                                 env, base, short / "h"))
+        nodes.append(_start_node("second", ["--address", f"127.0.0.1:{port}", "--resources", '{"assay_big": 1}'],
+                                 env, base, short / "s"))
         driver_env = {**env, **CREDENTIALS, "HOME": str(base / "driver")}
         yield Cluster(f"127.0.0.1:{port}", nodes[0], nodes[1], driver_env)
     finally:
@@ -262,6 +266,45 @@ def test_two_node_cluster_gives_the_local_output_and_shares_dedup_state_through_
     for node in (cluster.head, cluster.second):  # nothing of the run on a node's own disk
         assert not (node.home / "cache" / "assay").exists()
         assert [p.name for p in (node.home / "tmp").iterdir() if p.name.startswith("assay-state-")] == []
+
+
+def _node_with(cluster: Cluster, resource: str) -> str:
+    """The id of the one node of the cluster that offers ``resource``, as Ray's own state API says."""
+    code = ("import json, ray; ray.init(address=%r, log_to_driver=False, configure_logging=False); "
+            "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive'] and %r in n['Resources']]))"
+            % (cluster.address, resource))
+    p = subprocess.run([sys.executable, "-c", code], env=cluster.driver_env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    (node,) = json.loads(p.stdout.strip().splitlines()[-1])
+    return node
+
+
+def test_the_reduce_is_pinned_to_the_node_with_the_resource_asked_for(
+        s3, cluster: Cluster, recipes: dict[str, Path], local_ids: list[str], tmp_path: Path):
+    """--ray-reduce-resources NAME=1: MinHash's reduce (the step that holds every shard's state at once) runs on the
+    only node that offers NAME, once pinned to each of the two nodes; the jobs still spread over both; the output is
+    unchanged. A resource no node offers is refused in one line (the reduce would otherwise wait for it forever)."""
+    fs = s3[1]
+    for resource in ("assay_big", "assay_head"):
+        node = _node_with(cluster, resource)
+        prefix = f"pinned-{resource}"
+        args = _run_args(recipes["plain"], prefix) + ["--ray-address", cluster.address,
+                                                      "--ray-reduce-resources", f"{resource}=1"]
+        p = assay_cli(*args, env=cluster.driver_env, cwd=tmp_path)
+        assert "Traceback" not in p.stderr
+        assert _ids(fs, prefix) == local_ids
+        markers = _markers(fs, prefix)
+        reduces = {name: m["ray_node"] for name, m in markers.items() if name.startswith("reduce")}
+        assert reduces and set(reduces.values()) == {node}, (resource, reduces, node)
+        assert len({m["ray_node"] for name, m in markers.items() if name.startswith("s")}) == 2
+
+    args = _run_args(recipes["plain"], "unpinnable") + ["--ray-address", cluster.address,
+                                                        "--ray-reduce-resources", "assay_huge=1"]
+    p = assay_cli(*args, env=cluster.driver_env, cwd=tmp_path, check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    (line,) = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert "--ray-reduce-resources assay_huge=1: the cluster has 0" in line and "assay_big=1" in line, line
 
 
 def _run_and_kill(cluster: Cluster, args: list[str], cwd: Path, kill) -> tuple[int, str]:  # noqa: ANN001

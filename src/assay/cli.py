@@ -62,6 +62,9 @@ def run(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: local)."),
     ray_env: list[str] = typer.Option([], "--ray-env", help="Environment variable of this shell to pass to the Ray "
                                       "tasks, e.g. AWS_ACCESS_KEY_ID (repeatable; comma-separated names too)."),
+    ray_reduce: Optional[str] = typer.Option(None, "--ray-reduce-resources", help="What the Ray task of a global "
+                                             "step's reduce needs, e.g. 'big_memory=1' (a custom resource of one node: "
+                                             "pins the reduce there), 'num_cpus=4', 'memory=32G'; comma-separated."),
     state_dir: Optional[str] = typer.Option(None, "--state-dir", help="Where global steps (dedup) keep their state "
                                             "(local path or fsspec URI every worker sees; default OUT/.assay/state)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --output."),
@@ -90,7 +93,9 @@ def run(
         tuning = Tuning(limit=limit, sample=sample, seed=seed, analyze=analyze)
         r = Recipe.from_yaml(recipe)
         names = [n.strip() for v in ray_env for n in v.split(",") if n.strip()]
-        ex = make_executor(executor, workers, ray_address, names)
+        if ray_reduce and executor != "ray":
+            raise AssayError("--ray-reduce-resources is for the Ray executor (-e ray)")
+        ex = make_executor(executor, workers, ray_address, names, reduce_resources=ray_reduce)
         with progress_display(console, interval, ex.records_read) as progress:
             stats = ex.run(r, input, output, overwrite=overwrite, progress=progress, state_dir=state_dir,
                            tuning=tuning, notify=lambda note: console.print(f"note: {escape(note)}", soft_wrap=True))

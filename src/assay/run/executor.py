@@ -369,7 +369,8 @@ class RayExecutor(Executor):
     name = "ray"
     MAX_RETRIES = 3
 
-    def __init__(self, workers: int = 1, address: str | None = None, env: list[str] | None = None) -> None:
+    def __init__(self, workers: int = 1, address: str | None = None, env: list[str] | None = None,
+                 reduce_resources: dict[str, float] | None = None) -> None:
         super().__init__(workers)
         try:
             import ray
@@ -395,7 +396,30 @@ class RayExecutor(Executor):
         if env:
             options["runtime_env"] = {"env_vars": {n: os.environ[n] for n in env}}
         self._run_job = ray.remote(run_job).options(scheduling_strategy="SPREAD", **options)
-        self._run_reduce = ray.remote(run_reduce).options(**options)
+        self._run_reduce = ray.remote(run_reduce).options(**options, **self._reduce_options(reduce_resources or {}))
+
+    def _reduce_options(self, wanted: dict[str, float]) -> dict[str, Any]:
+        """Ray task options for the reduces (``num_cpus``, ``memory`` in bytes, custom resources). A resource no node
+        of the cluster offers would leave the reduce waiting forever: that is refused here, in one line."""
+        if not wanted:
+            return {}
+        offered = self.ray.cluster_resources()
+        for name, amount in wanted.items():
+            key = "CPU" if name == "num_cpus" else name
+            if offered.get(key, 0) < amount:
+                have = ", ".join(f"{k}={v:g}" for k, v in sorted(offered.items())
+                                 if not k.startswith("node:") and k != "object_store_memory")
+                self.close()
+                raise AssayError(f"--ray-reduce-resources {name}={amount:g}: the cluster has {offered.get(key, 0):g} "
+                                 f"(it offers {have}); start a node with e.g. `ray start --resources "
+                                 f"'{{\"{name}\": {amount:g}}}'`")
+        options: dict[str, Any] = {k: wanted[k] for k in ("num_cpus",) if k in wanted}
+        if "memory" in wanted:
+            options["memory"] = int(wanted["memory"])  # bytes
+        custom = {k: v for k, v in wanted.items() if k not in ("num_cpus", "memory")}
+        if custom:
+            options["resources"] = custom
+        return options
 
     def map_jobs(self, jobs_: list[Job], on_done: Callable[[dict[str, Any]], None], progress: Callable[[], None]) -> None:
         pending = {self._run_job.remote(j): j for j in jobs_}
@@ -423,12 +447,36 @@ class RayExecutor(Executor):
             self._started = False
 
 
-def make_executor(name: str, workers: int, address: str | None = None, ray_env: list[str] | None = None) -> Executor:
+def make_executor(name: str, workers: int, address: str | None = None, ray_env: list[str] | None = None,
+                  reduce_resources: str | None = None) -> Executor:
     if name == "local":
         return LocalExecutor(workers)
     if name == "ray":
-        return RayExecutor(workers, address, ray_env)
+        return RayExecutor(workers, address, ray_env, reduce_resources=parse_resources(reduce_resources or ""))
     raise AssayError(f"unknown executor {name!r}; expected 'local' or 'ray'")
+
+
+_SIZE = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_resources(text: str) -> dict[str, float]:
+    """``"big_memory=1,num_cpus=4,memory=32G"`` -> ``{"big_memory": 1.0, "num_cpus": 4.0, "memory": 32e9}``."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise AssayError(f"--ray-reduce-resources: {part!r} is not NAME=AMOUNT (e.g. big_memory=1, memory=32G)")
+        unit = value.lstrip("0123456789.").lower().removesuffix("b")
+        try:
+            amount = float(value[: len(value) - len(value.lstrip("0123456789."))] if unit else value)
+            amount *= _SIZE[unit] if unit else 1
+        except (ValueError, KeyError):
+            raise AssayError(f"--ray-reduce-resources: {value!r} is not an amount (e.g. 1, 0.5, 32G)") from None
+        if amount <= 0:
+            raise AssayError(f"--ray-reduce-resources: {name} must be more than 0")
+        out[name] = amount
+    return out
 
 
 def _lock(out: Folder) -> Any:
