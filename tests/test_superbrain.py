@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 
 import numpy as np
 import pytest
@@ -139,7 +140,9 @@ WORDS = ("aspirin ibuprofen rest fluids surgery antibiotics insulin statins yoga
 
 
 def _answer(q: str, option: int, variant: int) -> str:
-    rng = np.random.default_rng(abs(hash((q, option))) % 2**32)
+    # a stable seed: Python's hash() of a str differs between processes (PYTHONHASHSEED), and with it which two
+    # options happened to draw words too alike to tell apart (the test failed under one seed in three)
+    rng = np.random.default_rng(zlib.crc32(f"{q}/{option}".encode()))
     w = rng.choice(WORDS, size=4, replace=False)
     first = "acetaminophen" if variant else "paracetamol"  # a synonym the domain table maps
     return f"Use {first} with {w[0]} and {w[1]}, then {w[2]} or {w[3]}."
