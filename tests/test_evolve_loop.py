@@ -293,4 +293,4 @@ def test_global_steps_in_a_round_see_only_that_round(tmp_path: Path) -> None:
                                route={"budget": 0, "project": "p"}), out)
     for r in summary["rounds"]:
         assert r["verify"]["records"] == 0
-        assert (out / f"round-{r['round']:03d}" / "_work" / "_state").is_dir()
+        assert (out / f"round-{r['round']:03d}" / "_work" / ".assay" / "state").is_dir()

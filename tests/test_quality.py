@@ -300,7 +300,7 @@ def test_quality_select_keeps_top_fraction_across_shards(tmp_path):
     assert kept == ["a1", "b1"]  # the best 25% of 8 scored records: 0.9 and 0.8
     reasons = {r.id: r.drop[1] for r in out if r.drop}
     assert reasons["nos"] == "unscored" and reasons["a3"] == "below_top_fraction"
-    state = sorted(p.name for p in (tmp_path / "_state" / "03-quality_select").iterdir())
+    state = sorted(p.name for p in (tmp_path / ".assay" / "state" / "03-quality_select").iterdir())
     assert state == ["scores-00000.npy", "scores-00001.npy", "threshold.json"]
     # in-process use (one shard) gives the same answer
     solo = QualitySelect(keep_fraction=0.25, unscored="keep")
