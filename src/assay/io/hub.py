@@ -27,6 +27,7 @@ from typing import Any, Callable
 import yaml
 
 from assay.core.errors import AssayError
+from assay.io.folder import Folder
 from assay.run import card, layout
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -101,7 +102,7 @@ def unfinished_reason(run: Path) -> str | None:
     stats_path = run / "stats.json"
     if not stats_path.exists():
         return "it has no stats.json (the run stopped before its end)"
-    old = layout.is_old_layout(layout._folder(str(run)))
+    old = layout.is_old_layout(Folder(str(run)))
     manifest = run / ("_run.json" if old else f"{layout.BOOKS}/{layout.RUN_MANIFEST}")
     markers = run / ("_markers" if old else f"{layout.BOOKS}/markers")
     try:
@@ -253,7 +254,7 @@ def plan(source: str, *, include_rejected: bool = False, license: str | None = N
     path = Path(source)
     if not path.exists():
         raise PushError(f"{source}: no such file or folder")
-    if path.is_dir() and layout.is_run(layout._folder(str(path))):
+    if path.is_dir() and layout.is_run(Folder(str(path))):
         return plan_run(path, include_rejected=include_rejected, license=license, force=force)
     if _is_export_file(path) or (path.is_dir() and any(_is_export_file(p) for p in path.iterdir())):
         return plan_export(path, license=license)
