@@ -348,8 +348,8 @@ def push(
     """Publish a run or an annotation export as a Hugging Face Hub dataset, with a dataset card."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from assay.io.hub import plan
-    from assay.io.hub import push as do_push
+    from assay.run.push import plan
+    from assay.run.push import push as do_push
 
     if dry_run:
         try:

@@ -37,6 +37,13 @@ class SynthesisError(AssayError):
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+def check_subset(values: list[str], allowed: Any, what: str) -> None:
+    """A recipe list that must name some of ``allowed`` and nothing else (a pydantic validator raises this)."""
+    unknown = set(values) - set(allowed)
+    if unknown or not values:
+        raise ValueError(f"{what} must be a non-empty subset of {list(allowed)}; unknown: {sorted(unknown)}")
+
+
 class SynthParams(StepParams):
     """Parameters shared by every synthesis step."""
 

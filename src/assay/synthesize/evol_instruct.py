@@ -31,7 +31,7 @@ from pydantic import Field, field_validator
 
 from assay.core.step import Batch, StepContext, StepParams
 from assay.models.llm.base import LLMRequest, SamplingParams
-from assay.synthesize.common import SynthesisStep, SynthParams, conversation, instruction_of
+from assay.synthesize.common import SynthesisStep, SynthParams, check_subset, conversation, instruction_of
 
 DEPTH_METHODS = ("add_constraints", "deepen", "concretize", "reasoning", "complicate_input")
 METHODS = DEPTH_METHODS + ("breadth",)
@@ -88,9 +88,7 @@ class EvolInstructParams(SynthParams):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, methods: list[str]) -> list[str]:
-        unknown = set(methods) - set(METHODS)
-        if unknown or not methods:
-            raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}; unknown: {sorted(unknown)}")
+        check_subset(methods, METHODS, "methods")
         return methods
     #: emit eliminated evolutions as dropped records (they go to rejected/ with their reason)
     emit_rejected: bool = True

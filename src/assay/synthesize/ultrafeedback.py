@@ -36,7 +36,8 @@ from assay.evolve.judges import JSON_FRAME_TOKENS, MIN_REASON_CHARS, REASON_CHAR
 from assay.models.llm import BackendConfig, LLMBackend, cached, shared_backend
 from assay.models.llm.base import Completion, LLMRequest, SamplingParams
 from assay.models.llm.structured import strip_fences
-from assay.synthesize.common import SynthesisStep, SynthParams, clean_text, conversation, instruction_of
+from assay.synthesize.common import (SynthesisStep, SynthParams, check_subset, clean_text, conversation,
+                                     instruction_of)
 
 PAPER_ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
 ASPECTS = PAPER_ASPECTS + ("overall",)
@@ -155,9 +156,7 @@ class UltraFeedbackParams(SynthParams):
     @field_validator("aspects")
     @classmethod
     def _known_aspects(cls, aspects: list[str]) -> list[str]:
-        unknown = set(aspects) - set(ASPECTS)
-        if unknown or not aspects:
-            raise ValueError(f"aspects must be a non-empty subset of {list(ASPECTS)}; unknown: {sorted(unknown)}")
+        check_subset(aspects, ASPECTS, "aspects")
         return list(dict.fromkeys(aspects))
 
     @field_validator("sampling")
